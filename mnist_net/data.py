@@ -1,0 +1,203 @@
+"""MNIST: find, download, verify and parse the four standard IDX gz files.
+
+Where it looks, in order: a directory passed in, ``$MNIST_DIR``, then a per-user
+cache (``$XDG_CACHE_HOME/mnist_net/mnist`` or ``~/.cache/mnist_net/mnist``). Files
+missing from the cache are downloaded from public mirrors. Every file is verified by
+the sha256 of its decompressed content before it is used; a bad download never stays
+in the cache. Non-goals: other datasets, streaming.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import sys
+import tempfile
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FILES = {
+    # name: (sha256 of decompressed bytes, expected count)
+    "train-images-idx3-ubyte.gz": ("ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", 60000),
+    "train-labels-idx1-ubyte.gz": ("65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", 60000),
+    "t10k-images-idx3-ubyte.gz": ("0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", 10000),
+    "t10k-labels-idx1-ubyte.gz": ("ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", 10000),
+}
+
+MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "https://yann.lecun.com/exdb/mnist/",
+)
+
+IMAGE_MAGIC, LABEL_MAGIC = 0x00000803, 0x00000801
+_FIX_HINT = ("Set MNIST_DIR to a folder holding the four MNIST .gz files "
+             "(or pass data_dir), or connect to the internet so they can be downloaded.")
+
+
+class MnistError(RuntimeError):
+    """MNIST could not be found, downloaded, verified or parsed. The message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Mnist:
+    """The loaded data set. Images uint8 (n, 784), labels uint8 (n,)."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    source: str  # directory the files came from
+    data_hash: str  # sha256 over the four files' content hashes
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mnist_net" / "mnist"
+
+
+def parse_idx(raw: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Parse decompressed IDX bytes: images -> (n, rows*cols) uint8, labels -> (n,) uint8."""
+    if len(raw) < 8:
+        raise MnistError(f"{name}: too short to be an IDX file ({len(raw)} bytes)")
+    magic, count = int.from_bytes(raw[0:4], "big"), int.from_bytes(raw[4:8], "big")
+    if magic == IMAGE_MAGIC:
+        if len(raw) < 16:
+            raise MnistError(f"{name}: truncated IDX image header")
+        rows, cols = int.from_bytes(raw[8:12], "big"), int.from_bytes(raw[12:16], "big")
+        expected = 16 + count * rows * cols
+        if len(raw) != expected:
+            raise MnistError(f"{name}: expected {expected} bytes for {count} images of "
+                             f"{rows}x{cols}, found {len(raw)} (truncated or corrupt)")
+        return np.frombuffer(raw, np.uint8, offset=16).reshape(count, rows * cols)
+    if magic == LABEL_MAGIC:
+        if len(raw) != 8 + count:
+            raise MnistError(f"{name}: expected {8 + count} bytes for {count} labels, "
+                             f"found {len(raw)} (truncated or corrupt)")
+        labels = np.frombuffer(raw, np.uint8, offset=8)
+        if labels.size and labels.max() > 9:
+            raise MnistError(f"{name}: label {labels.max()} is not a digit")
+        return labels
+    raise MnistError(f"{name}: wrong magic number 0x{magic:08x}; not an MNIST IDX file")
+
+
+def _read_verified(path: Path) -> bytes:
+    """Decompress a .gz file and check its content hash; MnistError if anything is off."""
+    expected_sha, _ = FILES[path.name]
+    try:
+        raw = gzip.decompress(path.read_bytes())
+    except (OSError, EOFError, zlib.error) as e:
+        raise MnistError(f"{path}: cannot decompress ({e}); the file is truncated or corrupt. "
+                         "Delete it and try again.") from None
+    if hashlib.sha256(raw).hexdigest() != expected_sha:
+        raise MnistError(f"{path}: content hash does not match the official MNIST file "
+                         "(corrupt or a different file). Delete it and try again.")
+    return raw
+
+
+def _download(name: str, dest_dir: Path, progress: bool) -> Path:
+    """Fetch one file from the first mirror that works; verify before it enters the cache."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for mirror in MIRRORS:
+        url = mirror + name
+        fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=name + ".", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as resp:
+                total = int(resp.headers.get("Content-Length") or 0)
+                done = 0
+                while chunk := resp.read(1 << 16):
+                    out.write(chunk)
+                    done += len(chunk)
+                    if progress and total:
+                        pct = 100 * done // total
+                        bar = "#" * (pct // 4)
+                        print(f"\r{name}: [{bar:<25}] {pct:3d}%", end="", file=sys.stderr)
+            if progress:
+                print(file=sys.stderr)
+            tmp_path = Path(tmp)
+            final = dest_dir / name
+            # Verify under the temp name, so a bad download never sits in the cache.
+            raw = gzip.decompress(tmp_path.read_bytes())
+            if hashlib.sha256(raw).hexdigest() != FILES[name][0]:
+                raise MnistError("content hash mismatch")
+            os.replace(tmp_path, final)
+            return final
+        except Exception as e:  # any mirror failure: try the next one
+            errors.append(f"{url}: {e}")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    raise MnistError(f"{name} is not in {dest_dir} and could not be downloaded "
+                     f"({'; '.join(errors)}). {_FIX_HINT}")
+
+
+def find_mnist(data_dir: str | os.PathLike | None = None, download: bool = True,
+               progress: bool = True) -> Path:
+    """Return a directory holding all four verified-by-name files, downloading into the cache if needed."""
+    looked = []
+    for cand in (data_dir, os.environ.get("MNIST_DIR")):
+        if cand:
+            d = Path(cand).expanduser()
+            looked.append(str(d))
+            if all((d / n).is_file() for n in FILES):
+                return d
+            if cand is data_dir:  # an explicit directory that lacks the files is an error
+                missing = [n for n in FILES if not (d / n).is_file()]
+                raise MnistError(f"{', '.join(missing)} not found in {d}. {_FIX_HINT}")
+    d = cache_dir()
+    looked.append(str(d))
+    missing = [n for n in FILES if not (d / n).is_file()]
+    if missing and not download:
+        raise MnistError(f"{', '.join(missing)} not found (looked in {', '.join(looked)}). {_FIX_HINT}")
+    for name in missing:
+        _download(name, d, progress)
+    return d
+
+
+def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = True,
+               progress: bool = True) -> Mnist:
+    """Load the 60k training and 10k test images, verified against the official hashes.
+
+    Raises MnistError with a message naming the file, where it looked and how to fix it.
+    """
+    d = find_mnist(data_dir, download, progress)
+    arrays = {}
+    in_cache = d == cache_dir()
+    for name, (sha, count) in FILES.items():
+        path = d / name
+        try:
+            raw = _read_verified(path)
+        except MnistError:
+            if not (in_cache and download):
+                raise
+            path.unlink(missing_ok=True)  # never keep a corrupt file in our cache
+            _download(name, d, progress)
+            raw = _read_verified(path)
+        arr = parse_idx(raw, str(path))
+        if len(arr) != count:
+            raise MnistError(f"{path}: expected {count} entries, found {len(arr)}")
+        arrays[name] = arr
+    data_hash = hashlib.sha256("".join(sha for sha, _ in FILES.values()).encode()).hexdigest()[:16]
+    return Mnist(
+        X_train=arrays["train-images-idx3-ubyte.gz"], y_train=arrays["train-labels-idx1-ubyte.gz"],
+        X_test=arrays["t10k-images-idx3-ubyte.gz"], y_test=arrays["t10k-labels-idx1-ubyte.gz"],
+        source=str(d), data_hash=data_hash,
+    )
+
+
+def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded stratified split of indices: (train_idx, val_idx), each class split in proportion."""
+    rng = np.random.default_rng(seed)
+    train_idx, val_idx = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_val = int(round(len(idx) * val_fraction))
+        val_idx.append(idx[:n_val])
+        train_idx.append(idx[n_val:])
+    return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))

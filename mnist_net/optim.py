@@ -1,0 +1,76 @@
+"""Optimisers: update rules over parameter dicts keyed like the gradients ("W1", "b1", ...).
+
+Each optimiser keeps its state in a plain dict of arrays (``state``) so a saved
+model can carry it and a run can resume exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class SGD:
+    """Plain gradient descent: p -= lr * g."""
+
+    name = "sgd"
+
+    def __init__(self, learning_rate: float, **_: float) -> None:
+        self.learning_rate = learning_rate
+        self.state: dict[str, np.ndarray] = {}
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+        for k, g in grads.items():
+            params[k] -= self.learning_rate * g
+
+
+class Momentum(SGD):
+    """Heavy-ball momentum: v = mu * v - lr * g; p += v."""
+
+    name = "momentum"
+
+    def __init__(self, learning_rate: float, momentum: float = 0.9, **_: float) -> None:
+        super().__init__(learning_rate)
+        self.momentum = momentum
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+        for k, g in grads.items():
+            v = self.state.get("v_" + k)
+            if v is None:
+                v = self.state["v_" + k] = np.zeros_like(params[k])
+            v *= self.momentum
+            v -= self.learning_rate * g
+            params[k] += v
+
+
+class Adam(SGD):
+    """Adam (Kingma & Ba, 2015) with bias correction."""
+
+    name = "adam"
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+        t = self.state["t"] = self.state.get("t", np.zeros((), np.int64)) + 1
+        # Fold both bias corrections into the step size (same maths, fewer array ops).
+        lr_t = float(self.learning_rate * np.sqrt(1 - self.beta2**t) / (1 - self.beta1**t))
+        for k, g in grads.items():
+            m = self.state.get("m_" + k)
+            if m is None:
+                m = self.state["m_" + k] = np.zeros_like(params[k])
+                self.state["v_" + k] = np.zeros_like(params[k])
+            v = self.state["v_" + k]
+            m *= self.beta1
+            m += (1 - self.beta1) * g
+            v *= self.beta2
+            v += (1 - self.beta2) * (g * g)
+            params[k] -= lr_t * m / (np.sqrt(v) + self.eps)
+
+
+OPTIMIZERS = {cls.name: cls for cls in (SGD, Momentum, Adam)}
+
+
+def make_optimizer(name: str, learning_rate: float, momentum: float = 0.9) -> SGD:
+    try:
+        cls = OPTIMIZERS[name]
+    except KeyError:
+        raise ValueError(f"unknown optimizer {name!r}; choose from {sorted(OPTIMIZERS)}") from None
+    return cls(learning_rate=learning_rate, momentum=momentum)
