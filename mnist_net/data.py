@@ -37,7 +37,7 @@ MIRRORS = (
 
 IMAGE_MAGIC, LABEL_MAGIC = 0x00000803, 0x00000801
 _FIX_HINT = ("Set MNIST_DIR to a folder holding the four MNIST .gz files "
-             "(or pass data_dir), or connect to the internet so they can be downloaded.")
+             "(or pass --data-dir), or connect to the internet so they can be downloaded.")
 
 
 class MnistError(RuntimeError):
@@ -169,7 +169,7 @@ def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = True,
     d = find_mnist(data_dir, download, progress)
     arrays = {}
     in_cache = d == cache_dir()
-    for name, (sha, count) in FILES.items():
+    for name, (_sha, count) in FILES.items():
         path = d / name
         try:
             raw = _read_verified(path)

@@ -1,0 +1,7 @@
+"""``python -m mnist_net``: see mnist_net.cli."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,252 @@
+"""Command line: ``python -m mnist_net train | evaluate | predict``.
+
+Errors are one readable line on stderr and a non-zero exit code, never a traceback:
+1 for a failed run (bad data, bad model file), 2 for bad usage (argparse's own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from dataclasses import fields
+from datetime import datetime, UTC
+from pathlib import Path
+
+import numpy as np
+
+from .config import ACTIVATIONS, OPTIMIZERS, TrainConfig
+from .data import MnistError, load_mnist
+from .model_io import ModelFileError, load_model, save_model
+from .network import MLP
+from .train import Progress, iter_training
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit code 1."""
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(t) for t in text.replace(" ", "").split(",") if t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not sizes:
+        raise argparse.ArgumentTypeError("give at least one hidden layer size")
+    return sizes
+
+
+def _float_pair(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two comma-separated numbers, got {text!r}") from None
+    return lo, hi
+
+
+def _format_seconds(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 60}:{s % 60:02d}"
+
+
+def _progress_line(p: Progress) -> str:
+    width = 24
+    done = int(width * p.fraction_done)
+    bar = "#" * done + "-" * (width - done)
+    val = f" val_acc {p.val_acc:.4f}" if p.val_acc is not None else ""
+    return (f"\repoch {p.epoch}/{p.epochs} [{bar}] {100 * p.fraction_done:5.1f}% "
+            f"loss {p.loss:.4f} acc {p.train_acc:.4f}{val} "
+            f"{p.samples_per_s:,.0f} img/s ETA {_format_seconds(p.eta)}")
+
+
+def _data(args):
+    try:
+        return load_mnist(args.data_dir, download=not args.no_download, progress=True)
+    except MnistError as e:
+        raise CliError(str(e)) from None
+
+
+def _config_from_args(args) -> TrainConfig:
+    defaults = TrainConfig()
+    values = {}
+    for f in fields(TrainConfig):
+        v = getattr(args, f.name, None)
+        values[f.name] = getattr(defaults, f.name) if v is None else v
+    try:
+        return TrainConfig(**values)
+    except ValueError as e:
+        raise CliError(f"invalid option: {e}") from None
+
+
+def cmd_train(args) -> int:
+    data = _data(args)
+    if args.resume:
+        model = _load(args.resume)
+        extra = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+                 if getattr(args, f.name, None) is not None and f.name not in ("hidden_sizes", "activation")}
+        try:
+            model.config = TrainConfig(**{**model.config.to_dict(), **extra})
+        except ValueError as e:
+            raise CliError(f"invalid option: {e}") from None
+        if model.data_hash_ not in (None, data.data_hash):
+            print("warning: the model was trained on different data", file=sys.stderr)
+    else:
+        model = MLP(_config_from_args(args))
+    out = Path(args.out)
+    if out.exists() and not (args.force or args.resume and Path(args.resume).resolve() == out.resolve()):
+        raise CliError(f"{out} exists; pass --force to overwrite it")
+    cfg = model.config
+    sizes = "-".join(map(str, [784, *cfg.hidden_sizes, 10]))
+    print(f"training {sizes} {cfg.activation}, {cfg.optimizer} lr={cfg.learning_rate}, batch {cfg.batch_size}, "
+          f"{cfg.epochs} epochs, augment={'on' if cfg.augment else 'off'}, seed {cfg.seed}", file=sys.stderr)
+    started = time.time()
+    interrupted = False
+    try:
+        for p in iter_training(model, data.X_train, data.y_train):
+            if not args.quiet:
+                print(_progress_line(p), end="\n" if p.kind == "epoch" else "", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        # Training stops between batches; keep what was learned so far.
+        interrupted = True
+        print("\ninterrupted: saving the model trained so far", file=sys.stderr)
+    test_acc = model.score(data.X_test, data.y_test)
+    val = [h["val_acc"] for h in model.history_ if h.get("val_acc") is not None]
+    model.metrics_ = {"test_accuracy": test_acc, "val_accuracy": val[-1] if val else None,
+                      "train_seconds": round(time.time() - started, 1)}
+    model.data_hash_ = data.data_hash
+    model.info_ = {
+        **model.info_,
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "source": "command line",
+        "command": "python -m mnist_net " + " ".join(shlex.quote(a) for a in args.argv),
+        "interrupted": interrupted,
+    }
+    save_model(model, out)
+    print(f"test accuracy {test_acc:.4f}; saved {out}")
+    return 130 if interrupted else 0
+
+
+def _load(path) -> MLP:
+    try:
+        return load_model(path)
+    except ModelFileError as e:
+        raise CliError(str(e)) from None
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, k: int = 10) -> np.ndarray:
+    """Counts (k, k): rows are true classes, columns predicted ones."""
+    cm = np.zeros((k, k), np.int64)
+    np.add.at(cm, (y_true.astype(np.int64), y_pred.astype(np.int64)), 1)
+    return cm
+
+
+def cmd_evaluate(args) -> int:
+    model = _load(args.model)
+    data = _data(args)
+    pred = model.predict(data.X_test)
+    cm = confusion_matrix(data.y_test, pred)
+    acc = float(np.trace(cm) / cm.sum())
+    print(f"model: {args.model} ({'-'.join(map(str, model.layer_sizes))}, {model.activation})")
+    print(f"test accuracy: {acc:.4f} ({np.trace(cm)}/{cm.sum()})")
+    print("per-class accuracy:")
+    for d in range(10):
+        print(f"  {d}: {cm[d, d] / max(cm[d].sum(), 1):.4f}")
+    print("confusion matrix (rows: true digit, columns: predicted):")
+    print("      " + " ".join(f"{d:>5}" for d in range(10)))
+    for d in range(10):
+        print(f"  {d}:  " + " ".join(f"{c:>5}" for c in cm[d]))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    # Imported here: preprocessing is only needed for this command.
+    from . import preprocess
+
+    model = _load(args.model)
+    status = 0
+    for name in args.images:
+        try:
+            data = Path(name).read_bytes()
+            x = preprocess.canvas_to_input(preprocess.image_from_bytes(data))
+        except (OSError, ValueError) as e:
+            print(f"{name}: error: {e}", file=sys.stderr)
+            status = 1
+            continue
+        if x is None:
+            print(f"{name}: no digit found (the image is blank)")
+            continue
+        proba = model.predict_proba(x[None])[0]
+        top = int(np.argmax(proba))
+        probs = " ".join(f"{d}:{p:.3f}" for d, p in enumerate(proba))
+        print(f"{name}: {top} (p={proba[top]:.3f})  [{probs}]")
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mnist_net",
+                                     description="Train, evaluate and use a from-scratch NumPy MNIST network.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict}")
+    data_opts = argparse.ArgumentParser(add_help=False)
+    data_opts.add_argument("--data-dir", help="folder with the four MNIST .gz files "
+                           "(default: $MNIST_DIR, then the per-user cache)")
+    data_opts.add_argument("--no-download", action="store_true", help="never download MNIST")
+
+    d = TrainConfig()
+    t = sub.add_parser("train", parents=[data_opts], help="train a network on MNIST and save it",
+                       description="Train a network on the MNIST training set and save it as a model file.")
+    t.add_argument("--out", "-o", default="model.pkl", help="output model file (default: model.pkl)")
+    t.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    t.add_argument("--resume", metavar="MODEL", help="continue training a saved model for --epochs more epochs")
+    t.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    t.add_argument("--hidden", dest="hidden_sizes", type=_int_list,
+                   help=f"hidden layer sizes, comma-separated (default: {','.join(map(str, d.hidden_sizes))})")
+    t.add_argument("--activation", choices=ACTIVATIONS, help=f"hidden activation (default: {d.activation})")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default: {d.optimizer})")
+    t.add_argument("--lr", dest="learning_rate", type=float, help=f"learning rate (default: {d.learning_rate})")
+    t.add_argument("--momentum", type=float, help=f"for --optimizer momentum (default: {d.momentum})")
+    t.add_argument("--l2", type=float, help=f"L2 weight decay (default: {d.l2})")
+    t.add_argument("--batch-size", type=int, help=f"(default: {d.batch_size})")
+    t.add_argument("--epochs", type=int, help=f"(default: {d.epochs})")
+    t.add_argument("--lr-decay", type=float, help=f"learning-rate factor per epoch (default: {d.lr_decay})")
+    t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random shifts, rotations, scaling and stroke width (default: off)")
+    t.add_argument("--max-shift", type=float, help=f"augmentation: pixels (default: {d.max_shift})")
+    t.add_argument("--max-rotation", type=float, help=f"augmentation: degrees (default: {d.max_rotation})")
+    t.add_argument("--scale-range", type=_float_pair,
+                   help=f"augmentation: LO,HI (default: {','.join(map(str, d.scale_range))})")
+    t.add_argument("--stroke-change-prob", type=float,
+                   help=f"augmentation: chance to thicken/thin a stroke (default: {d.stroke_change_prob})")
+    t.add_argument("--n-train", type=int, help="use only this many training images (default: all)")
+    t.add_argument("--val-fraction", type=float, help=f"held out for validation (default: {d.val_fraction:.4f})")
+    t.add_argument("--seed", type=int, help=f"the only source of randomness (default: {d.seed})")
+    t.add_argument("--log-every", type=int, help=f"progress every N batches (default: {d.log_every})")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", parents=[data_opts], help="test accuracy, per-class accuracy, confusion matrix",
+                       description="Evaluate a model file on the official MNIST test set.")
+    e.add_argument("model", help="model file (.pkl)")
+    e.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predict the digit in image files",
+                       description="Predict the digit in each image file (PNG, JPEG, ...), any size or colours.")
+    p.add_argument("model", help="model file (.pkl); 'default' for the shipped model")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    if getattr(args, "model", None) == "default":
+        args.model = None
+    try:
+        return args.func(args)
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

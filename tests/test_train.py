@@ -1,0 +1,68 @@
+"""The training generator: progress records, stopping at the next batch, resuming."""
+
+import numpy as np
+
+from mnist_net import MLP, iter_training, load_model, save_model
+
+
+def data(n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 10
+    # Learnable: each class lights up its own block of pixels, plus noise.
+    X = rng.random((n, 784), dtype=np.float32) * 0.3
+    for c in range(10):
+        X[y == c, c * 78:(c + 1) * 78] += 0.7
+    return np.clip(X, 0, 1), y
+
+
+def test_records_are_complete_and_monotonic():
+    X, y = data()
+    model = MLP(hidden_sizes=(16,), epochs=3, batch_size=32, log_every=2, learning_rate=1e-2)
+    records = list(iter_training(model, X, y))
+    assert records[-1].kind == "epoch" and records[-1].epoch == 3
+    elapsed = [r.elapsed for r in records]
+    assert elapsed == sorted(elapsed)
+    fractions = [r.fraction_done for r in records]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    for r in records:
+        assert r.loss > 0 and 0 <= r.train_acc <= 1 and r.samples_per_s > 0 and r.eta >= 0
+    assert records[-1].val_acc > 0.9  # the blocks are easy
+    assert len(model.history_) == len(records)
+
+
+def test_stop_ends_the_run_at_the_next_batch():
+    X, y = data()
+    model = MLP(hidden_sizes=(16,), epochs=50, batch_size=10, log_every=1000)
+    calls = []
+
+    def stop():
+        calls.append(1)
+        return len(calls) >= 3
+
+    records = list(iter_training(model, X, y, stop=stop))
+    assert len(calls) == 3  # checked once per batch, stopped right after the third
+    assert records[-1].stopped and records[-1].epoch == 1 and records[-1].batch == 3
+    assert model.params_ is not None
+    assert np.all(np.isfinite(model.predict_proba(X)))
+
+
+def test_resume_from_a_saved_model_continues(tmp_path):
+    X, y = data()
+    model = MLP(hidden_sizes=(16,), epochs=2, batch_size=32, seed=3)
+    model.fit(X, y)
+    path = save_model(model, tmp_path / "m.pkl")
+    resumed = load_model(path)
+    assert resumed.epochs_done_ == 2 and resumed.optimizer_state_  # adam moments came along
+    records = list(iter_training(resumed, X, y))
+    assert [r.epoch for r in records if r.kind == "epoch"] == [3, 4]
+    assert resumed.epochs_done_ == 4
+    assert len(resumed.history_) == len(model.history_) + len(records)
+    # Resuming picks up the saved Adam step count rather than restarting it.
+    assert int(resumed.optimizer_state_["t"]) > int(model.optimizer_state_["t"])
+
+
+def test_n_train_subset_is_stratified_and_used():
+    X, y = data(500)
+    model = MLP(hidden_sizes=(8,), epochs=1, batch_size=10, n_train=100, val_fraction=0.2, log_every=1)
+    records = list(iter_training(model, X, y))
+    assert records[-1].batches_per_epoch == 8  # 80 training images / batch 10
