@@ -18,6 +18,7 @@ import numpy as np
 
 from .config import ACTIVATIONS, OPTIMIZERS, TrainConfig
 from .data import MnistError, load_mnist
+from .metrics import confusion_matrix, per_class_accuracy
 from .model_io import ModelFileError, load_model, save_model
 from .network import MLP
 from .train import Progress, iter_training
@@ -134,24 +135,16 @@ def _load(path) -> MLP:
         raise CliError(str(e)) from None
 
 
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, k: int = 10) -> np.ndarray:
-    """Counts (k, k): rows are true classes, columns predicted ones."""
-    cm = np.zeros((k, k), np.int64)
-    np.add.at(cm, (y_true.astype(np.int64), y_pred.astype(np.int64)), 1)
-    return cm
-
-
 def cmd_evaluate(args) -> int:
     model = _load(args.model)
     data = _data(args)
-    pred = model.predict(data.X_test)
-    cm = confusion_matrix(data.y_test, pred)
+    cm = confusion_matrix(data.y_test, model.predict(data.X_test))
     acc = float(np.trace(cm) / cm.sum())
     print(f"model: {args.model} ({'-'.join(map(str, model.layer_sizes))}, {model.activation})")
     print(f"test accuracy: {acc:.4f} ({np.trace(cm)}/{cm.sum()})")
     print("per-class accuracy:")
-    for d in range(10):
-        print(f"  {d}: {cm[d, d] / max(cm[d].sum(), 1):.4f}")
+    for d, a in enumerate(per_class_accuracy(cm)):
+        print(f"  {d}: {a:.4f}")
     print("confusion matrix (rows: true digit, columns: predicted):")
     print("      " + " ".join(f"{d:>5}" for d in range(10)))
     for d in range(10):
