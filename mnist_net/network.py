@@ -120,7 +120,7 @@ class MLP:
             return [self.params_["W1"].shape[0]] + [self.params_[f"W{i}"].shape[1] for i in range(1, n + 1)]
         return layer_sizes(self.config)
 
-    def initialize(self, n_in: int = 784, n_out: int = 10) -> "MLP":
+    def initialize(self, n_in: int = 784, n_out: int = 10) -> MLP:
         rng = np.random.default_rng(self.config.seed)
         self.params_ = init_params(layer_sizes(self.config, n_in, n_out), self.config.activation, rng)
         return self
@@ -130,7 +130,7 @@ class MLP:
             raise ValueError("this MLP is not fitted yet: call fit() or load a model")
 
     # --- scikit-learn-like API -----------------------------------------------------
-    def fit(self, X, y, X_val=None, y_val=None, stop=None) -> "MLP":
+    def fit(self, X, y, X_val=None, y_val=None, stop=None) -> MLP:
         """Train for config.epochs on (X, y); returns self. See mnist_net.train for progress."""
         from .train import iter_training  # train imports this module
 
