@@ -121,7 +121,7 @@ def cmd_train(args) -> int:
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "source": "command line",
         "command": "python -m mnist_net " + " ".join(shlex.quote(a) for a in args.argv),
-        "interrupted": interrupted,
+        "stopped_early": interrupted,
     }
     save_model(model, out)
     print(f"test accuracy {test_acc:.4f}; saved {out}")
@@ -210,9 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"augmentation: LO,HI (default: {','.join(map(str, d.scale_range))})")
     t.add_argument("--stroke-change-prob", type=float,
                    help=f"augmentation: chance to thicken/thin a stroke (default: {d.stroke_change_prob})")
+    t.add_argument("--max-thicken", type=int,
+                   help=f"augmentation: thickened strokes grow by 1..N pixels (default: {d.max_thicken})")
     t.add_argument("--n-train", type=int, help="use only this many training images (default: all)")
     t.add_argument("--val-fraction", type=float, help=f"held out for validation (default: {d.val_fraction:.4f})")
     t.add_argument("--seed", type=int, help=f"the only source of randomness (default: {d.seed})")
+    t.add_argument("--threads", type=int,
+                   help=f"BLAS threads while training (default: {d.threads}, fastest on 2 shared cores)")
     t.add_argument("--log-every", type=int, help=f"progress every N batches (default: {d.log_every})")
     t.set_defaults(func=cmd_train)
 

@@ -23,16 +23,24 @@ class TrainConfig:
     batch_size: int = 128  # big enough for BLAS, small enough to generalise
     epochs: int = 10
     augment: bool = False  # random shifts/rotations/scaling/stroke width per batch
-    max_shift: float = 3.0  # pixels, for augmentation
+    # Augmentation ranges, chosen by measurement on digits redrawn as canvases (see
+    # mnist_net/augment.py): canvas_to_input centres digits, so small shifts suffice, and
+    # browser pens vary stroke width far more than MNIST does.
+    max_shift: float = 2.0  # pixels
     max_rotation: float = 15.0  # degrees
     scale_range: tuple[float, float] = (0.85, 1.15)
-    stroke_change_prob: float = 0.3  # chance to thicken or thin a digit's stroke
+    stroke_change_prob: float = 0.6  # chance to thicken (1-2 px) or thin a digit's stroke
+    max_thicken: int = 2  # thickened strokes grow by 1..max_thicken pixels
     n_train: int | None = None  # use only this many training images (None = all)
     val_fraction: float = 1 / 12  # 5,000 of the 60,000 training images
     lr_decay: float = 1.0  # learning rate multiplied by this after each epoch
     seed: int = 0  # the only source of randomness: init, split, shuffling, augmentation
     log_every: int = 50  # yield a batch-level progress record every N batches
     val_max: int | None = None  # evaluate on at most this many validation images per epoch
+    # BLAS threads while training (None = leave as is). 1 by measurement (benchmarks/
+    # bench_speed.py): on 2 shared cores a second thread won nothing and, whenever anything
+    # else ran, made epochs several times slower.
+    threads: int | None = 1
 
     def __post_init__(self) -> None:
         self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
@@ -65,8 +73,12 @@ class TrainConfig:
             raise ValueError("val_fraction must be in [0, 1)")
         if not 0 < self.lr_decay <= 1:
             raise ValueError("lr_decay must be in (0, 1]")
+        if not 1 <= self.max_thicken <= 4:
+            raise ValueError("max_thicken must be 1..4 pixels")
         if self.log_every < 1:
             raise ValueError("log_every must be >= 1")
+        if self.threads is not None and not 1 <= self.threads <= 64:
+            raise ValueError("threads must be 1..64 (or None to leave BLAS as it is)")
 
     def to_dict(self) -> dict:
         """Plain types only, so the saved file never depends on this class."""

@@ -177,7 +177,11 @@ def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = True,
             if not (in_cache and download):
                 raise
             path.unlink(missing_ok=True)  # never keep a corrupt file in our cache
-            _download(name, d, progress)
+            try:
+                _download(name, d, progress)
+            except MnistError as e:  # say why the file went, not just that it is missing
+                raise MnistError(f"{path} was corrupt (wrong content hash or broken gzip data) and "
+                                 f"has been deleted; a fresh copy could not be downloaded. {e}") from None
             raw = _read_verified(path)
         arr = parse_idx(raw, str(path))
         if len(arr) != count:

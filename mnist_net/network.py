@@ -35,7 +35,8 @@ def forward(params: dict[str, np.ndarray], X: np.ndarray, activation: str
     inputs = [X]
     A = X
     for i in range(1, n_layers):
-        A = act(linear_forward(A, params[f"W{i}"], params[f"b{i}"]))
+        Z = linear_forward(A, params[f"W{i}"], params[f"b{i}"])
+        A = act(Z, out=Z)  # backward needs only A, so Z's buffer is reused for it
         inputs.append(A)
     logits = linear_forward(A, params[f"W{n_layers}"], params[f"b{n_layers}"])
     return logits, inputs
@@ -51,12 +52,13 @@ def backward(params: dict[str, np.ndarray], inputs: list[np.ndarray], dlogits: n
     for i in range(n_layers, 0, -1):
         W = params[f"W{i}"]
         A_prev = inputs[i - 1]
-        dA_prev, dW, db = linear_backward(dZ, A_prev, W)
+        # The first layer's input is the image: its gradient is never used, so skip it.
+        dA_prev, dW, db = linear_backward(dZ, A_prev, W, need_dX=i > 1)
         if l2:
             dW += l2 * W
         grads[f"W{i}"], grads[f"b{i}"] = dW, db
         if i > 1:
-            dZ = act_backward(dA_prev, A_prev)
+            dZ = act_backward(dA_prev, A_prev, out=dA_prev)  # dA_prev is a fresh array
     return grads
 
 
@@ -69,10 +71,11 @@ def loss_and_grads(params, X, y, activation, l2=0.0):
     return loss, backward(params, inputs, dlogits, activation, l2), logits
 
 
-def as_input(X) -> np.ndarray:
+def as_input(X, keep_uint8: bool = False) -> np.ndarray:
     """Validate and convert images to float32 in [0, 1], shape (n, 784).
 
-    uint8 input is scaled by 1/255; float input must already be in [0, 1].
+    uint8 input is scaled by 1/255 (or, with ``keep_uint8``, returned as uint8 for
+    ``uint8_to_float`` to scale batch by batch); float input must already be in [0, 1].
     """
     X = np.asarray(X)
     if X.ndim == 1:
@@ -82,13 +85,18 @@ def as_input(X) -> np.ndarray:
     if X.ndim != 2:
         raise ValueError(f"expected images of shape (n, 784), got {X.shape}")
     if X.dtype == np.uint8:
-        return X.astype(np.float32) / np.float32(255)
+        return X if keep_uint8 else uint8_to_float(X)
     if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
         raise ValueError(f"expected numeric images, got dtype {X.dtype}")
     X = X.astype(np.float32, copy=False)
     if not np.all(np.isfinite(X)):
         raise ValueError("images contain NaN or infinite values")
     return X
+
+
+def uint8_to_float(X: np.ndarray) -> np.ndarray:
+    """uint8 pixels (n, 784) -> float32 in [0, 1], the same values as_input gives."""
+    return np.divide(X, np.float32(255), dtype=np.float32)
 
 
 class MLP:
@@ -144,6 +152,8 @@ class MLP:
         n_in = self.params_["W1"].shape[0]
         if X.shape[1] != n_in:
             raise ValueError(f"expected {n_in} features per image, got {X.shape[1]}")
+        if 0 < len(X) <= batch_size:  # one chunk (e.g. a single drawn digit): no copy
+            return forward(self.params_, X, self.activation)[0]
         out = [forward(self.params_, X[i:i + batch_size], self.activation)[0]
                for i in range(0, len(X), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.layer_sizes[-1]), np.float32)

@@ -13,10 +13,11 @@ from dataclasses import asdict, dataclass
 from collections.abc import Callable, Iterator
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from .augment import augment_batch
 from .data import stratified_split
-from .network import MLP, as_input, loss_and_grads
+from .network import MLP, as_input, loss_and_grads, uint8_to_float
 from .optim import make_optimizer
 
 
@@ -56,7 +57,11 @@ def evaluate(model: MLP, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def prepare_data(X, y, X_val, y_val, config) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Subset (config.n_train) and split off a stratified validation set if none is given."""
+    """Subset (config.n_train) and split off a stratified validation set if none is given.
+
+    uint8 training images stay uint8 (a quarter of float32's memory and of the bytes each
+    batch gathers); the loop scales every batch to [0, 1] as it goes.
+    """
     X, y = np.asarray(X), np.asarray(y)
     if len(X) != len(y):
         raise ValueError(f"X has {len(X)} images but y has {len(y)} labels")
@@ -71,7 +76,7 @@ def prepare_data(X, y, X_val, y_val, config) -> tuple[np.ndarray, np.ndarray, np
     if X_val is None and config.val_fraction > 0:
         tr, va = stratified_split(y, config.val_fraction, config.seed)
         X, y, X_val, y_val = X[tr], y[tr], X[va], y[va]
-    Xf = as_input(X)
+    Xf = as_input(X, keep_uint8=True)
     Xv = as_input(X_val) if X_val is not None else None
     yv = np.asarray(y_val).astype(np.int64) if y_val is not None else None
     if config.val_max is not None and Xv is not None:
@@ -85,7 +90,25 @@ def iter_training(model: MLP, X, y, X_val=None, y_val=None,
 
     A model that already has ``params_`` (e.g. loaded from a file) resumes: its weights,
     optimizer state and history carry on, and ``config.epochs`` more epochs are run.
+    BLAS uses ``config.threads`` threads while training computes (None: leave it as is);
+    the caller gets its own setting back at every yield.
     """
+    steps = _training_steps(model, X, y, X_val, y_val, stop)
+    threads = model.config.threads
+    if threads is None:
+        yield from steps
+        return
+    blas = ThreadpoolController()
+    while True:
+        with blas.limit(limits=threads, user_api="blas"):
+            record = next(steps, None)
+        if record is None:
+            return
+        yield record
+
+
+def _training_steps(model: MLP, X, y, X_val, y_val, stop) -> Iterator[Progress]:
+    """iter_training's loop, without the BLAS thread setting."""
     cfg = model.config
     X, y, X_val, y_val = prepare_data(X, y, X_val, y_val, cfg)
     if model.params_ is None:
@@ -107,14 +130,16 @@ def iter_training(model: MLP, X, y, X_val=None, y_val=None,
         loss_sum = correct = count = 0.0
         for b in range(batches):
             idx = order[b * bs:(b + 1) * bs]
-            xb, yb = X[idx], y[idx]
+            xb, yb = np.take(X, idx, axis=0), y[idx]
+            if xb.dtype == np.uint8:
+                xb = uint8_to_float(xb)
             if cfg.augment:
                 xb = augment_batch(xb, rng, cfg.max_shift, cfg.max_rotation, cfg.scale_range,
-                                   cfg.stroke_change_prob)
+                                   cfg.stroke_change_prob, cfg.max_thicken)
             loss, grads, logits = loss_and_grads(model.params_, xb, yb, cfg.activation, cfg.l2)
             optimizer.step(model.params_, grads)
             loss_sum += loss * len(idx)
-            correct += float(np.sum(logits.argmax(axis=1) == yb))
+            correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
             count += len(idx)
             seen += len(idx)
             stopping = stop is not None and stop()
@@ -134,11 +159,12 @@ def iter_training(model: MLP, X, y, X_val=None, y_val=None,
                     record.val_acc, record.val_loss = evaluate(model, X_val, y_val)
                 model.history_.append(record.to_dict())
                 loss_sum = correct = count = 0.0
-                if stopping:
-                    model.optimizer_state_ = optimizer.state
-                    yield record
-                    return
+                if last:
+                    # Book the finished epoch before yielding, so a caller that saves the
+                    # model at an epoch record (or stops there) saves a consistent state.
+                    model.epochs_done_ += 1
+                    optimizer.learning_rate *= cfg.lr_decay
+                model.optimizer_state_ = optimizer.state
                 yield record
-        model.epochs_done_ += 1
-        optimizer.learning_rate *= cfg.lr_decay
-        model.optimizer_state_ = optimizer.state
+                if stopping:
+                    return

@@ -66,3 +66,27 @@ def test_n_train_subset_is_stratified_and_used():
     model = MLP(hidden_sizes=(8,), epochs=1, batch_size=10, n_train=100, val_fraction=0.2, log_every=1)
     records = list(iter_training(model, X, y))
     assert records[-1].batches_per_epoch == 8  # 80 training images / batch 10
+
+
+def test_epoch_is_booked_before_its_record_is_yielded(tmp_path):
+    # A caller that saves at an epoch record and stops there must save a consistent model.
+    X, y = data()
+    model = MLP(hidden_sizes=(8,), epochs=3, batch_size=50)
+    for record in iter_training(model, X, y):
+        if record.kind == "epoch":
+            assert model.epochs_done_ == record.epoch
+            assert int(model.optimizer_state_["t"]) == record.epoch * record.batches_per_epoch
+            break
+    assert load_model(save_model(model, tmp_path / "m.pkl")).epochs_done_ == 1
+
+
+def test_blas_threads_are_limited_only_while_training_computes():
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    before = blas_threads()
+    X, y = data()
+    for _ in iter_training(MLP(hidden_sizes=(8,), epochs=1, batch_size=50, log_every=1, threads=1), X, y):
+        assert blas_threads() == before  # the caller's own setting at every yield

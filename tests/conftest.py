@@ -1,0 +1,47 @@
+"""Shared fixtures: the real MNIST files, a small real model, an empty models folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+MNIST_DIR = Path(os.environ.get("MNIST_DIR") or PROJECT_ROOT.parent / "shared" / "mnist")
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """Folder holding the four MNIST .gz files (``$MNIST_DIR``, else ``../shared/mnist``)."""
+    if not (MNIST_DIR / "t10k-labels-idx1-ubyte.gz").exists():
+        pytest.skip(f"needs the MNIST files in {MNIST_DIR} (set MNIST_DIR)")
+    return MNIST_DIR
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_dir):
+    """The real data set, loaded once per test session (read-only: do not modify its arrays)."""
+    from mnist_net import load_mnist
+
+    return load_mnist(mnist_dir, download=False, progress=False)
+
+
+@pytest.fixture(scope="session")
+def small_model(mnist):
+    """A real model trained for 3 epochs on 10,000 MNIST images (~93% test accuracy), seconds to fit."""
+    from mnist_net import MLP
+
+    model = MLP(hidden_sizes=(64,), activation="relu", epochs=3, n_train=10000, seed=1, batch_size=64)
+    model.fit(mnist.X_train, mnist.y_train)
+    model.metrics_ = {"test_accuracy": model.score(mnist.X_test, mnist.y_test)}
+    model.info_ = {"trained_at": "2026-11-28T10:00:00+00:00", "source": "test fixture"}
+    return model
+
+
+@pytest.fixture
+def models_dir(tmp_path, monkeypatch) -> Path:
+    """An empty models folder, made the app's folder via MNIST_NET_MODELS_DIR."""
+    folder = tmp_path / "models"
+    monkeypatch.setenv("MNIST_NET_MODELS_DIR", str(folder))
+    return folder

@@ -1,0 +1,190 @@
+"""The draw page under Streamlit's AppTest: injected canvas pictures and uploads of real MNIST
+test digits, the empty prompt, model choice (saved, uploaded, hostile file) and model facts."""
+
+import io
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from mnist_net import canvas_to_input, image_from_bytes, load_model, model_to_bytes
+from mnist_net.confidence import assess
+from mnist_net.registry import save_new_model
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+INJECT = "injected_canvas_image"  # the page's test seam (pages/draw.py INJECTED_CANVAS_KEY)
+PROMPT = "Draw a digit from 0 to 9 in the black box"
+
+
+def as_canvas(digit_784: np.ndarray) -> np.ndarray:
+    """A 28x28 MNIST digit painted like the canvas would: (280, 280, 4) RGBA, white ink on black."""
+    grey = np.kron(digit_784.reshape(28, 28), np.ones((10, 10), np.uint8))
+    return np.dstack([grey, grey, grey, np.full_like(grey, 255)])
+
+
+def as_png(digit_784: np.ndarray, invert: bool = True) -> bytes:
+    """A photo-like upload: dark ink on white paper, scaled up to 140x140."""
+    grey = digit_784.reshape(28, 28)
+    img = Image.fromarray(255 - grey if invert else grey).resize((140, 140), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def shown(at) -> tuple[int, bool] | None:
+    """(digit, sure) from the prediction block, or None when the page shows no prediction."""
+    for md in at.markdown:
+        m = re.search(r'class="prediction" data-digit="(\d)" data-sure="([01])"', md.value)
+        if m:
+            return int(m.group(1)), m.group(2) == "1"
+    return None
+
+
+def expected(model, image) -> int:
+    return int(model.predict(canvas_to_input(image)[None])[0])
+
+
+@pytest.fixture
+def saved(small_model, models_dir):
+    """The small real model, saved in the app's models folder."""
+    return save_new_model(small_model)
+
+
+@pytest.fixture
+def app(saved):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def pick(at, choice):
+    at.selectbox(key="model_choice").set_value(choice).run()
+    assert not at.exception
+
+
+def test_empty_canvas_shows_the_prompt(app):
+    assert app.title[0].value == "Draw a digit"
+    assert any(PROMPT in i.value for i in app.info)
+    assert shown(app) is None
+    black = np.zeros((280, 280, 4), np.uint8)
+    black[..., 3] = 255
+    app.session_state[INJECT] = black
+    app.run()
+    assert shown(app) is None and any(PROMPT in i.value for i in app.info)
+
+
+def test_injected_canvas_digits_are_predicted(app, saved, small_model, mnist):
+    pick(app, f"file:{saved.name}")
+    correct = 0
+    for idx in range(10):  # the first ten MNIST test digits
+        image = as_canvas(mnist.X_test[idx])
+        app.session_state[INJECT] = image
+        app.run()
+        assert not app.exception
+        digit, _ = shown(app)
+        assert digit == expected(small_model, image)
+        correct += digit == mnist.y_test[idx]
+    assert correct >= 8  # a ~93% model on real test digits
+    assert app.get("vega_lite_chart")  # the ten probabilities
+    [network_input] = [im for im in app.get("image") if "28×28" in im.captions[0]]
+    assert network_input
+
+
+def test_not_sure_state_follows_the_confidence_rule(app, saved, small_model, mnist):
+    """The page shows "not sure" exactly when mnist_net.confidence says so."""
+    pick(app, f"file:{saved.name}")
+    verdicts = {}
+    for idx in range(300):
+        image = as_canvas(mnist.X_test[idx])
+        sure = assess(small_model.predict_proba(canvas_to_input(image)[None])[0]).sure
+        verdicts.setdefault(sure, image)
+        if len(verdicts) == 2:
+            break
+    assert set(verdicts) == {True, False}  # both states really exercised
+    for sure, image in verdicts.items():
+        app.session_state[INJECT] = image
+        app.run()
+        assert shown(app) == (expected(small_model, image), sure)
+        block = next(m.value for m in app.markdown if 'class="prediction"' in m.value)
+        assert ("Not sure" in block) == (not sure) and ("prediction-digit unsure" in block) == (not sure)
+
+
+def test_upload_path_uses_the_same_pipeline(app, saved, small_model, mnist):
+    pick(app, f"file:{saved.name}")
+    app.button_group(key="input_mode").set_value("Upload an image").run()
+    assert any(PROMPT in i.value for i in app.info)  # nothing uploaded yet
+    digit_784 = mnist.X_test[0]  # a 7
+    png = as_png(digit_784)
+    app.file_uploader(key="digit_upload").set_value(("seven.png", png, "image/png")).run()
+    assert not app.exception and not app.error
+    assert shown(app)[0] == expected(small_model, image_from_bytes(png)) == 7
+
+
+def test_bad_image_upload_gives_a_message(app):
+    app.button_group(key="input_mode").set_value("Upload an image").run()
+    app.file_uploader(key="digit_upload").set_value(("digit.png", b"not an image", "image/png")).run()
+    assert not app.exception
+    assert any("Could not use" in e.value for e in app.error)
+    assert shown(app) is None
+
+
+class _Hostile:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_hostile_model_upload_is_refused_and_page_keeps_working(app, tmp_path, mnist):
+    marker = tmp_path / "pwned"
+    pick(app, "upload")
+    evil = pickle.dumps({"format_version": 1, "params": _Hostile(marker)})
+    app.file_uploader(key="model_upload").set_value(("model.pkl", evil, "application/octet-stream")).run()
+    assert not app.exception
+    assert not marker.exists()  # nothing in the file was executed
+    assert any("model.pkl** could not be used" in e.value and "refused" in e.value for e in app.error)
+    # Still predicting, with the shipped default model.
+    image = as_canvas(mnist.X_test[1])
+    app.session_state[INJECT] = image
+    app.run()
+    assert shown(app)[0] == expected(load_model(), image)
+
+
+def test_uploaded_model_is_used_and_described(app, small_model, mnist):
+    pick(app, "upload")
+    data = model_to_bytes(small_model)
+    app.file_uploader(key="model_upload").set_value(("mine.pkl", data, "application/octet-stream")).run()
+    assert not app.exception and not app.error
+    facts = " ".join(m.value for m in app.sidebar.markdown)
+    assert "784 → 64 → 10" in facts and "relu" in facts and "2026-11-28 10:00 UTC" in facts
+    image = as_canvas(mnist.X_test[2])
+    app.session_state[INJECT] = image
+    app.run()
+    assert shown(app)[0] == expected(small_model, image)
+
+
+def test_default_model_facts(app):
+    facts = " ".join(m.value for m in app.sidebar.markdown)
+    default = load_model()
+    assert " → ".join(map(str, default.layer_sizes)) in facts
+    assert default.activation in facts
+    assert f"{100 * default.metrics_['test_accuracy']:.2f}%" in facts
+
+
+def test_broken_saved_model_falls_back_to_default(app, models_dir, mnist):
+    broken = models_dir / "mnist-20261128-000000-acc99.00.pkl"
+    broken.write_bytes(b"\x80\x04 truncated")
+    app.run()
+    pick(app, f"file:{broken.name}")
+    assert any(f"{broken.name}** could not be used" in e.value for e in app.sidebar.error)
+    image = as_canvas(mnist.X_test[3])
+    app.session_state[INJECT] = image
+    app.run()
+    assert not app.exception
+    assert shown(app)[0] == expected(load_model(), image)
