@@ -40,7 +40,7 @@ from mnist_net import MLP, TrainConfig, iter_training, load_mnist, load_model, s
 from mnist_net.metrics import evaluate  # noqa: E402
 from mnist_net.jobs import TrainingJob, history_columns, log_every_for, thin_history  # noqa: E402
 
-POLL = 1.0  # the train page's fragment interval (app_pages/train.py POLL_SECONDS)
+POLL = 1.0  # the train page's fragment interval (pages/train.py POLL_SECONDS)
 
 
 def config_for(n_train: int, epochs: int) -> TrainConfig:

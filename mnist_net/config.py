@@ -7,6 +7,7 @@ into the saved model file, so a model always records how it was made.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from numbers import Integral, Real
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 ACTIVATIONS = ("sigmoid", "relu")
@@ -48,7 +49,18 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError with a readable message for any out-of-range value."""
+        """Raise ValueError with a readable message for any wrongly typed or out-of-range value."""
+        for name in ("batch_size", "epochs", "seed", "log_every", "max_thicken", "n_train", "val_max", "threads"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)):
+                raise ValueError(f"{name} must be a whole number, got {value!r}")
+        for name in ("learning_rate", "momentum", "l2", "max_shift", "max_rotation", "stroke_change_prob",
+                     "val_fraction", "lr_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Real) or value != value:
+                raise ValueError(f"{name} must be a number, got {value!r}")
+        if self.seed < 0:
+            raise ValueError("seed must be >= 0")
         if not self.hidden_sizes or any(h < 1 or h > 4096 for h in self.hidden_sizes):
             raise ValueError("hidden_sizes must be 1-10 layers of 1..4096 units each")
         if len(self.hidden_sizes) > 10:

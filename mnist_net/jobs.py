@@ -23,6 +23,7 @@ import numpy as np
 from .config import TrainConfig
 from .data import Mnist
 from .metrics import Evaluation, evaluate
+from .model_io import ModelFileError
 from .network import MLP
 from .registry import save_new_model
 from .train import iter_training
@@ -198,7 +199,8 @@ class TrainingJob:
             if self.autosave:
                 try:
                     self._set(saved_path=save_new_model(model, self.save_dir))
-                except OSError as e:  # a full disk or read-only folder must not lose the model
+                except (OSError, ModelFileError) as e:  # full disk, read-only folder, unsavable weights:
+                    # the model stays in memory, usable and downloadable
                     self._set(save_error=f"could not save the model: {e}")
             self._set(status=STOPPED if stopped else DONE, finished_at=time.time())
         except Exception as e:  # the worker must always end in a state the UI can show

@@ -734,6 +734,7 @@ def save_model(model: MLP, path: str | os.PathLike) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)  # mkstemp makes 0600; a model file is meant to be shared
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -20,7 +20,7 @@ APP = str(Path(__file__).resolve().parents[1] / "app.py")
 def train_page(mnist_dir, models_dir, monkeypatch):
     monkeypatch.setenv("MNIST_DIR", str(mnist_dir))
     at = AppTest.from_file(APP, default_timeout=120)
-    at.switch_page("app_pages/train.py").run()
+    at.switch_page("pages/train.py").run()
     assert not at.exception
     yield at
     job = at.session_state["train_job"] if "train_job" in at.session_state else None
@@ -91,13 +91,13 @@ def test_live_panel_then_stop(train_page):
     assert re.match(r"Epoch \d+/100 · batch \d+/1146 · .* images/s · about .* s left", bar.proto.text)
     assert at.button(key="start").disabled  # no second run while one is going
     # Switching pages does not stop it, and coming back finds it (and the settings) again.
-    at.switch_page("app_pages/draw.py").run()
+    at.switch_page("pages/draw.py").run()
     assert not at.exception and at.title[0].value == "Draw a digit"
     assert any("A network is training" in i.value for i in at.sidebar.info)
     records = len(job.snapshot().history)
     time.sleep(1.5)
     assert job.snapshot().running and len(job.snapshot().history) > records
-    at.switch_page("app_pages/train.py").run()
+    at.switch_page("pages/train.py").run()
     assert at.get("progress") and at.text_input(key="hidden_sizes").value == "64"
     at.button(key="stop").click().run()
     assert job.join(timeout=60)
@@ -122,7 +122,7 @@ def test_missing_mnist_says_what_to_do(models_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(data_module, "MIRRORS", ("http://127.0.0.1:9/",))  # refused at once: offline
     at = AppTest.from_file(APP, default_timeout=60)
-    at.switch_page("app_pages/train.py").run()
+    at.switch_page("pages/train.py").run()
     assert any("not on this machine yet" in i.value for i in at.info)
     at.button(key="start").click().run()
     assert not at.exception

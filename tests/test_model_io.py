@@ -103,3 +103,9 @@ def test_config_round_trips_through_model_dict(fitted):
     model, _ = fitted
     d = model_to_dict(model)
     assert d["config"]["hidden_sizes"] == [12, 6] and d["config"]["activation"] == "relu"
+
+
+def test_saved_file_is_readable_by_others(fitted, tmp_path):
+    model, _ = fitted
+    path = save_model(model, tmp_path / "m.pkl")
+    assert path.stat().st_mode & 0o777 == 0o644

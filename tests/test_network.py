@@ -83,3 +83,14 @@ def test_default_architecture_is_the_notebooks():
     assert model.activation == "sigmoid"
     assert model.params_["W1"].shape == (784, 128) and model.params_["b3"].shape == (10,)
     assert all(v.dtype == np.float32 for v in model.params_.values())
+
+
+@pytest.mark.parametrize("bad,message", [
+    ({"l2": float("nan")}, "l2 must be a number"), ({"learning_rate": "0.1"}, "learning_rate must be a number"),
+    ({"batch_size": 12.5}, "batch_size must be a whole number"), ({"seed": -1}, "seed must be >= 0"),
+    ({"epochs": True}, "epochs must be a whole number"), ({"max_thicken": 9}, "max_thicken"),
+])
+def test_config_refuses_wrong_types_and_nan(bad, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**bad)
+    assert TrainConfig(batch_size=np.int64(64), learning_rate=np.float32(0.01)).batch_size == 64

@@ -7,6 +7,9 @@ job evaluates and saves the model itself. No maths here: this page only draws.
 
 import os
 
+import runpy
+from pathlib import Path
+
 import altair as alt
 import numpy as np
 import pandas as pd
@@ -17,6 +20,12 @@ from mnist_net.config import ACTIVATIONS, OPTIMIZERS, TrainConfig
 from mnist_net.data import FILES, cache_dir, find_mnist
 from mnist_net.jobs import (FAILED, STOPPED, TrainingJob, history_columns, log_every_for, parse_hidden_sizes,
                             thin_history)
+
+if not st.session_state.get("app_frame_ran"):
+    # Streamlit ran this page without app.py (a deep link on a fresh server, see app.py):
+    # run the frame, which runs this page inside it, and stop this bare run.
+    runpy.run_path(str(Path(__file__).resolve().parents[1] / "app.py"))
+    st.stop()
 
 JOB_KEY = "train_job"  # the current (or last) TrainingJob of this session
 PREVIOUS_MODEL_KEY = "previous_session_model"  # the model of the job before it, for the draw page
@@ -172,7 +181,7 @@ def show_results(job: TrainingJob, snap) -> None:
                           width="stretch")
     if use:
         st.session_state["model_choice"] = "session"
-        st.switch_page("app_pages/draw.py")
+        st.switch_page("pages/draw.py")
 
 
 st.title("Train a network")

@@ -5,6 +5,7 @@ Every stroke on the canvas reruns this script; the picture goes through the same
 -> ``assess``). The model is chosen in the sidebar. No maths here: this page only draws.
 """
 
+import runpy
 from pathlib import Path
 
 import altair as alt
@@ -17,6 +18,12 @@ import mnist_net
 from mnist_net.confidence import assess
 from mnist_net.model_io import default_model_path
 from mnist_net.registry import list_models, model_facts
+
+if not st.session_state.get("app_frame_ran"):
+    # Streamlit ran this page without app.py (a deep link on a fresh server, see app.py):
+    # run the frame, which runs this page inside it, and stop this bare run.
+    runpy.run_path(str(Path(__file__).resolve().parents[1] / "app.py"))
+    st.stop()
 
 CANVAS_SIDE = 280
 # Test seam: AppTest cannot draw on the canvas, so a test may put an (H, W, 4) RGBA array here.
