@@ -2,9 +2,11 @@
 
 Run with ``streamlit run app.py``. The pages live in ``pages/``; they hold no maths and
 call ``mnist_net``. Streamlit runs a folder called ``pages/`` as an old-style multipage app
-until ``st.navigation`` has run once, so on a fresh server a deep link such as ``/train``
-would run a page without this frame: each page then sends the visitor here first, and
-the frame forwards to the page that was asked for (the browser test opens ``/train`` first).
+until ``st.navigation`` has run once in the process (and under AppTest, on every run): then it
+runs a page without this frame, and shows its own list of the folder. So Streamlit's own
+navigation menu is switched off (``client.showSidebarNavigation`` in .streamlit/config.toml),
+the frame draws the menu itself with page links, and a page run without the frame runs the
+frame instead (the guard at the top of each page).
 Non-goals: authentication, multi-user model sharing.
 """
 
@@ -16,7 +18,11 @@ st.set_page_config(page_title="Digit recogniser", page_icon="✏️", layout="ce
 
 draw_page = st.Page("pages/draw.py", title="Draw a digit", icon=":material/draw:", default=True)
 train_page = st.Page("pages/train.py", title="Train a network", icon=":material/model_training:")
-page = st.navigation([draw_page, train_page])
+page = st.navigation([draw_page, train_page], position="hidden")
+with st.sidebar:
+    st.page_link(draw_page)
+    st.page_link(train_page)
+    st.divider()
 
 job = st.session_state.get("train_job")
 if page.url_path != train_page.url_path and job is not None and job.snapshot().running:

@@ -168,8 +168,10 @@ def test_train_start_stop_shows_chart(app_url, browser_page):
     # First page of a fresh server, by deep link: the app's frame (navigation) must still run.
     page.goto(app_url + "/train")
     page.get_by_role("heading", name="Train a network").wait_for()
-    nav_entries = [t.strip() for t in page.locator('[data-testid="stSidebarNav"]').inner_text().splitlines()]
-    assert [t for t in nav_entries if t] == ["Draw a digit", "Train a network"]  # not Streamlit's own pages/ list
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    links = [t.strip().splitlines()[-1] for t in sidebar.locator('[data-testid="stPageLink"]').all_inner_texts()]
+    assert links == ["Draw a digit", "Train a network"]  # the frame's menu ran
+    assert sidebar.locator('[data-testid="stSidebarNav"]').count() == 0  # not Streamlit's own pages/ list
     page.locator(".st-key-n_train input").fill("60000")
     page.locator(".st-key-epochs input").fill("30")
     page.locator(".st-key-hidden_sizes input").fill("128,64")
@@ -178,7 +180,7 @@ def test_train_start_stop_shows_chart(app_url, browser_page):
     page.locator('[data-testid="stVegaLiteChart"]').first.wait_for(timeout=30_000)
     _screenshot(page, "train_running.png")
     # Leave for the draw page and come back: the run goes on and the live panel is still there.
-    nav = page.locator('[data-testid="stSidebarNav"]')
+    nav = page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"]')
     nav.get_by_text("Draw a digit").click()
     page.wait_for_selector("canvas.upper-canvas")
     page.get_by_text("A network is training").wait_for()
