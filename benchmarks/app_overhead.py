@@ -21,14 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +35,9 @@ import pandas as pd  # noqa: E402
 from mnist_net import MLP, TrainConfig, iter_training, load_mnist, load_model, save_model  # noqa: E402
 from mnist_net.metrics import evaluate  # noqa: E402
 from mnist_net.jobs import TrainingJob, history_columns, log_every_for, thin_history  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from app_server import CHROMIUM, CHROMIUM_ARGS, start_app, stop_app  # noqa: E402
 
 POLL = 1.0  # the train page's fragment interval (pages/train.py POLL_SECONDS)
 
@@ -124,28 +123,12 @@ def run_app_in_browser(n_train: int, epochs: int) -> tuple[float, float, float]:
     """The real app: (images/s, server CPU seconds, browser CPU seconds) from Start to results."""
     from playwright.sync_api import sync_playwright
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     work = Path(tempfile.mkdtemp(prefix="app_overhead_"))
-    env = {**os.environ, "MNIST_NET_MODELS_DIR": str(work / "models")}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.headless", "true", "--server.address", "127.0.0.1",
-                             "--server.fileWatcherType", "none"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_app(work, {})
     try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(url + "/_stcore/health", timeout=2).read()
-                break
-            except OSError:
-                time.sleep(0.3)
         with sync_playwright() as pw:
             ctx = pw.chromium.launch_persistent_context(
-                str(work / "profile"), executable_path="/usr/bin/chromium", headless=True,
-                args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                      "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+                str(work / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             page = ctx.new_page()
             page.set_default_timeout(600_000)
             page.goto(url + "/train")
@@ -170,8 +153,7 @@ def run_app_in_browser(n_train: int, epochs: int) -> tuple[float, float, float]:
         saved = max((work / "models").glob("*.pkl"), key=lambda p: p.stat().st_mtime_ns)
         return throughput(load_model(saved).history_), server_cpu, browser_cpu
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
+        stop_app(proc)
 
 
 def main() -> None:

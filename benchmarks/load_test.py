@@ -25,24 +25,19 @@ import json
 import math
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 # Eight users have eight visible tabs: keep Chromium from throttling the ones it
-                 # considers in the background (their timers drive the canvas's rerun).
-                 "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from app_server import CHROMIUM, CHROMIUM_ARGS, PROJECT_ROOT, start_app, stop_app  # noqa: E402
+
+# Eight users have eight visible tabs: keep Chromium from throttling the ones it considers
+# in the background (their timers drive the canvas's rerun).
+CHROMIUM_ARGS = [*CHROMIUM_ARGS, "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
                  "--disable-backgrounding-occluded-windows"]
 
 # Pen strokes in canvas fractions (x, y), as a person would draw them with a mouse.
@@ -56,47 +51,6 @@ OUT = PROJECT_ROOT / "benchmarks" / "out"
 CLEARS: dict = {}  # page -> how many times Clear was pressed (the canvas key's generation)
 LOST_AFTER_S = 20
 LOST: list[dict] = []  # one entry per drawing the app never answered
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_app(work: Path, mnist_dir: str) -> tuple[subprocess.Popen, str]:
-    """``streamlit run app.py`` on 127.0.0.1; returns (process, url) once it answers its health check."""
-    port = free_port()
-    env = {**os.environ, "MNIST_DIR": mnist_dir, "MNIST_NET_MODELS_DIR": str(work / "models"),
-           "XDG_CACHE_HOME": str(work / "cache"), "OMP_NUM_THREADS": "1"}
-    log = open(work / "streamlit.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.headless", "true", "--server.address", "127.0.0.1",
-         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok":
-                    return proc, url
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            stop_app(proc)
-            raise RuntimeError("streamlit did not start:\n" + (work / "streamlit.log").read_text()[-3000:])
-        time.sleep(0.3)
-
-
-def stop_app(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=20)
 
 
 async def open_draw_page(browser, url: str):
@@ -223,7 +177,8 @@ async def run(args) -> dict:
     from playwright.async_api import async_playwright
 
     with tempfile.TemporaryDirectory(prefix="mnist-load-") as tmp:
-        proc, url = start_app(Path(tmp), args.mnist_dir)
+        proc, url = start_app(Path(tmp), {"MNIST_DIR": args.mnist_dir, "OMP_NUM_THREADS": "1",
+                                                       "XDG_CACHE_HOME": str(Path(tmp) / "cache")})
         print(f"app at {url} (pid {proc.pid})", file=sys.stderr)
         try:
             async with async_playwright() as pw:

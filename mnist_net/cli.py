@@ -7,6 +7,7 @@ Errors are one readable line on stderr and a non-zero exit code, never a traceba
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -140,7 +141,8 @@ def cmd_evaluate(args) -> int:
     data = _data(args)
     cm = confusion_matrix(data.y_test, model.predict(data.X_test))
     acc = float(np.trace(cm) / cm.sum())
-    print(f"model: {args.model} ({'-'.join(map(str, model.layer_sizes))}, {model.activation})")
+    name = args.model if args.model is not None else "the shipped default model"
+    print(f"model: {name} ({'-'.join(map(str, model.layer_sizes))}, {model.activation})")
     print(f"test accuracy: {acc:.4f} ({np.trace(cm)}/{cm.sum()})")
     print("per-class accuracy:")
     for d, a in enumerate(per_class_accuracy(cm)):
@@ -247,3 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): stop quietly, as other command-line tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

@@ -11,12 +11,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +21,9 @@ import pytest
 pytestmark = pytest.mark.browser
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
+from app_server import CHROMIUM, CHROMIUM_ARGS, start_app, stop_app  # noqa: E402
 SCREENSHOTS = PROJECT_ROOT / "screenshots"
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 # Digits as pen strokes in canvas fractions (x, y): what a person would draw with a mouse.
 ONE = [[(0.50, 0.15), (0.50, 0.85)]]
@@ -36,11 +31,6 @@ SEVEN = [[(0.27, 0.20), (0.73, 0.20), (0.62, 0.42), (0.45, 0.85)]]
 ZERO = [[(0.5 + 0.22 * np.sin(t), 0.5 - 0.33 * np.cos(t)) for t in np.linspace(0, 2 * np.pi, 41)]]
 DIGITS = {"1": ONE, "7": SEVEN, "0": ZERO}
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _require_browser():
@@ -75,38 +65,13 @@ def mnist_for_app() -> Path:
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, mnist_for_app):
     """A running ``streamlit run app.py`` on 127.0.0.1; stopped by its PID afterwards."""
-    port = _free_port()
     work = tmp_path_factory.mktemp("app")
-    env = {**os.environ, "MNIST_DIR": str(mnist_for_app), "MNIST_NET_MODELS_DIR": str(work / "models"),
-           "OMP_NUM_THREADS": "1", "XDG_CACHE_HOME": str(work / "cache")}
-    log = open(work / "streamlit.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.headless", "true", "--server.address", "127.0.0.1",
-         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_app(work, {"MNIST_DIR": str(mnist_for_app), "OMP_NUM_THREADS": "1",
+                                 "XDG_CACHE_HOME": str(work / "cache")}, timeout=90)
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError("streamlit did not start:\n" + (work / "streamlit.log").read_text()[-3000:])
-            time.sleep(0.3)
         yield url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        log.close()
+        stop_app(proc)
 
 
 @pytest.fixture(scope="module")
