@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mnist_net import MLP, ModelFileError, load_model, model_from_bytes, model_to_bytes, save_model
-from mnist_net import model_io
+from mnist_net import model_io, safe_pickle
 from mnist_net.model_io import model_to_dict
 
 PROBE = np.random.default_rng(7).random((16, 784), dtype=np.float32)  # inputs in [0, 1]
@@ -294,7 +294,8 @@ def test_too_many_operations_is_refused():
 
 
 def test_oversized_file_is_refused_before_reading_it_all(tmp_path, monkeypatch, model_bytes):
-    monkeypatch.setattr(model_io, "MAX_FILE_BYTES", len(model_bytes) - 1)
+    monkeypatch.setattr(model_io, "MAX_FILE_BYTES", len(model_bytes) - 1)  # the file reader's limit
+    monkeypatch.setattr(safe_pickle, "MAX_FILE_BYTES", len(model_bytes) - 1)  # the unpickler's
     path = tmp_path / "big.pkl"
     path.write_bytes(model_bytes)
     with pytest.raises(ModelFileError, match=r"above the \d+-byte limit"):
