@@ -91,6 +91,10 @@ def as_input(X, keep_uint8: bool = False) -> np.ndarray:
     X = X.astype(np.float32, copy=False)
     if not np.all(np.isfinite(X)):
         raise ValueError("images contain NaN or infinite values")
+    # A little slack for rounding; 0-255 floats are a common slip and would predict nonsense.
+    if X.size and (X.min() < -1e-3 or X.max() > 1 + 1e-3):
+        raise ValueError(f"float images must hold pixels in [0, 1], got values in [{X.min():g}, {X.max():g}] "
+                         "(divide 0-255 pixel values by 255)")
     return X
 
 

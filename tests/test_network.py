@@ -67,6 +67,8 @@ def test_input_validation_messages():
         model.predict(np.zeros((2, 100)))
     with pytest.raises(ValueError, match="NaN"):
         model.predict(np.full((1, 784), np.nan))
+    with pytest.raises(ValueError, match=r"in \[0, 1\].*divide 0-255"):
+        model.predict(X * 255)
     with pytest.raises(ValueError, match="labels"):
         MLP(epochs=1).fit(X, y + 10)
     with pytest.raises(ValueError, match="images but y has"):
