@@ -179,7 +179,7 @@ def test_draw_digits_with_the_mouse(app_url, browser_page):
             page.wait_for_selector(f".st-key-canvas_{clears} canvas.upper-canvas")
             # A fresh canvas reports its empty state once after mounting; a person takes longer
             # than this to start drawing, and a stroke made during that report can be dropped
-            # (seen about once in 20 draws on a busy machine).
+            # (seen twice in about 70 test draws).
             page.wait_for_timeout(400)
             _draw(page, strokes)
             shown, seconds = _shown_prediction(page, len(strokes))
