@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 import time
 from dataclasses import fields
@@ -103,15 +104,24 @@ def cmd_train(args) -> int:
     print(f"training {sizes} {cfg.activation}, {cfg.optimizer} lr={cfg.learning_rate}, batch {cfg.batch_size}, "
           f"{cfg.epochs} epochs, augment={'on' if cfg.augment else 'off'}, seed {cfg.seed}", file=sys.stderr)
     started = time.time()
-    interrupted = False
+    stop_requested = []
+
+    def request_stop(signum, frame):
+        # First Ctrl-C: finish the current batch, then save. A second one aborts as usual.
+        stop_requested.append(True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("\nstopping after this batch; the model trained so far will be saved "
+              "(Ctrl-C again to abort without saving)", file=sys.stderr)
+
+    previous_handler = signal.signal(signal.SIGINT, request_stop)
     try:
-        for p in iter_training(model, data.X_train, data.y_train):
-            if not args.quiet:
-                print(_progress_line(p), end="\n" if p.kind == "epoch" else "", file=sys.stderr, flush=True)
-    except KeyboardInterrupt:
-        # Training stops between batches; keep what was learned so far.
-        interrupted = True
-        print("\ninterrupted: saving the model trained so far", file=sys.stderr)
+        for p in iter_training(model, data.X_train, data.y_train, stop=lambda: bool(stop_requested)):
+            if not args.quiet or p.stopped:
+                end = "\n" if p.kind == "epoch" or p.stopped else ""
+                print(_progress_line(p), end=end, file=sys.stderr, flush=True)
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+    interrupted = bool(stop_requested)
     test_acc = model.score(data.X_test, data.y_test)
     val = [h["val_acc"] for h in model.history_ if h.get("val_acc") is not None]
     model.metrics_ = {"test_accuracy": test_acc, "val_accuracy": val[-1] if val else None,

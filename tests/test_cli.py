@@ -101,3 +101,29 @@ def test_resume_continues_training(tmp_path):
     assert r.returncode == 0, r.stderr
     from mnist_net import load_model
     assert load_model(out).epochs_done_ == 2
+
+
+@needs_mnist
+def test_ctrl_c_stops_at_the_next_batch_and_saves(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "m.pkl"
+    env = {**os.environ, "MNIST_DIR": MNIST_DIR}
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_net", "train", "--epochs", "50", "--hidden", "32",
+                             "--log-every", "1", "--out", str(out)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Wait until training is under way (the progress bar shows a batch count), then press Ctrl-C.
+    seen = ""
+    deadline = time.time() + 120
+    while "img/s" not in seen and time.time() < deadline:
+        seen += proc.stderr.read(64)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "stopping after this batch" in stderr and "Traceback" not in stderr
+    assert "saved" in stdout
+    from mnist_net import load_model
+    model = load_model(out)
+    assert model.info_["stopped_early"] is True and model.epochs_done_ == 0
+    assert model.history_[-1]["stopped"] and model.history_[-1]["batch"] < 430
