@@ -13,7 +13,6 @@ import signal
 import sys
 import time
 from dataclasses import fields
-from datetime import datetime, UTC
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from .data import MnistError, load_mnist
 from .metrics import confusion_matrix, per_class_accuracy
 from .model_io import ModelFileError, load_model, save_model
 from .network import MLP
-from .train import Progress, iter_training
+from .train import Progress, iter_training, record_results
 
 
 class CliError(Exception):
@@ -123,17 +122,8 @@ def cmd_train(args) -> int:
         signal.signal(signal.SIGINT, previous_handler)
     interrupted = bool(stop_requested)
     test_acc = model.score(data.X_test, data.y_test)
-    val = [h["val_acc"] for h in model.history_ if h.get("val_acc") is not None]
-    model.metrics_ = {"test_accuracy": test_acc, "val_accuracy": val[-1] if val else None,
-                      "train_seconds": round(time.time() - started, 1)}
-    model.data_hash_ = data.data_hash
-    model.info_ = {
-        **model.info_,
-        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "source": "command line",
-        "command": "python -m mnist_net " + " ".join(shlex.quote(a) for a in args.argv),
-        "stopped_early": interrupted,
-    }
+    record_results(model, test_acc, time.time() - started, data.data_hash, "command line", interrupted,
+                   command="python -m mnist_net " + " ".join(shlex.quote(a) for a in args.argv))
     save_model(model, out)
     print(f"test accuracy {test_acc:.4f}; saved {out}")
     return 130 if interrupted else 0

@@ -15,7 +15,6 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from .metrics import Evaluation, evaluate
 from .model_io import ModelFileError
 from .network import MLP
 from .registry import save_new_model
-from .train import iter_training
+from .train import iter_training, record_results
 
 STARTING, TRAINING, EVALUATING, DONE, STOPPED, FAILED = (
     "starting", "training", "evaluating", "done", "stopped", "failed")
@@ -179,7 +178,6 @@ class TrainingJob:
     def _run(self) -> None:
         try:
             model = MLP(self.config)
-            model.data_hash_ = self.data.data_hash
             self._set(status=TRAINING)
             stopped = False
             for record in iter_training(model, self.data.X_train, self.data.y_train, stop=self._stop.is_set):
@@ -188,12 +186,8 @@ class TrainingJob:
                 stopped = stopped or record.stopped
             self._set(status=EVALUATING)
             evaluation = evaluate(model, self.data.X_test, self.data.y_test)
-            val = [h["val_acc"] for h in model.history_ if h.get("val_acc") is not None]
-            # Metric keys as the command line writes them, so every model file reads alike.
-            model.metrics_ = {"test_accuracy": evaluation.accuracy, "val_accuracy": val[-1] if val else None,
-                              "train_seconds": round(time.time() - self._started, 1)}
-            model.info_ = {"trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                           "source": self.source, "stopped_early": stopped}
+            record_results(model, evaluation.accuracy, time.time() - self._started, self.data.data_hash,
+                           self.source, stopped)
             self.model = model
             self._set(evaluation=evaluation)
             if self.autosave:

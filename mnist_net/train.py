@@ -9,6 +9,7 @@ top to bottom: shuffle, (augment), forward, backward, step, log, evaluate, stop.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from dataclasses import asdict, dataclass
 from collections.abc import Callable, Iterator
 
@@ -48,7 +49,7 @@ class Progress:
         return asdict(self)
 
 
-def evaluate(model: MLP, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+def accuracy_and_loss(model: MLP, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of model on (X, y)."""
     p = model.predict_proba(X).astype(np.float64)
     acc = float(np.mean(p.argmax(axis=1) == y))
@@ -156,7 +157,7 @@ def _training_steps(model: MLP, X, y, X_val, y_val, stop) -> Iterator[Progress]:
                     samples_per_s=rate, elapsed=elapsed,
                     eta=max(remaining, 0) / rate if rate else 0.0, stopped=stopping)
                 if last and X_val is not None and len(X_val):
-                    record.val_acc, record.val_loss = evaluate(model, X_val, y_val)
+                    record.val_acc, record.val_loss = accuracy_and_loss(model, X_val, y_val)
                 model.history_.append(record.to_dict())
                 loss_sum = correct = count = 0.0
                 if last:
@@ -168,3 +169,18 @@ def _training_steps(model: MLP, X, y, X_val, y_val, stop) -> Iterator[Progress]:
                 yield record
                 if stopping:
                     return
+
+
+def record_results(model: MLP, test_accuracy: float, train_seconds: float, data_hash: str,
+                   source: str, stopped_early: bool, **info) -> None:
+    """Write a finished run's metrics and provenance into the model, the same way for every caller.
+
+    The last validation accuracy comes from the model's history; ``info`` adds keys such as
+    the command line that trained it.
+    """
+    val = [h["val_acc"] for h in model.history_ if h.get("val_acc") is not None]
+    model.metrics_ = {"test_accuracy": test_accuracy, "val_accuracy": val[-1] if val else None,
+                      "train_seconds": round(train_seconds, 1)}
+    model.data_hash_ = data_hash
+    model.info_ = {**model.info_, "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                   "source": source, **info, "stopped_early": stopped_early}
