@@ -129,13 +129,17 @@ def _shown_prediction(page, strokes: int, timeout_ms: int = 30_000) -> tuple[str
 
 
 def test_train_start_stop_shows_chart(app_url, browser_page):
+    from playwright.sync_api import expect
+
     page = browser_page
     # First page of a fresh server, by deep link: the app's frame (navigation) must still run.
     page.goto(app_url + "/train")
     page.get_by_role("heading", name="Train a network").wait_for()
     sidebar = page.locator('[data-testid="stSidebar"]')
-    links = [t.strip().splitlines()[-1] for t in sidebar.locator('[data-testid="stPageLink"]').all_inner_texts()]
-    assert links == ["Draw a digit", "Train a network"]  # the frame's menu ran
+    # The sidebar renders after the heading: wait (auto-retrying) for the frame's menu, never read it at once.
+    links = sidebar.locator('[data-testid="stPageLink"]')
+    expect(links).to_have_count(2)
+    expect(links).to_contain_text(["Draw a digit", "Train a network"])  # the frame's menu ran
     assert sidebar.locator('[data-testid="stSidebarNav"]').count() == 0  # not Streamlit's own pages/ list
     page.locator(".st-key-n_train input").fill("60000")
     page.locator(".st-key-epochs input").fill("30")
@@ -155,15 +159,18 @@ def test_train_start_stop_shows_chart(app_url, browser_page):
     page.locator(".st-key-stop button").click()
     page.get_by_text("Training was stopped early").wait_for(timeout=60_000)
     page.get_by_text("Test accuracy").first.wait_for()
-    assert page.locator('[data-testid="stVegaLiteChart"]').count() >= 3  # curves, per digit, confusion
+    page.locator('[data-testid="stVegaLiteChart"]').nth(2).wait_for()  # curves, per digit, confusion
     _screenshot(page, "train_done.png")
     page.locator(".st-key-use_model button").click()
     page.wait_for_selector("canvas.upper-canvas")
-    facts = page.locator('[data-testid="stSidebar"]').inner_text()
-    assert "784 → 128 → 64 → 10" in facts and "Source: train page" in facts
+    facts = page.locator('[data-testid="stSidebar"]')
+    expect(facts).to_contain_text("784 → 128 → 64 → 10")
+    expect(facts).to_contain_text("Source: train page")
 
 
 def test_draw_digits_with_the_mouse(app_url, browser_page):
+    from playwright.sync_api import expect
+
     page = browser_page
     page.goto(app_url)
     page.wait_for_selector("canvas.upper-canvas")
@@ -190,7 +197,7 @@ def test_draw_digits_with_the_mouse(app_url, browser_page):
             page.locator(".st-key-clear button").click()
             clears += 1
             prompt.wait_for()
-            assert page.locator(".prediction").count() == 0
+            expect(page.locator(".prediction")).to_have_count(0)
     times = [t for _, t in latencies]
     print("\nmouse-up -> prediction shown (s): " + ", ".join(f"{d} {t:.3f}" for d, t in latencies)
           + f"; median {np.median(times):.3f}, max {max(times):.3f}")
