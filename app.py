@@ -1,18 +1,17 @@
 """The app's frame: page setup, navigation, and a sidebar note while a network trains.
 
-Run with ``streamlit run app.py``. The pages live in ``pages/``; they hold no maths and
-call ``mnist_net``. Streamlit runs a folder called ``pages/`` as an old-style multipage app
-until ``st.navigation`` has run once in the process (and under AppTest, on every run): then it
-runs a page without this frame, and shows its own list of the folder. So Streamlit's own
-navigation menu is switched off (``client.showSidebarNavigation`` in .streamlit/config.toml),
-the frame draws the menu itself with page links, and a page run without the frame runs the
-frame instead (the guard at the top of each page).
+Run with ``streamlit run app.py``. The pages live in ``pages/`` (short scripts that call
+``mnist_net``), their shared app-side helpers in ``pages/ui/``. Streamlit's own navigation
+menu is switched off (``client.showSidebarNavigation`` in .streamlit/config.toml) because
+Streamlit runs a folder called ``pages/`` as an old-style multipage app until
+``st.navigation`` has run once; the frame draws the menu itself with page links, and a page
+run without the frame runs the frame instead (``pages.ui.state.run_inside_frame``).
 Non-goals: authentication, multi-user model sharing.
 """
 
 import streamlit as st
 
-FRAME_KEY = "app_frame_ran"
+from pages.ui.state import FRAME_KEY, training_is_running
 
 st.set_page_config(page_title="Digit recogniser", page_icon="✏️", layout="centered")
 
@@ -24,11 +23,9 @@ with st.sidebar:
     st.page_link(train_page)
     st.divider()
 
-job = st.session_state.get("train_job")
-if page.url_path != train_page.url_path and job is not None and job.snapshot().running:
+if page.url_path != train_page.url_path and training_is_running():
     with st.sidebar:
-        st.info("A network is training. It keeps going while you use this page.",
-                icon=":material/hourglass_top:")
+        st.info("A network is training. It keeps going while you use this page.", icon=":material/hourglass_top:")
         st.page_link(train_page, label="Watch it train", icon=":material/monitoring:")
 
 # Pages check this flag to know they run inside the frame in this very script run.

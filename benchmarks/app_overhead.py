@@ -22,29 +22,33 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
+from app_server import CHROMIUM, CHROMIUM_ARGS, start_app, stop_app
+
+from mnist_net import MLP, TrainConfig, load_mnist, load_model, save_model
+from mnist_net.history import history_columns, log_every_for, thin_history
+from mnist_net.jobs import TrainingJob
+from mnist_net.metrics import evaluate
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import pandas as pd  # noqa: E402
-
-from mnist_net import MLP, TrainConfig, iter_training, load_mnist, load_model, save_model  # noqa: E402
-from mnist_net.metrics import evaluate  # noqa: E402
-from mnist_net.jobs import TrainingJob, history_columns, log_every_for, thin_history  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from app_server import CHROMIUM, CHROMIUM_ARGS, start_app, stop_app  # noqa: E402
 
 POLL = 1.0  # the train page's fragment interval (pages/train.py POLL_SECONDS)
 
 
 def config_for(n_train: int, epochs: int) -> TrainConfig:
-    return TrainConfig(hidden_sizes=(128, 64), activation="relu", optimizer="adam", batch_size=128,
-                       epochs=epochs, n_train=n_train, log_every=log_every_for(n_train, 128))
+    return TrainConfig(
+        hidden_sizes=(128, 64),
+        activation="relu",
+        optimizer="adam",
+        batch_size=128,
+        epochs=epochs,
+        n_train=n_train,
+        log_every=log_every_for(n_train, 128),
+    )
 
 
 def throughput(history: list[dict]) -> float:
@@ -83,7 +87,7 @@ def run_plain(data, config, out: Path) -> tuple[float, float]:
     """The command line's path: train, evaluate, save. (images/s, CPU seconds)."""
     cpu = time.process_time()
     model = MLP(config)
-    for _ in iter_training(model, data.X_train, data.y_train):
+    for _ in model.iter_fit(data.X_train, data.y_train):
         pass
     model.metrics_ = {"test_accuracy": evaluate(model, data.X_test, data.y_test).accuracy}
     save_model(model, out / "plain.pkl")
@@ -96,11 +100,15 @@ def chart_json(history: list[dict]) -> str:
     out = []
     for cols in (["train_acc", "val_acc"], ["loss", "val_loss"]):
         long = table.melt(id_vars="epoch", value_vars=cols, var_name="series").dropna()
-        spec = {"mark": {"type": "line", "point": True},
-                "encoding": {"x": {"field": "epoch", "type": "quantitative"},
-                             "y": {"field": "value", "type": "quantitative"},
-                             "color": {"field": "series", "type": "nominal"}},
-                "data": {"values": long.to_dict(orient="records")}}
+        spec = {
+            "mark": {"type": "line", "point": True},
+            "encoding": {
+                "x": {"field": "epoch", "type": "quantitative"},
+                "y": {"field": "value", "type": "quantitative"},
+                "color": {"field": "series", "type": "nominal"},
+            },
+            "data": {"values": long.to_dict(orient="records")},
+        }
         out.append(json.dumps(spec))
     return "".join(out)
 
@@ -128,7 +136,8 @@ def run_app_in_browser(n_train: int, epochs: int) -> tuple[float, float, float]:
     try:
         with sync_playwright() as pw:
             ctx = pw.chromium.launch_persistent_context(
-                str(work / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+                str(work / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
             page = ctx.new_page()
             page.set_default_timeout(600_000)
             page.goto(url + "/train")
@@ -165,8 +174,10 @@ def main() -> None:
     args = parser.parse_args()
     data = load_mnist(progress=False)
     config = config_for(args.n_train, args.epochs)
-    print(f"config: 784-128-64-10 relu adam, batch 128, {args.n_train} images, {args.epochs} epochs, "
-          f"log_every {config.log_every}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+    print(
+        f"config: 784-128-64-10 relu adam, batch 128, {args.n_train} images, {args.epochs} epochs, "
+        f"log_every {config.log_every}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}"
+    )
     results: dict[str, list[tuple[float, ...]]] = {"plain": [], "job+poll": []}
     if args.browser:
         results["app"] = []
@@ -176,16 +187,22 @@ def main() -> None:
             results["job+poll"].append(run_job_with_polling(data, config, Path(out)))
             if args.browser:
                 results["app"].append(run_app_in_browser(args.n_train, args.epochs))
-            print(f"repeat {r + 1}: " + ", ".join(
-                f"{k} {v[-1][0]:,.0f} img/s, CPU " + "+".join(f"{c:.1f}" for c in v[-1][1:]) + " s"
-                for k, v in results.items()))
+            print(
+                f"repeat {r + 1}: "
+                + ", ".join(
+                    f"{k} {v[-1][0]:,.0f} img/s, CPU " + "+".join(f"{c:.1f}" for c in v[-1][1:]) + " s"
+                    for k, v in results.items()
+                )
+            )
     base_rate = statistics.median(r[0] for r in results["plain"])
     base_cpu = statistics.median(r[1] for r in results["plain"])
     for name, runs in results.items():
         rate = statistics.median(r[0] for r in runs)
         cpu = statistics.median(r[1] for r in runs)
-        line = (f"{name:>9}: median {rate:8,.0f} images/s (ratio {rate / base_rate:.3f}); "
-                f"trainer-process CPU {cpu:.1f} s (ratio {cpu / base_cpu:.3f})")
+        line = (
+            f"{name:>9}: median {rate:8,.0f} images/s (ratio {rate / base_rate:.3f}); "
+            f"trainer-process CPU {cpu:.1f} s (ratio {cpu / base_cpu:.3f})"
+        )
         if name == "app":
             line += f"; browser CPU {statistics.median(r[2] for r in runs):.1f} s"
         print(line)

@@ -45,12 +45,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from anywhere: import the repo's mnist_net
-    sys.path.insert(0, str(ROOT))
+from mnist_net import MLP, TrainConfig, load_mnist
+from mnist_net.functional import init_params
 
-from mnist_net import MLP, TrainConfig, iter_training, load_mnist  # noqa: E402
-from mnist_net.network import init_params  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 SIZES = [784, 128, 64, 10]  # the notebook's network
 TARGET_VS_NOTEBOOK = 15.0  # ours at least this many times faster per epoch
@@ -62,6 +60,7 @@ THREADS_MARGIN = 0.15
 
 
 # --- FLOPs and the GEMM limit ------------------------------------------------------------
+
 
 def gemm_shapes(sizes: list[int], batch: int) -> list[tuple[int, int, int, str]]:
     """(m, k, n, layout) of every matrix product in one training step: (m, k) @ (k, n).
@@ -103,8 +102,10 @@ def limit_runner(sizes: list[int], n: int, batch_size: int, seed: int = 0):
     """
     rng = np.random.default_rng(seed)
     plans = {
-        b: [(_operand(rng, m, k, layout[0] == "T"), _operand(rng, k, c, layout[1] == "T"),
-             np.empty((m, c), np.float32)) for m, k, c, layout in gemm_shapes(sizes, b)]
+        b: [
+            (_operand(rng, m, k, layout[0] == "T"), _operand(rng, k, c, layout[1] == "T"), np.empty((m, c), np.float32))
+            for m, k, c, layout in gemm_shapes(sizes, b)
+        ]
         for b in set(epoch_batches(n, batch_size))
     }
     batches = epoch_batches(n, batch_size)
@@ -113,6 +114,7 @@ def limit_runner(sizes: list[int], n: int, batch_size: int, seed: int = 0):
         for b in plan_batches:
             for a, w, out in plans[b]:
                 np.matmul(a, w, out=out)
+
     run(list(plans))  # warm-up
     return run
 
@@ -136,29 +138,46 @@ def time_gemm_limit(sizes: list[int], n: int, batch_size: int, repeats: int = 5)
 
 # --- ours ------------------------------------------------------------------------------
 
-def ours_runner(X: np.ndarray, y: np.ndarray, batch_size: int, epochs: int, activation: str = "sigmoid",
-                threads: int | None = 1, seed: int = 0):
+
+def ours_runner(
+    X: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    epochs: int,
+    activation: str = "sigmoid",
+    threads: int | None = 1,
+    seed: int = 0,
+):
     """mnist_net's own training loop, one epoch per call; returns (run_epoch, model).
 
     The default config (Adam, lr 1e-3) on all of X: no validation split, so an epoch is
     exactly the training work that the other implementations do too. ``epochs`` is the
     most that run_epoch may be called.
     """
-    config = TrainConfig(batch_size=batch_size, epochs=epochs, activation=activation,
-                         val_fraction=0.0, threads=threads, seed=seed)
+    config = TrainConfig(
+        batch_size=batch_size, epochs=epochs, activation=activation, val_fraction=0.0, threads=threads, seed=seed
+    )
     model = MLP(config)
-    steps = iter_training(model, X, y)
+    steps = model.iter_fit(X, y)
 
     def run_epoch():
         for record in steps:
             if record.kind == "epoch":
                 return
         raise RuntimeError(f"all {epochs} epochs were run already")
+
     return run_epoch, model
 
 
-def train_ours(X, y, batch_size: int, epochs: int, activation: str = "sigmoid", threads: int | None = 1,
-               budget: float = float("inf")) -> tuple[list[float], MLP]:
+def train_ours(
+    X,
+    y,
+    batch_size: int,
+    epochs: int,
+    activation: str = "sigmoid",
+    threads: int | None = 1,
+    budget: float = float("inf"),
+) -> tuple[list[float], MLP]:
     """Wall seconds of each epoch of mnist_net's training, and the trained model."""
     run_epoch, model = ours_runner(X, y, batch_size, epochs, activation, threads)
     return timed_epochs(run_epoch, epochs, budget), model
@@ -180,13 +199,16 @@ def predict_latency(predict, x, repeats: int = 2000) -> float:
 # Column vectors, float64 weights, the softmax "derivative" in the output gradient, a dict
 # cache, one image per update. Only its globals became arguments and its prints went.
 
+
 def notebook_init(rng: np.random.Generator, size=SIZES) -> dict[str, np.ndarray]:
-    return {"w1": rng.standard_normal((size[1], size[0])) / np.sqrt(size[0]),
-            "b1": rng.standard_normal((size[1], 1)) / np.sqrt(size[0]),
-            "w2": rng.standard_normal((size[2], size[1])) / np.sqrt(size[1]),
-            "b2": rng.standard_normal((size[2], 1)) / np.sqrt(size[1]),
-            "w3": rng.standard_normal((size[3], size[2])) / np.sqrt(size[2]),
-            "b3": rng.standard_normal((size[3], 1)) / np.sqrt(size[2])}
+    return {
+        "w1": rng.standard_normal((size[1], size[0])) / np.sqrt(size[0]),
+        "b1": rng.standard_normal((size[1], 1)) / np.sqrt(size[0]),
+        "w2": rng.standard_normal((size[2], size[1])) / np.sqrt(size[1]),
+        "b2": rng.standard_normal((size[2], 1)) / np.sqrt(size[1]),
+        "w3": rng.standard_normal((size[3], size[2])) / np.sqrt(size[2]),
+        "b3": rng.standard_normal((size[3], 1)) / np.sqrt(size[2]),
+    }
 
 
 def notebook_sigmoid(z, derivative=False):
@@ -267,8 +289,9 @@ def notebook_runner(X: np.ndarray, y_onehot: np.ndarray, n_samples: int, seed: i
 
     def run_part():
         start = position[0] % max(len(X) - n_samples + 1, 1)
-        notebook_train(params, X[start:start + n_samples], y_onehot[start:start + n_samples], 1, 0.01)
+        notebook_train(params, X[start : start + n_samples], y_onehot[start : start + n_samples], 1, 0.01)
         position[0] = start + n_samples
+
     return run_part, params
 
 
@@ -284,10 +307,12 @@ def notebook_predict(params):
     def predict(x_column):
         notebook_forward(params, cache, x_column)
         return cache["o"]
+
     return predict
 
 
 # --- PyTorch -----------------------------------------------------------------------------
+
 
 def torch_network(activation: str, seed: int = 0):
     """The same network in torch, starting from exactly our initial weights."""
@@ -307,8 +332,15 @@ def torch_network(activation: str, seed: int = 0):
     return torch.nn.Sequential(*layers)
 
 
-def torch_runner(X_uint8: np.ndarray, y: np.ndarray, batch_size: int, activation: str = "sigmoid",
-                 threads: int = 1, adam: str = "default", seed: int = 0):
+def torch_runner(
+    X_uint8: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    activation: str = "sigmoid",
+    threads: int = 1,
+    adam: str = "default",
+    seed: int = 0,
+):
     """The equivalent torch loop, one epoch per call; returns (run_epoch, net).
 
     Per batch, the same work as ours: gather a shuffled batch, forward, mean cross-entropy,
@@ -332,7 +364,7 @@ def torch_runner(X_uint8: np.ndarray, y: np.ndarray, batch_size: int, activation
         order = torch.randperm(n, generator=generator)
         loss_sum, correct = 0.0, 0
         for b in range(0, n, batch_size):
-            idx = order[b:b + batch_size]
+            idx = order[b : b + batch_size]
             xb, yb = X.index_select(0, idx), Y.index_select(0, idx)
             logits = net(xb)
             loss = F.cross_entropy(logits, yb)
@@ -341,11 +373,20 @@ def torch_runner(X_uint8: np.ndarray, y: np.ndarray, batch_size: int, activation
             optimizer.step()
             loss_sum += loss.item() * len(idx)
             correct += int((logits.detach().argmax(1) == yb).sum())
+
     return run_epoch, net
 
 
-def train_torch(X_uint8, y, batch_size: int, epochs: int, activation: str = "sigmoid", threads: int = 1,
-                adam: str = "default", budget: float = float("inf")):
+def train_torch(
+    X_uint8,
+    y,
+    batch_size: int,
+    epochs: int,
+    activation: str = "sigmoid",
+    threads: int = 1,
+    adam: str = "default",
+    budget: float = float("inf"),
+):
     """Wall seconds of each epoch of the torch loop, and the trained network."""
     run_epoch, net = torch_runner(X_uint8, y, batch_size, activation, threads, adam)
     return timed_epochs(run_epoch, epochs, budget), net
@@ -357,10 +398,12 @@ def torch_predict(net):
     def predict(x):
         with torch.inference_mode():
             return torch.softmax(net(x), dim=1)
+
     return predict
 
 
 # --- one configuration per process ---------------------------------------------------------
+
 
 def _proc_status_mb(field: str) -> float | None:
     """A memory field of /proc/self/status in MB (None where /proc is unavailable)."""
@@ -398,17 +441,26 @@ def make_runner(spec: dict, X: np.ndarray, y: np.ndarray, x_one: np.ndarray) -> 
         return {"run": run, "scale": 1.0, "predict": model.predict_proba, "x": x_float}
     if kind == "torch":
         import torch
+
         run, net = torch_runner(X, y, spec["batch"], spec["activation"], threads, spec["adam"])
         return {"run": run, "scale": 1.0, "predict": torch_predict(net), "x": torch.from_numpy(x_float)}
     if kind == "notebook":
         Xn, yn = notebook_data(X, y)
         n_samples = min(spec["samples"], len(Xn))
         run, params = notebook_runner(Xn, yn, n_samples)
-        return {"run": run, "scale": len(Xn) / n_samples, "predict": notebook_predict(params),
-                "x": x_float.reshape(784, 1)}
+        return {
+            "run": run,
+            "scale": len(Xn) / n_samples,
+            "predict": notebook_predict(params),
+            "x": x_float.reshape(784, 1),
+        }
     if kind == "limit":
-        return {"run": limit_runner(SIZES, len(X), spec["batch"]), "scale": 1.0, "predict": None,
-                "flops": epoch_flops(SIZES, len(X), spec["batch"])}
+        return {
+            "run": limit_runner(SIZES, len(X), spec["batch"]),
+            "scale": 1.0,
+            "predict": None,
+            "flops": epoch_flops(SIZES, len(X), spec["batch"]),
+        }
     raise ValueError(f"unknown kind {kind!r}")
 
 
@@ -433,12 +485,22 @@ def worker_main(spec_json: str) -> None:
             if line.strip() == "epoch":
                 wall, cpu = time.perf_counter(), time.process_time()
                 runner["run"]()
-                reply({"wall": (time.perf_counter() - wall) * runner["scale"],
-                       "cpu": (time.process_time() - cpu) * runner["scale"]})
+                reply(
+                    {
+                        "wall": (time.perf_counter() - wall) * runner["scale"],
+                        "cpu": (time.process_time() - cpu) * runner["scale"],
+                    }
+                )
             elif line.strip() == "finish":
                 latency = predict_latency(runner["predict"], runner["x"]) if runner["predict"] else None
-                reply({"latency": latency, "flops": runner.get("flops"), "rss_before_mb": rss_before,
-                       "peak_rss_mb": peak_rss_mb()})
+                reply(
+                    {
+                        "latency": latency,
+                        "flops": runner.get("flops"),
+                        "rss_before_mb": rss_before,
+                        "peak_rss_mb": peak_rss_mb(),
+                    }
+                )
                 return
 
 
@@ -452,7 +514,12 @@ class Worker:
         self.errors = tempfile.TemporaryFile("w+", dir=folder)
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors, text=True, env=env)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.errors,
+            text=True,
+            env=env,
+        )
 
     def receive(self) -> dict:
         line = self.proc.stdout.readline()
@@ -493,8 +560,11 @@ def measure_group(specs: list[dict], folder: str, epochs: int, budget: float) ->
                 answer = workers[i].ask("epoch")
                 r["times"].append(answer["wall"])
                 r["cpu_times"].append(answer["cpu"])
-                print(f"  epoch {round_no + 1}: {label(r)}, batch {r.get('batch') or 1}, "
-                      f"{r['threads']} thread(s): {answer['wall']:.3f} s", flush=True)
+                print(
+                    f"  epoch {round_no + 1}: {label(r)}, batch {r.get('batch') or 1}, "
+                    f"{r['threads']} thread(s): {answer['wall']:.3f} s",
+                    flush=True,
+                )
         for worker, r in zip(workers, results):
             r.update(worker.ask("finish"))
     finally:
@@ -505,9 +575,16 @@ def measure_group(specs: list[dict], folder: str, epochs: int, budget: float) ->
 
 # --- the report ------------------------------------------------------------------------------
 
+
 def key(spec: dict) -> tuple:
-    return (spec["kind"], spec.get("batch"), spec["threads"], spec.get("activation"), spec.get("adam"),
-            spec.get("load", False))
+    return (
+        spec["kind"],
+        spec.get("batch"),
+        spec["threads"],
+        spec.get("activation"),
+        spec.get("adam"),
+        spec.get("load", False),
+    )
 
 
 def build_specs(args, data_dir: str) -> list[dict]:
@@ -515,18 +592,34 @@ def build_specs(args, data_dir: str) -> list[dict]:
     for threads in args.threads:
         for batch in args.batch_sizes:
             for activation in ["sigmoid", "relu"] if args.relu else ["sigmoid"]:
-                specs.append({"kind": "ours", "batch": batch, "threads": threads, "activation": activation,
-                              "epochs": args.epochs})
+                specs.append(
+                    {
+                        "kind": "ours",
+                        "batch": batch,
+                        "threads": threads,
+                        "activation": activation,
+                        "epochs": args.epochs,
+                    }
+                )
             if args.torch:
                 for adam in ("default", "fused"):
-                    specs.append({"kind": "torch", "batch": batch, "threads": threads,
-                                  "activation": "sigmoid", "adam": adam})
+                    specs.append(
+                        {"kind": "torch", "batch": batch, "threads": threads, "activation": "sigmoid", "adam": adam}
+                    )
             specs.append({"kind": "limit", "batch": batch, "threads": threads})
         specs.append({"kind": "notebook", "threads": threads, "samples": args.notebook_samples})
     if args.load_check and len(args.threads) > 1:  # the thread choice, again beside a busy process
         for threads in args.threads:
-            specs.append({"kind": "ours", "batch": args.batch_sizes[0], "threads": threads,
-                          "activation": "sigmoid", "epochs": args.epochs, "load": True})
+            specs.append(
+                {
+                    "kind": "ours",
+                    "batch": args.batch_sizes[0],
+                    "threads": threads,
+                    "activation": "sigmoid",
+                    "epochs": args.epochs,
+                    "load": True,
+                }
+            )
     for spec in specs:
         spec["data"] = data_dir
     return specs
@@ -558,8 +651,17 @@ def format_table(summary: dict[tuple, dict], n_images: int) -> str:
     limits = {(r["batch"], r["threads"]): r for r in summary.values() if r["kind"] == "limit"}
     notebooks = {r["threads"]: r for r in summary.values() if r["kind"] == "notebook"}
     order = {"ours": 0, "torch": 1, "limit": 2, "notebook": 3}
-    rows = sorted(summary.values(), key=lambda r: (r.get("load", False), order[r["kind"]], r.get("batch") or 0,
-                                                   r["threads"], r.get("activation") or "", r.get("adam") or ""))
+    rows = sorted(
+        summary.values(),
+        key=lambda r: (
+            r.get("load", False),
+            order[r["kind"]],
+            r.get("batch") or 0,
+            r["threads"],
+            r.get("activation") or "",
+            r.get("adam") or "",
+        ),
+    )
     lines = [
         "| implementation | batch | threads | s/epoch best | s/epoch median | CPU s/epoch best "
         "| x GEMM limit | speed-up vs notebook | peak RSS MB (+ training) | predict 1 image µs |",
@@ -575,13 +677,17 @@ def format_table(summary: dict[tuple, dict], n_images: int) -> str:
         speedup = f"{notebook['best'] / r['best']:.1f}x" if notebook and r["kind"] != "limit" else "–"
         memory = f"{r['peak_rss_mb']:.0f} (+{r['peak_rss_mb'] - r['rss_before_mb']:.0f})"
         latency = f"{r['latency'] * 1e6:.0f}" if r.get("latency") is not None else "–"
-        lines.append(f"| {label(r)} | {r.get('batch') or 1} | {r['threads']} | {r['best']:.3f} | "
-                     f"{r['median']:.3f} | {r['cpu_best']:.3f} | {vs_limit} | {speedup} | {memory} | {latency} |")
-    lines.append(f"\nEpoch = {n_images:,} images. The notebook is timed on a subset per epoch and scaled "
-                 "up. x GEMM limit and speed-ups: best wall times at the same batch and threads. CPU "
-                 "s/epoch counts every thread (a waiting BLAS thread spins). Peak RSS: the process's "
-                 "high-water mark; + is its growth after the uint8 images were loaded (the "
-                 "implementation's runtime and its own copy of the data).")
+        lines.append(
+            f"| {label(r)} | {r.get('batch') or 1} | {r['threads']} | {r['best']:.3f} | "
+            f"{r['median']:.3f} | {r['cpu_best']:.3f} | {vs_limit} | {speedup} | {memory} | {latency} |"
+        )
+    lines.append(
+        f"\nEpoch = {n_images:,} images. The notebook is timed on a subset per epoch and scaled "
+        "up. x GEMM limit and speed-ups: best wall times at the same batch and threads. CPU "
+        "s/epoch counts every thread (a waiting BLAS thread spins). Peak RSS: the process's "
+        "high-water mark; + is its growth after the uint8 images were loaded (the "
+        "implementation's runtime and its own copy of the data)."
+    )
     return "\n".join(lines)
 
 
@@ -589,34 +695,45 @@ def choose_threads(summary: dict[tuple, dict], batch: int) -> tuple[int | None, 
     """The default BLAS thread count from ours (sigmoid) at ``batch``: more than 1 only if it
     is THREADS_MARGIN faster in every condition measured (the machine as found, and beside
     one busy process), by best and by median epoch. On a shared machine the worst case rules."""
-    rows = {(r["threads"], r.get("load", False)): r for r in summary.values()
-            if r["kind"] == "ours" and r["batch"] == batch and r["activation"] == "sigmoid"}
+    rows = {
+        (r["threads"], r.get("load", False)): r
+        for r in summary.values()
+        if r["kind"] == "ours" and r["batch"] == batch and r["activation"] == "sigmoid"
+    }
     counts = sorted({t for t, _ in rows})
     if 1 not in counts:
         return None, "thread choice needs a 1-thread run of ours"
 
     def worst_gain(t):
-        return min(min(rows[1, load]["best"] / rows[t, load]["best"],
-                       rows[1, load]["median"] / rows[t, load]["median"]) - 1
-                   for load in (False, True) if (1, load) in rows and (t, load) in rows)
+        return min(
+            min(rows[1, load]["best"] / rows[t, load]["best"], rows[1, load]["median"] / rows[t, load]["median"]) - 1
+            for load in (False, True)
+            if (1, load) in rows and (t, load) in rows
+        )
+
     gains = {t: worst_gain(t) for t in counts}
     best = max(gains, key=gains.get)
     chosen = best if gains[best] >= THREADS_MARGIN else 1
     detail = "; ".join(
         f"{'beside 1 busy process' if load else 'as found'}, {t} thread{'s' if t > 1 else ''}: "
         f"best {r['best']:.3f} s, median {r['median']:.3f} s"
-        for (t, load), r in sorted(rows.items(), key=lambda item: (item[0][1], item[0][0])))
+        for (t, load), r in sorted(rows.items(), key=lambda item: (item[0][1], item[0][0]))
+    )
     worst = ", ".join(f"{t} threads: {g:+.0%}" for t, g in gains.items() if t > 1)
-    return chosen, (f"ours at batch {batch}: {detail}. More threads must gain >= {THREADS_MARGIN:.0%} in "
-                    f"every condition (best and median); worst-case gain vs 1 thread: {worst or 'n/a'} "
-                    f"-> default threads = {chosen}")
+    return chosen, (
+        f"ours at batch {batch}: {detail}. More threads must gain >= {THREADS_MARGIN:.0%} in "
+        f"every condition (best and median); worst-case gain vs 1 thread: {worst or 'n/a'} "
+        f"-> default threads = {chosen}"
+    )
 
 
 def verdict(what: str, wall: float, cpu: float | None, target: float, at_least: bool) -> str:
     """One target line. Judged on wall time and, where given, on CPU time as well (the
     latter is what a busy shared machine disturbs least); MET only if both meet it."""
+
     def meets(ratio):
         return ratio >= target if at_least else ratio <= target
+
     shown = f"{wall:.2f}x" + (f" (CPU time: {cpu:.2f}x)" if cpu is not None else "")
     if cpu is None or meets(wall) == meets(cpu):
         result = "MET" if meets(wall) else "MISSED"
@@ -627,10 +744,16 @@ def verdict(what: str, wall: float, cpu: float | None, target: float, at_least: 
 
 def verdicts(summary: dict[tuple, dict], threads: int) -> list[str]:
     """The three target ratios at the chosen thread count."""
+
     def find(kind, batch=None, **extra):
         for r in summary.values():
-            if r["kind"] == kind and r["threads"] == threads and (batch is None or r.get("batch") == batch) \
-                    and not r.get("load") and all(r.get(k) == v for k, v in extra.items()):
+            if (
+                r["kind"] == kind
+                and r["threads"] == threads
+                and (batch is None or r.get("batch") == batch)
+                and not r.get("load")
+                and all(r.get(k) == v for k, v in extra.items())
+            ):
                 return r
         return None
 
@@ -641,17 +764,35 @@ def verdicts(summary: dict[tuple, dict], threads: int) -> list[str]:
     at = f"batch {{}}, {threads} thread{'s' if threads > 1 else ''}"
     ours128, notebook = find("ours", 128, activation="sigmoid"), find("notebook")
     if ours128 and notebook:
-        lines.append(verdict(f"ours faster than the notebook loop per epoch ({at.format(128)})",
-                             *ratios(notebook, ours128), TARGET_VS_NOTEBOOK, at_least=True))
+        lines.append(
+            verdict(
+                f"ours faster than the notebook loop per epoch ({at.format(128)})",
+                *ratios(notebook, ours128),
+                TARGET_VS_NOTEBOOK,
+                at_least=True,
+            )
+        )
     for adam, what in (("default", "torch.optim.Adam as shipped"), ("fused", "Adam(fused=True)")):
         torch128 = find("torch", 128, adam=adam)
         if ours128 and torch128:
-            lines.append(verdict(f"ours / PyTorch CPU with {what}, epoch time ({at.format(128)})",
-                                 *ratios(ours128, torch128), TARGET_VS_TORCH, at_least=False))
+            lines.append(
+                verdict(
+                    f"ours / PyTorch CPU with {what}, epoch time ({at.format(128)})",
+                    *ratios(ours128, torch128),
+                    TARGET_VS_TORCH,
+                    at_least=False,
+                )
+            )
     ours256, limit256 = find("ours", 256, activation="sigmoid"), find("limit", 256)
     if ours256 and limit256:
-        lines.append(verdict(f"ours / GEMM limit, epoch time ({at.format(256)})",
-                             *ratios(ours256, limit256), TARGET_VS_LIMIT, at_least=False))
+        lines.append(
+            verdict(
+                f"ours / GEMM limit, epoch time ({at.format(256)})",
+                *ratios(ours256, limit256),
+                TARGET_VS_LIMIT,
+                at_least=False,
+            )
+        )
     return lines
 
 
@@ -672,23 +813,40 @@ def start_background_load(seconds: float) -> subprocess.Popen:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=4,
-                   help="timed epochs per configuration (taken in turns, one per round)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--epochs", type=int, default=4, help="timed epochs per configuration (taken in turns, one per round)"
+    )
     p.add_argument("--threads", default="1,2", help="BLAS thread counts to measure, e.g. 1,2")
     p.add_argument("--batch-sizes", default="128,256", help="batch sizes, e.g. 128,256")
-    p.add_argument("--budget", type=float, default=30.0,
-                   help="seconds after which a configuration starts no further epoch (at least one runs)")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=30.0,
+        help="seconds after which a configuration starts no further epoch (at least one runs)",
+    )
     p.add_argument("--relu", action="store_true", help="also time ours with relu")
     p.add_argument("--no-torch", dest="torch", action="store_false", help="skip PyTorch")
-    p.add_argument("--notebook-samples", type=int, default=2000,
-                   help="images the notebook loop is timed on per epoch (then scaled to the epoch)")
+    p.add_argument(
+        "--notebook-samples",
+        type=int,
+        default=2000,
+        help="images the notebook loop is timed on per epoch (then scaled to the epoch)",
+    )
     p.add_argument("--n-images", type=int, default=None, help="train on the first N images (default all)")
-    p.add_argument("--no-load-check", dest="load_check", action="store_false",
-                   help="skip timing ours at each thread count again beside one busy process")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: 2,048 images, 1 epoch, batch 128, 1 thread, 200 notebook images")
+    p.add_argument(
+        "--no-load-check",
+        dest="load_check",
+        action="store_false",
+        help="skip timing ours at each thread count again beside one busy process",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 2,048 images, 1 epoch, batch 128, 1 thread, 200 notebook images",
+    )
     p.add_argument("--data-dir", default=None, help="MNIST folder (default: $MNIST_DIR, then the cache)")
     p.add_argument("--out", default=None, help="also write the report (markdown) to this file")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -701,6 +859,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.torch:
         try:
             import importlib.util
+
             args.torch = importlib.util.find_spec("torch") is not None
         except (ImportError, ValueError):
             args.torch = False
@@ -716,8 +875,11 @@ def main(argv=None) -> str:
     with tempfile.TemporaryDirectory(prefix="bench_speed_") as folder:
         n = prepare_data(args, folder)
         specs = build_specs(args, folder)
-        print(f"{len(specs)} configurations on {n:,} images, {args.epochs} epoch(s) each"
-              f"{', torch skipped' if not args.torch else ''}", flush=True)
+        print(
+            f"{len(specs)} configurations on {n:,} images, {args.epochs} epoch(s) each"
+            f"{', torch skipped' if not args.torch else ''}",
+            flush=True,
+        )
         # All thread counts take turns together, so a change in the machine's load hits them alike.
         results = measure_group([s for s in specs if not s.get("load")], folder, args.epochs, args.budget)
         loaded = [s for s in specs if s.get("load")]
@@ -736,8 +898,10 @@ def main(argv=None) -> str:
     report.append(f"BLAS threads: {why}")
     report += verdicts(summary, threads or args.threads[0])
     command = " ".join(argv if argv is not None else sys.argv[1:])
-    report.append(f"\nCommand: python benchmarks/bench_speed.py {command}; "
-                  f"machine load average at the end: {os.getloadavg()[0]:.2f}")
+    report.append(
+        f"\nCommand: python benchmarks/bench_speed.py {command}; "
+        f"machine load average at the end: {os.getloadavg()[0]:.2f}"
+    )
     text = "\n".join(report)
     print("\n" + text)
     if args.out:

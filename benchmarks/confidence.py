@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-
-from mnist_net import canvas_to_input, load_mnist, load_model  # noqa: E402
-from mnist_net.confidence import MIN_MARGIN, MIN_PROBABILITY, is_sure  # noqa: E402
-from mnist_net.data import stratified_split  # noqa: E402
-from mnist_net.synth import SCHEMES, random_stroke, render  # noqa: E402
+from mnist_net import canvas_to_input, load_mnist, load_model
+from mnist_net.confidence import MIN_MARGIN, MIN_PROBABILITY, is_sure
+from mnist_net.data import stratified_split
+from mnist_net.synth import SCHEMES, random_stroke, render
 
 
 def drawn_inputs(images, labels, n, seed):
@@ -68,8 +65,10 @@ def effect(proba, y, min_probability, min_margin) -> tuple[float, float, float, 
 
 def describe(name, proba, y, p, m) -> str:
     acc, caught, doubted, sure_acc = effect(proba, y, p, m)
-    return (f"{name:<18} accuracy {acc:.4f}; 'not sure' catches {caught:.0%} of the wrong answers and "
-            f"doubts {doubted:.1%} of the right ones; accuracy when sure {sure_acc:.4f}")
+    return (
+        f"{name:<18} accuracy {acc:.4f}; 'not sure' catches {caught:.0%} of the wrong answers and "
+        f"doubts {doubted:.1%} of the right ones; accuracy when sure {sure_acc:.4f}"
+    )
 
 
 def main(argv=None) -> int:
@@ -90,13 +89,14 @@ def main(argv=None) -> int:
 
     print(f"calibration: {len(yv)} MNIST validation images, {len(yd)} drawn canvases from them")
     print(f"single signals, each thresholded to doubt {args.max_doubt:.0%} of the right drawn answers:")
-    for name, signal in (("top probability", top_probability), ("margin", margin),
-                         ("negative entropy", neg_entropy)):
+    for name, signal in (("top probability", top_probability), ("margin", margin), ("negative entropy", neg_entropy)):
         right_d = pd.argmax(axis=1) == yd
         cut = np.quantile(signal(pd)[right_d], args.max_doubt)
         caught = [float(np.mean(signal(q)[q.argmax(axis=1) != t] < cut)) for q, t in ((pd, yd), (pv, yv))]
-        print(f"  {name:<17} threshold {cut:.3f}: catches {caught[0]:.0%} of wrong drawn answers, "
-              f"{caught[1]:.0%} of wrong MNIST validation answers")
+        print(
+            f"  {name:<17} threshold {cut:.3f}: catches {caught[0]:.0%} of wrong drawn answers, "
+            f"{caught[1]:.0%} of wrong MNIST validation answers"
+        )
 
     grid = [(p, m) for p in np.arange(0.40, 0.97, 0.02) for m in np.arange(0.0, 0.91, 0.05)]
     best = None
@@ -115,8 +115,11 @@ def main(argv=None) -> int:
     print(describe("drawn (validation)", pd, yd, p, m))
     print("for information, shipped thresholds on test data (not used to choose):")
     Xdt, ydt = drawn_inputs(data.X_test, data.y_test.astype(np.int64), args.n_drawn, args.seed + 1)
-    print(describe("MNIST test", model.predict_proba(data.X_test), data.y_test.astype(np.int64),
-                   MIN_PROBABILITY, MIN_MARGIN))
+    print(
+        describe(
+            "MNIST test", model.predict_proba(data.X_test), data.y_test.astype(np.int64), MIN_PROBABILITY, MIN_MARGIN
+        )
+    )
     print(describe("drawn (test)", model.predict_proba(Xdt), ydt, MIN_PROBABILITY, MIN_MARGIN))
     return 0
 

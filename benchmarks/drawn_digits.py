@@ -19,14 +19,11 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-
-from mnist_net import canvas_to_input, load_mnist, load_model  # noqa: E402
-from mnist_net.synth import SCHEMES, naive_input, random_stroke, render  # noqa: E402
+from mnist_net import canvas_to_input, load_mnist, load_model
+from mnist_net.synth import SCHEMES, naive_input, random_stroke, render
 
 
 def build_drawn_set(images: np.ndarray, labels: np.ndarray, n: int, seed: int = 0):
@@ -53,8 +50,10 @@ def predict_canvases(model, canvases: list[np.ndarray], pipeline) -> np.ndarray:
 
 def evaluate_drawn(model, canvases, labels) -> dict[str, dict[str, np.ndarray]]:
     """{pipeline: {scheme: predictions}} for the preprocessed and the naive pipeline."""
-    return {name: {s: predict_canvases(model, canvases[s], fn) for s in canvases}
-            for name, fn in (("canvas_to_input", canvas_to_input), ("naive resize", naive_input))}
+    return {
+        name: {s: predict_canvases(model, canvases[s], fn) for s in canvases}
+        for name, fn in (("canvas_to_input", canvas_to_input), ("naive resize", naive_input))
+    }
 
 
 def latency(model, canvas: np.ndarray, repeats: int = 300) -> tuple[float, float]:
@@ -88,25 +87,29 @@ def main(argv=None) -> int:
 
     print(f"model: {args.model or 'default'} ({'-'.join(map(str, model.layer_sizes))}, {model.activation})")
     print(f"MNIST test accuracy (official 10k): {model.score(data.X_test, data.y_test):.4f}")
-    print(f"drawn set: {len(labels)} MNIST test digits x {len(SCHEMES)} colour schemes, seed {args.seed} "
-          f"(built in {build_s:.0f} s)")
+    print(
+        f"drawn set: {len(labels)} MNIST test digits x {len(SCHEMES)} colour schemes, seed {args.seed} "
+        f"(built in {build_s:.0f} s)"
+    )
     print(f"{'condition':<28}{'canvas_to_input':>17}{'naive resize':>14}{'no digit':>10}")
     heights = np.array([s.height_frac for s in strokes])
     pens = np.array([s.pen for s in strokes])
     rows = [(s, np.ones(len(labels), bool), [s]) for s in SCHEMES]
-    rows += [(f"height {lo:.2f}-{hi:.2f}", (heights >= lo) & (heights < hi), SCHEMES)
-             for lo, hi in ((0.35, 0.5), (0.5, 0.7), (0.7, 0.86))]
-    rows += [(f"pen {lo:.1f}-{hi:.1f}x MNIST", (pens >= lo) & (pens < hi), SCHEMES)
-             for lo, hi in ((0.5, 1.0), (1.0, 1.75), (1.75, 2.51))]
+    rows += [
+        (f"height {lo:.2f}-{hi:.2f}", (heights >= lo) & (heights < hi), SCHEMES)
+        for lo, hi in ((0.35, 0.5), (0.5, 0.7), (0.7, 0.86))
+    ]
+    rows += [
+        (f"pen {lo:.1f}-{hi:.1f}x MNIST", (pens >= lo) & (pens < hi), SCHEMES)
+        for lo, hi in ((0.5, 1.0), (1.0, 1.75), (1.75, 2.51))
+    ]
     rows += [("overall", np.ones(len(labels), bool), SCHEMES)]
     for name, mask, schemes in rows:
-        acc = {p: np.mean(np.concatenate([results[p][s][mask] == labels[mask] for s in schemes]))
-               for p in results}
+        acc = {p: np.mean(np.concatenate([results[p][s][mask] == labels[mask] for s in schemes])) for p in results}
         none = np.mean(np.concatenate([results["canvas_to_input"][s][mask] == -1 for s in schemes]))
         print(f"{name:<28}{acc['canvas_to_input']:>17.4f}{acc['naive resize']:>14.4f}{none:>10.4f}")
     med, p95 = latency(model, canvases["transparent"][0])
-    print(f"latency, canvas_to_input + predict_proba, one 280x280 RGBA canvas: "
-          f"median {med:.2f} ms, p95 {p95:.2f} ms")
+    print(f"latency, canvas_to_input + predict_proba, one 280x280 RGBA canvas: median {med:.2f} ms, p95 {p95:.2f} ms")
     return 0
 
 

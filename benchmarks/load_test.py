@@ -31,14 +31,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from app_server import CHROMIUM, CHROMIUM_ARGS, PROJECT_ROOT, start_app, stop_app  # noqa: E402
+from app_server import CHROMIUM, CHROMIUM_ARGS, PROJECT_ROOT, start_app, stop_app
 
 # Eight users have eight visible tabs: keep Chromium from throttling the ones it considers
 # in the background (their timers drive the canvas's rerun).
-CHROMIUM_ARGS = [*CHROMIUM_ARGS, "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
-                 "--disable-backgrounding-occluded-windows"]
+CHROMIUM_ARGS = [
+    *CHROMIUM_ARGS,
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
+]
 
 # Pen strokes in canvas fractions (x, y), as a person would draw them with a mouse.
 DIGITS = {
@@ -135,8 +137,11 @@ async def session_draws(page, rounds: int, offset: int) -> list[dict]:
     results = []
     for i in range(rounds * len(order)):
         results.append(await draw_and_time(page, order[(i + offset) % len(order)]))
-        print(f"  session {offset}: drew {results[-1]['drawn']}, shown {results[-1]['shown']} "
-              f"after {results[-1]['latency']:.2f} s", file=sys.stderr)
+        print(
+            f"  session {offset}: drew {results[-1]['drawn']}, shown {results[-1]['shown']} "
+            f"after {results[-1]['latency']:.2f} s",
+            file=sys.stderr,
+        )
     return results
 
 
@@ -167,18 +172,23 @@ async def training_progress(page) -> str:
 
 def summary(results: list[dict]) -> dict:
     times = np.array([r["latency"] for r in results])
-    return {"drawings": len(results), "correct": sum(r["drawn"] == r["shown"] for r in results),
-            "lost_strokes": sum(r["lost_before"] for r in results),
-            "median_s": float(np.median(times)), "p95_s": float(np.percentile(times, 95)),
-            "max_s": float(times.max())}
+    return {
+        "drawings": len(results),
+        "correct": sum(r["drawn"] == r["shown"] for r in results),
+        "lost_strokes": sum(r["lost_before"] for r in results),
+        "median_s": float(np.median(times)),
+        "p95_s": float(np.percentile(times, 95)),
+        "max_s": float(times.max()),
+    }
 
 
 async def run(args) -> dict:
     from playwright.async_api import async_playwright
 
     with tempfile.TemporaryDirectory(prefix="mnist-load-") as tmp:
-        proc, url = start_app(Path(tmp), {"MNIST_DIR": args.mnist_dir, "OMP_NUM_THREADS": "1",
-                                                       "XDG_CACHE_HOME": str(Path(tmp) / "cache")})
+        proc, url = start_app(
+            Path(tmp), {"MNIST_DIR": args.mnist_dir, "OMP_NUM_THREADS": "1", "XDG_CACHE_HOME": str(Path(tmp) / "cache")}
+        )
         print(f"app at {url} (pid {proc.pid})", file=sys.stderr)
         try:
             async with async_playwright() as pw:
@@ -211,33 +221,46 @@ async def run(args) -> dict:
     for figures in report.values():
         figures["median_vs_idle"] = figures["median_s"] / idle
     wrong = [r for results in phases.values() for r in results if r["drawn"] != r["shown"]]
-    return {"phases": report, "training_still_running_after_crowd": still_training,
-            "training_progress_before_and_after_crowd": progress, "wrong": wrong, "sessions": args.sessions,
-            "rounds": args.rounds, "cpu_count": os.cpu_count(), "lost": LOST}
+    return {
+        "phases": report,
+        "training_still_running_after_crowd": still_training,
+        "training_progress_before_and_after_crowd": progress,
+        "wrong": wrong,
+        "sessions": args.sessions,
+        "rounds": args.rounds,
+        "cpu_count": os.cpu_count(),
+        "lost": LOST,
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3, help="each session draws 1, 7 and 0 this many times")
-    parser.add_argument("--mnist-dir", default=os.environ.get("MNIST_DIR") or str(PROJECT_ROOT.parent / "shared"
-                                                                                 / "mnist"))
+    parser.add_argument(
+        "--mnist-dir", default=os.environ.get("MNIST_DIR") or str(PROJECT_ROOT.parent / "shared" / "mnist")
+    )
     args = parser.parse_args()
     result = asyncio.run(run(args))
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "load_test.json").write_text(json.dumps(result, indent=2))
-    print(f"{'phase':40} {'drawings':>8} {'correct':>8} {'lost':>5} {'median':>8} {'p95':>8} {'max':>8} "
-          f"{'x idle':>7}")
+    print(f"{'phase':40} {'drawings':>8} {'correct':>8} {'lost':>5} {'median':>8} {'p95':>8} {'max':>8} {'x idle':>7}")
     for name, f in result["phases"].items():
-        print(f"{name:40} {f['drawings']:8d} {f['correct']:8d} {f['lost_strokes']:5d} {f['median_s']:7.2f}s "
-              f"{f['p95_s']:7.2f}s {f['max_s']:7.2f}s {f['median_vs_idle']:7.1f}")
+        print(
+            f"{name:40} {f['drawings']:8d} {f['correct']:8d} {f['lost_strokes']:5d} {f['median_s']:7.2f}s "
+            f"{f['p95_s']:7.2f}s {f['max_s']:7.2f}s {f['median_vs_idle']:7.1f}"
+        )
     before, after = result["training_progress_before_and_after_crowd"]
-    print(f"training during the crowd: {before!r} -> {after!r}; still running after it: "
-          f"{result['training_still_running_after_crowd']}; {os.cpu_count()} CPUs")
+    print(
+        f"training during the crowd: {before!r} -> {after!r}; still running after it: "
+        f"{result['training_still_running_after_crowd']}; {os.cpu_count()} CPUs"
+    )
     if LOST:
         swapped = sum(x["canvas_replaced_after_it_settled"] for x in LOST)
-        print(f"lost drawings: {len(LOST)}, of which {swapped} on a canvas element replaced after it had "
-              "been still for 0.5 s (screenshots in benchmarks/out/)")
+        print(
+            f"lost drawings: {len(LOST)}, of which {swapped} on a canvas element replaced after it had "
+            "been still for 0.5 s (screenshots in benchmarks/out/)"
+        )
     return 0 if not result["wrong"] else 1
 
 

@@ -17,26 +17,24 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ACTIVATIONS, OPTIMIZERS, TrainConfig
+from .config import ACTIVATIONS, OPTIMIZERS, TrainConfig, parse_hidden_sizes
 from .data import MnistError, load_mnist
+from .history import Progress
 from .metrics import confusion_matrix, per_class_accuracy
 from .model_io import ModelFileError, load_model, save_model
 from .network import MLP
-from .train import Progress, iter_training, record_results
+from .preprocess import canvas_to_input, image_from_bytes
 
 
 class CliError(Exception):
     """A user-facing failure: printed as one line, exit code 1."""
 
 
-def _int_list(text: str) -> tuple[int, ...]:
+def _hidden_sizes(text: str) -> tuple[int, ...]:
     try:
-        sizes = tuple(int(t) for t in text.replace(" ", "").split(",") if t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not sizes:
-        raise argparse.ArgumentTypeError("give at least one hidden layer size")
-    return sizes
+        return parse_hidden_sizes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _float_pair(text: str) -> tuple[float, float]:
@@ -57,9 +55,11 @@ def _progress_line(p: Progress) -> str:
     done = int(width * p.fraction_done)
     bar = "#" * done + "-" * (width - done)
     val = f" val_acc {p.val_acc:.4f}" if p.val_acc is not None else ""
-    return (f"\repoch {p.epoch}/{p.epochs} [{bar}] {100 * p.fraction_done:5.1f}% "
-            f"loss {p.loss:.4f} acc {p.train_acc:.4f}{val} "
-            f"{p.samples_per_s:,.0f} img/s ETA {_format_seconds(p.eta)}")
+    return (
+        f"\repoch {p.epoch}/{p.epochs} [{bar}] {100 * p.fraction_done:5.1f}% "
+        f"loss {p.loss:.4f} acc {p.train_acc:.4f}{val} "
+        f"{p.samples_per_s:,.0f} img/s ETA {_format_seconds(p.eta)}"
+    )
 
 
 def _data(args):
@@ -85,8 +85,11 @@ def cmd_train(args) -> int:
     data = _data(args)
     if args.resume:
         model = _load(args.resume)
-        extra = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
-                 if getattr(args, f.name, None) is not None and f.name not in ("hidden_sizes", "activation")}
+        extra = {
+            f.name: getattr(args, f.name)
+            for f in fields(TrainConfig)
+            if getattr(args, f.name, None) is not None and f.name not in ("hidden_sizes", "activation")
+        }
         try:
             model.config = TrainConfig(**{**model.config.to_dict(), **extra})
         except ValueError as e:
@@ -100,8 +103,11 @@ def cmd_train(args) -> int:
         raise CliError(f"{out} exists; pass --force to overwrite it")
     cfg = model.config
     sizes = "-".join(map(str, [784, *cfg.hidden_sizes, 10]))
-    print(f"training {sizes} {cfg.activation}, {cfg.optimizer} lr={cfg.learning_rate}, batch {cfg.batch_size}, "
-          f"{cfg.epochs} epochs, augment={'on' if cfg.augment else 'off'}, seed {cfg.seed}", file=sys.stderr)
+    print(
+        f"training {sizes} {cfg.activation}, {cfg.optimizer} lr={cfg.learning_rate}, batch {cfg.batch_size}, "
+        f"{cfg.epochs} epochs, augment={'on' if cfg.augment else 'off'}, seed {cfg.seed}",
+        file=sys.stderr,
+    )
     started = time.time()
     stop_requested = []
 
@@ -109,12 +115,15 @@ def cmd_train(args) -> int:
         # First Ctrl-C: finish the current batch, then save. A second one aborts as usual.
         stop_requested.append(True)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        print("\nstopping after this batch; the model trained so far will be saved "
-              "(Ctrl-C again to abort without saving)", file=sys.stderr)
+        print(
+            "\nstopping after this batch; the model trained so far will be saved "
+            "(Ctrl-C again to abort without saving)",
+            file=sys.stderr,
+        )
 
     previous_handler = signal.signal(signal.SIGINT, request_stop)
     try:
-        for p in iter_training(model, data.X_train, data.y_train, stop=lambda: bool(stop_requested)):
+        for p in model.iter_fit(data.X_train, data.y_train, stop=lambda: bool(stop_requested)):
             if not args.quiet or p.stopped:
                 end = "\n" if p.kind == "epoch" or p.stopped else ""
                 print(_progress_line(p), end=end, file=sys.stderr, flush=True)
@@ -122,8 +131,14 @@ def cmd_train(args) -> int:
         signal.signal(signal.SIGINT, previous_handler)
     interrupted = bool(stop_requested)
     test_acc = model.score(data.X_test, data.y_test)
-    record_results(model, test_acc, time.time() - started, data.data_hash, "command line", interrupted,
-                   command="python -m mnist_net " + " ".join(shlex.quote(a) for a in args.argv))
+    model.record_results(
+        test_acc,
+        time.time() - started,
+        data.data_hash,
+        "command line",
+        interrupted,
+        command=f"{args.prog} " + " ".join(shlex.quote(a) for a in args.argv),
+    )
     save_model(model, out)
     print(f"test accuracy {test_acc:.4f}; saved {out}")
     return 130 if interrupted else 0
@@ -155,15 +170,12 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    # Imported here: preprocessing is only needed for this command.
-    from . import preprocess
-
     model = _load(args.model)
     status = 0
     for name in args.images:
         try:
             data = Path(name).read_bytes()
-            x = preprocess.canvas_to_input(preprocess.image_from_bytes(data))
+            x = canvas_to_input(image_from_bytes(data))
         except (OSError, ValueError) as e:
             print(f"{name}: error: {e}", file=sys.stderr)
             status = 1
@@ -178,24 +190,34 @@ def cmd_predict(args) -> int:
     return status
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mnist_net",
-                                     description="Train, evaluate and use a from-scratch NumPy MNIST network.")
+def build_parser(prog: str = "mnist-net") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Train, evaluate and use a from-scratch NumPy MNIST network."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict}")
     data_opts = argparse.ArgumentParser(add_help=False)
-    data_opts.add_argument("--data-dir", help="folder with the four MNIST .gz files "
-                           "(default: $MNIST_DIR, then the per-user cache)")
+    data_opts.add_argument(
+        "--data-dir", help="folder with the four MNIST .gz files (default: $MNIST_DIR, then the per-user cache)"
+    )
     data_opts.add_argument("--no-download", action="store_true", help="never download MNIST")
 
     d = TrainConfig()
-    t = sub.add_parser("train", parents=[data_opts], help="train a network on MNIST and save it",
-                       description="Train a network on the MNIST training set and save it as a model file.")
+    t = sub.add_parser(
+        "train",
+        parents=[data_opts],
+        help="train a network on MNIST and save it",
+        description="Train a network on the MNIST training set and save it as a model file.",
+    )
     t.add_argument("--out", "-o", default="model.pkl", help="output model file (default: model.pkl)")
     t.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     t.add_argument("--resume", metavar="MODEL", help="continue training a saved model for --epochs more epochs")
     t.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    t.add_argument("--hidden", dest="hidden_sizes", type=_int_list,
-                   help=f"hidden layer sizes, comma-separated (default: {','.join(map(str, d.hidden_sizes))})")
+    t.add_argument(
+        "--hidden",
+        dest="hidden_sizes",
+        type=_hidden_sizes,
+        help=f"hidden layer sizes, comma-separated (default: {','.join(map(str, d.hidden_sizes))})",
+    )
     t.add_argument("--activation", choices=ACTIVATIONS, help=f"hidden activation (default: {d.activation})")
     t.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default: {d.optimizer})")
     t.add_argument("--lr", dest="learning_rate", type=float, help=f"learning rate (default: {d.learning_rate})")
@@ -204,40 +226,61 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, help=f"(default: {d.batch_size})")
     t.add_argument("--epochs", type=int, help=f"(default: {d.epochs})")
     t.add_argument("--lr-decay", type=float, help=f"learning-rate factor per epoch (default: {d.lr_decay})")
-    t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="random shifts, rotations, scaling and stroke width (default: off)")
+    t.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random shifts, rotations, scaling and stroke width (default: off)",
+    )
     t.add_argument("--max-shift", type=float, help=f"augmentation: pixels (default: {d.max_shift})")
     t.add_argument("--max-rotation", type=float, help=f"augmentation: degrees (default: {d.max_rotation})")
-    t.add_argument("--scale-range", type=_float_pair,
-                   help=f"augmentation: LO,HI (default: {','.join(map(str, d.scale_range))})")
-    t.add_argument("--stroke-change-prob", type=float,
-                   help=f"augmentation: chance to thicken/thin a stroke (default: {d.stroke_change_prob})")
-    t.add_argument("--max-thicken", type=int,
-                   help=f"augmentation: thickened strokes grow by 1..N pixels (default: {d.max_thicken})")
+    t.add_argument(
+        "--scale-range", type=_float_pair, help=f"augmentation: LO,HI (default: {','.join(map(str, d.scale_range))})"
+    )
+    t.add_argument(
+        "--stroke-change-prob",
+        type=float,
+        help=f"augmentation: chance to thicken/thin a stroke (default: {d.stroke_change_prob})",
+    )
+    t.add_argument(
+        "--max-thicken",
+        type=int,
+        help=f"augmentation: thickened strokes grow by 1..N pixels (default: {d.max_thicken})",
+    )
     t.add_argument("--n-train", type=int, help="use only this many training images (default: all)")
     t.add_argument("--val-fraction", type=float, help=f"held out for validation (default: {d.val_fraction:.4f})")
     t.add_argument("--seed", type=int, help=f"the only source of randomness (default: {d.seed})")
-    t.add_argument("--threads", type=int,
-                   help=f"BLAS threads while training (default: {d.threads}, fastest on 2 shared cores)")
+    t.add_argument(
+        "--threads", type=int, help=f"BLAS threads while training (default: {d.threads}, fastest on 2 shared cores)"
+    )
     t.add_argument("--log-every", type=int, help=f"progress every N batches (default: {d.log_every})")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", parents=[data_opts], help="test accuracy, per-class accuracy, confusion matrix",
-                       description="Evaluate a model file on the official MNIST test set.")
+    e = sub.add_parser(
+        "evaluate",
+        parents=[data_opts],
+        help="test accuracy, per-class accuracy, confusion matrix",
+        description="Evaluate a model file on the official MNIST test set.",
+    )
     e.add_argument("model", help="model file (.pkl)")
     e.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="predict the digit in image files",
-                       description="Predict the digit in each image file (PNG, JPEG, ...), any size or colours.")
+    p = sub.add_parser(
+        "predict",
+        help="predict the digit in image files",
+        description="Predict the digit in each image file (PNG, JPEG, ...), any size or colours.",
+    )
     p.add_argument("model", help="model file (.pkl); 'default' for the shipped model")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.set_defaults(func=cmd_predict)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "mnist-net") -> int:
+    """Run the command line; ``prog`` is how the user called it (for help and the recorded command)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
+    args.prog = prog
     args.argv = argv
     if getattr(args, "model", None) == "default":
         args.model = None

@@ -4,23 +4,9 @@ The rule (``assess``): a prediction is *sure* when the top class probability is 
 MIN_PROBABILITY **and** it beats the runner-up by at least MIN_MARGIN. Otherwise the app
 should show "not sure" (and the top two candidates), not a confident answer.
 
-How the thresholds were chosen (``python benchmarks/confidence.py``, shipped model):
-on calibration data the model never trained on and which is not the reported test data,
-the 5,000 MNIST validation images the CLI holds out plus 1,000 of them redrawn as
-canvases in all five colour schemes (5,000 drawn digits). Every (probability, margin)
-pair on a grid (0.40-0.96 by 0.02, 0-0.9 by 0.05) was scored by the share of wrong
-answers it catches; the pair catching the most while doubting at most 2% of the right
-drawn answers won. Measured effect on that calibration data:
-
-- MNIST validation (98.9% right): "not sure" catches 54% of the wrong answers and doubts
-  0.7% of the right ones; answers given as sure are 99.5% right.
-- drawn canvases (96.9% right): catches 44% of the wrong answers, doubts 1.9% of the
-  right ones; sure answers are 98.2% right.
-
-At the same 2% doubt budget, a single threshold catches 42% (top probability), 44%
-(margin) or 38% (entropy) of the wrong drawn answers, so entropy is not used; on the
-official test data (not used to choose) the rule catches 43% of MNIST test errors and
-53% of drawn-test errors, doubting 0.7% and 2.1% of the right answers.
+The thresholds were chosen on calibration data the model never trained on (MNIST validation
+images and canvases redrawn from them), catching the most wrong answers while doubting at
+most 2% of the right drawn ones: ``python benchmarks/confidence.py``; figures in the README.
 
 Non-goals: calibrating the probabilities themselves (temperature scaling), detecting
 "not a digit" (canvas_to_input returns None for blank canvases).
@@ -59,8 +45,7 @@ def top_two(proba: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     return first, proba[rows, first], second, proba[rows, second]
 
 
-def is_sure(proba: np.ndarray, min_probability: float = MIN_PROBABILITY,
-            min_margin: float = MIN_MARGIN) -> np.ndarray:
+def is_sure(proba: np.ndarray, min_probability: float = MIN_PROBABILITY, min_margin: float = MIN_MARGIN) -> np.ndarray:
     """The rule, vectorised: (batch, 10) probabilities -> (batch,) bool "sure"."""
     _, p1, _, p2 = top_two(np.asarray(proba, np.float64))
     return (p1 >= min_probability) & (p1 - p2 >= min_margin)

@@ -1,16 +1,23 @@
-"""TrainConfig: every hyperparameter of a run, in one dataclass.
+"""TrainConfig: every hyperparameter of a run, in one dataclass, and the one place defaults live.
 
-The same object flows from the train page (or the command line) to the trainer and
-into the saved model file, so a model always records how it was made.
+The same object flows from the train page (or the command line) to the trainer and into
+the saved model file, so a model always records how it was made. The CLI's flags, the
+train page's widgets and the augmentation read their defaults from here; the app starts
+from ``app_start_config()``, a named variation of the defaults.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields, replace
 from numbers import Integral, Real
+from typing import Any
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 ACTIVATIONS = ("sigmoid", "relu")
+N_INPUTS = 784  # 28 x 28 pixels
+N_CLASSES = 10
+MAX_UNITS = 4096  # per hidden layer: a 4096-wide layer already takes seconds per epoch here
+MAX_HIDDEN_LAYERS = 10
 
 
 @dataclass
@@ -24,14 +31,14 @@ class TrainConfig:
     batch_size: int = 128  # big enough for BLAS, small enough to generalise
     epochs: int = 10
     augment: bool = False  # random shifts/rotations/scaling/stroke width per batch
-    # Augmentation ranges, chosen by measurement on digits redrawn as canvases (see
-    # mnist_net/augment.py): canvas_to_input centres digits, so small shifts suffice, and
-    # browser pens vary stroke width far more than MNIST does.
+    # Augmentation ranges, chosen by measurement on digits redrawn as canvases (README,
+    # "Augmentation"): canvas_to_input centres digits, so small shifts suffice, and browser
+    # pens vary stroke width far more than MNIST does.
     max_shift: float = 2.0  # pixels
     max_rotation: float = 15.0  # degrees
     scale_range: tuple[float, float] = (0.85, 1.15)
     stroke_change_prob: float = 0.6  # chance to thicken (1-2 px) or thin a digit's stroke
-    max_thicken: int = 2  # thickened strokes grow by 1..max_thicken pixels
+    max_thicken: int = 2  # thickened strokes grow by 1..max_thicken pixels (2: ~2.5x an MNIST stroke)
     n_train: int | None = None  # use only this many training images (None = all)
     val_fraction: float = 1 / 12  # 5,000 of the 60,000 training images
     lr_decay: float = 1.0  # learning rate multiplied by this after each epoch
@@ -39,13 +46,13 @@ class TrainConfig:
     log_every: int = 50  # yield a batch-level progress record every N batches
     val_max: int | None = None  # evaluate on at most this many validation images per epoch
     # BLAS threads while training (None = leave as is). 1 by measurement (benchmarks/
-    # bench_speed.py): on 2 shared cores a second thread won nothing and, whenever anything
+    # bench_speed.py): on 2 shared cores a second thread won little and, whenever anything
     # else ran, made epochs several times slower.
     threads: int | None = 1
 
     def __post_init__(self) -> None:
         self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
-        self.scale_range = tuple(float(s) for s in self.scale_range)
+        self.scale_range = tuple(float(s) for s in self.scale_range)  # type: ignore[assignment]
         self.validate()
 
     def validate(self) -> None:
@@ -54,17 +61,25 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)):
                 raise ValueError(f"{name} must be a whole number, got {value!r}")
-        for name in ("learning_rate", "momentum", "l2", "max_shift", "max_rotation", "stroke_change_prob",
-                     "val_fraction", "lr_decay"):
+        for name in (
+            "learning_rate",
+            "momentum",
+            "l2",
+            "max_shift",
+            "max_rotation",
+            "stroke_change_prob",
+            "val_fraction",
+            "lr_decay",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, Real) or value != value:
                 raise ValueError(f"{name} must be a number, got {value!r}")
         if self.seed < 0:
             raise ValueError("seed must be >= 0")
-        if not self.hidden_sizes or any(h < 1 or h > 4096 for h in self.hidden_sizes):
-            raise ValueError("hidden_sizes must be 1-10 layers of 1..4096 units each")
-        if len(self.hidden_sizes) > 10:
-            raise ValueError("hidden_sizes must be 1-10 layers of 1..4096 units each")
+        if not 1 <= len(self.hidden_sizes) <= MAX_HIDDEN_LAYERS or any(
+            not 1 <= h <= MAX_UNITS for h in self.hidden_sizes
+        ):
+            raise ValueError(f"hidden_sizes must be 1-{MAX_HIDDEN_LAYERS} layers of 1..{MAX_UNITS} units each")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -92,7 +107,12 @@ class TrainConfig:
         if self.threads is not None and not 1 <= self.threads <= 64:
             raise ValueError("threads must be 1..64 (or None to leave BLAS as it is)")
 
-    def to_dict(self) -> dict:
+    @property
+    def layer_sizes(self) -> list[int]:
+        """[784, *hidden_sizes, 10]."""
+        return [N_INPUTS, *self.hidden_sizes, N_CLASSES]
+
+    def to_dict(self) -> dict[str, Any]:
         """Plain types only, so the saved file never depends on this class."""
         d = asdict(self)
         d["hidden_sizes"] = list(self.hidden_sizes)
@@ -100,14 +120,35 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Rebuild from a saved dict, ignoring unknown keys (newer minor additions)."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-def layer_sizes(config: TrainConfig, n_in: int = 784, n_out: int = 10) -> list[int]:
-    return [n_in, *config.hidden_sizes, n_out]
+def app_start_config() -> TrainConfig:
+    """Where the train page starts: the defaults, but ReLU for 5 epochs.
+
+    A class watching a run wants a good network in about a minute: ReLU reaches in 5 epochs
+    what sigmoid needs 10 for. The CLI keeps the notebook's network (``TrainConfig()``).
+    """
+    return replace(TrainConfig(), activation="relu", epochs=5)
 
 
-__all__ = ["TrainConfig", "layer_sizes", "OPTIMIZERS", "ACTIVATIONS", "field"]
+def parse_hidden_sizes(text: str) -> tuple[int, ...]:
+    """ "128, 64" -> (128, 64): the one parser of hidden sizes, for the CLI and the train page.
+
+    Raises ValueError with a readable message for empty input, empty items ("128,,64"),
+    and anything that is not a whole number.
+    """
+    parts = [p.strip() for p in str(text).replace(";", ",").strip().strip(",").split(",")]
+    if parts == [""]:
+        raise ValueError("give at least one hidden layer size, e.g. 128,64")
+    if "" in parts:
+        raise ValueError(f"hidden layer sizes have an empty item in {text!r}: write them like 128,64")
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(
+            f"hidden layer sizes must be whole numbers separated by commas (comma-separated integers), got {text!r}"
+        ) from None

@@ -35,6 +35,8 @@ MIRRORS = (
     "https://yann.lecun.com/exdb/mnist/",
 )
 
+SIDE = 28  # MNIST images are SIDE x SIDE pixels
+BOX = 20  # MNIST fitted each digit's ink into a BOX x BOX box before centring it in SIDE x SIDE
 IMAGE_MAGIC, LABEL_MAGIC = 0x00000803, 0x00000801
 _FIX_HINT = ("Set MNIST_DIR to a folder holding the four MNIST .gz files "
              "(or pass --data-dir), or connect to the internet so they can be downloaded.")
@@ -205,3 +207,51 @@ def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.
         val_idx.append(idx[:n_val])
         train_idx.append(idx[n_val:])
     return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
+
+# --- images -> the network's inputs -----------------------------------------------------------
+
+
+def as_input(X, keep_uint8: bool = False) -> np.ndarray:
+    """Validate and convert images to float32 in [0, 1], shape (n, 784).
+
+    Accepts (784,), (n, 784) and (n, 28, 28). uint8 input is scaled by 1/255 (or, with
+    ``keep_uint8``, returned as uint8 for ``uint8_to_float`` to scale batch by batch); float
+    input must already be in [0, 1]. ValueError with the reason for anything else.
+    """
+    X = np.asarray(X)
+    if X.ndim == 1:
+        X = X[None, :]
+    if X.ndim == 3:
+        X = X.reshape(len(X), -1)
+    if X.ndim != 2:
+        raise ValueError(f"expected images of shape (n, 784), got {X.shape}")
+    if X.dtype == np.uint8:
+        return X if keep_uint8 else uint8_to_float(X)
+    if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
+        raise ValueError(f"expected numeric images, got dtype {X.dtype}")
+    X = X.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(X)):
+        raise ValueError("images contain NaN or infinite values")
+    # A little slack for rounding; 0-255 floats are a common slip and would predict nonsense.
+    if X.size and (X.min() < -1e-3 or X.max() > 1 + 1e-3):
+        raise ValueError(
+            f"float images must hold pixels in [0, 1], got values in [{X.min():g}, {X.max():g}] "
+            "(divide 0-255 pixel values by 255)"
+        )
+    return X
+
+
+def uint8_to_float(X: np.ndarray) -> np.ndarray:
+    """uint8 pixels (n, 784) -> float32 in [0, 1], the same values as_input gives."""
+    return np.divide(X, np.float32(255), dtype=np.float32)
+
+
+def as_labels(y) -> np.ndarray:
+    """Labels as int64 (n,), checked to be digits 0-9."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"labels must be a 1-D array of digits 0-9, got shape {y.shape}")
+    y = y.astype(np.int64)
+    if y.size and (y.min() < 0 or y.max() > 9):
+        raise ValueError("labels must be digits 0-9")
+    return y

@@ -17,65 +17,23 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from .config import TrainConfig
 from .data import Mnist
+from .history import fraction_done
 from .metrics import Evaluation, evaluate
 from .model_io import ModelFileError
 from .network import MLP
 from .registry import save_new_model
-from .train import iter_training, record_results
 
 STARTING, TRAINING, EVALUATING, DONE, STOPPED, FAILED = (
-    "starting", "training", "evaluating", "done", "stopped", "failed")
+    "starting",
+    "training",
+    "evaluating",
+    "done",
+    "stopped",
+    "failed",
+)
 FINISHED = (DONE, STOPPED, FAILED)
-
-
-def parse_hidden_sizes(text: str) -> tuple[int, ...]:
-    """"128, 64" -> (128, 64). ValueError with a readable message for anything else."""
-    parts = [p.strip() for p in str(text).replace(";", ",").split(",") if p.strip()]
-    if not parts:
-        raise ValueError("give at least one hidden layer size, e.g. 128,64")
-    try:
-        sizes = tuple(int(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"hidden layer sizes must be whole numbers separated by commas, "
-                         f"got {text!r}") from None
-    return sizes
-
-
-def log_every_for(n_images: int, batch_size: int, records_per_epoch: int = 25) -> int:
-    """How many batches between progress records so an epoch gives ~records_per_epoch points."""
-    batches = max(1, -(-n_images // max(batch_size, 1)))
-    return max(1, batches // records_per_epoch)
-
-
-def history_columns(history: list[dict]) -> dict[str, np.ndarray]:
-    """Progress dicts -> columns for charting; ``epoch`` is fractional (1.5 = half of epoch 2).
-
-    Validation columns are NaN on records that did not evaluate (all but epoch ends).
-    """
-    def column(key):
-        return np.array([np.nan if h.get(key) is None else h[key] for h in history], dtype=np.float64)
-
-    epoch = np.array([h["epoch"] - 1 + h["batch"] / max(h["batches_per_epoch"], 1) for h in history],
-                     dtype=np.float64)
-    return {"epoch": epoch, "train_acc": column("train_acc"), "val_acc": column("val_acc"),
-            "loss": column("loss"), "val_loss": column("val_loss")}
-
-
-def thin_history(history: list[dict], max_points: int = 150) -> list[dict]:
-    """At most ~max_points records for a chart: every k-th batch record, plus every epoch record.
-
-    Keeps a live chart's cost per redraw bounded however long the run; epoch records carry
-    the validation figures, so none of them is dropped.
-    """
-    if len(history) <= max_points:
-        return list(history)
-    step = -(-len(history) // max_points)
-    last = len(history) - 1
-    return [h for i, h in enumerate(history) if i % step == 0 or i == last or h.get("kind") == "epoch"]
 
 
 @dataclass(frozen=True)
@@ -105,12 +63,7 @@ class JobSnapshot:
 
     @property
     def fraction_done(self) -> float:
-        h = self.latest
-        if h is None:
-            return 0.0
-        total = h["epochs"] * h["batches_per_epoch"]
-        done = (h["epoch"] - 1) * h["batches_per_epoch"] + h["batch"]
-        return min(1.0, done / max(total, 1))
+        return 0.0 if self.latest is None else fraction_done(self.latest)
 
     @property
     def eta(self) -> float | None:
@@ -167,8 +120,16 @@ class TrainingJob:
 
     def snapshot(self) -> JobSnapshot:
         with self._lock:
-            return JobSnapshot(self._status, list(self._history), self._error, self._evaluation,
-                               self._saved_path, self._save_error, self._started, self._finished_at)
+            return JobSnapshot(
+                self._status,
+                list(self._history),
+                self._error,
+                self._evaluation,
+                self._saved_path,
+                self._save_error,
+                self._started,
+                self._finished_at,
+            )
 
     def _set(self, **changes) -> None:
         with self._lock:
@@ -180,14 +141,15 @@ class TrainingJob:
             model = MLP(self.config)
             self._set(status=TRAINING)
             stopped = False
-            for record in iter_training(model, self.data.X_train, self.data.y_train, stop=self._stop.is_set):
+            for record in model.iter_fit(self.data.X_train, self.data.y_train, stop=self._stop.is_set):
                 with self._lock:
                     self._history.append(record.to_dict())
                 stopped = stopped or record.stopped
             self._set(status=EVALUATING)
             evaluation = evaluate(model, self.data.X_test, self.data.y_test)
-            record_results(model, evaluation.accuracy, time.time() - self._started, self.data.data_hash,
-                           self.source, stopped)
+            model.record_results(
+                evaluation.accuracy, time.time() - self._started, self.data.data_hash, self.source, stopped
+            )
             self.model = model
             self._set(evaluation=evaluation)
             if self.autosave:

@@ -24,37 +24,35 @@ from __future__ import annotations
 import math
 import os
 import pickle
-import re
 import stat
-import tempfile
-import time
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .config import ACTIVATIONS, TrainConfig
+from .config import ACTIVATIONS, MAX_HIDDEN_LAYERS, MAX_UNITS, TrainConfig
+from .files import write_atomic
+from .history import Progress
 from .network import MLP
 from .safe_pickle import MAX_FILE_BYTES, MAX_INT, ModelFileError, describe_error, safe_loads, short_repr
-from .train import Progress
 
 FORMAT_VERSION = 1
 KIND = "mnist_net.MLP"
-MAX_UNITS = 4096
-MAX_LAYERS = 12
+MAX_LAYERS = MAX_HIDDEN_LAYERS + 2  # layer_sizes counts the input and the output too
 MAX_EPOCHS_DONE = 1_000_000
 MAX_LOGIT = 1e30  # float32 overflows at 3.4e38; a trained MLP's logits are below 1e3
-STALE_TEMP_SECONDS = 60  # a dead writer's temp file older than this is removed on the next save
 
 
 # --- what the data must mean ---------------------------------------------------------------
+
 
 def _validated_params(params, n_layers: int, activation: str) -> dict[str, np.ndarray]:
     """Check keys, shapes chain, dtypes, finiteness and overflow; return float32 arrays."""
     expected = {f"{p}{i}" for i in range(1, n_layers + 1) for p in "Wb"}
     if not isinstance(params, dict) or set(params) != expected:
         raise ModelFileError(f"parameters must be exactly {sorted(expected)}")
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for i in range(1, n_layers + 1):
         W, b = params[f"W{i}"], params[f"b{i}"]
         if not (isinstance(W, np.ndarray) and isinstance(b, np.ndarray)):
@@ -66,8 +64,9 @@ def _validated_params(params, n_layers: int, activation: str) -> dict[str, np.nd
         if W.shape[1] > MAX_UNITS or W.shape[1] < 1:
             raise ModelFileError(f"layer {i} has {W.shape[1]} units; 1 to {MAX_UNITS} are allowed")
         if i > 1 and W.shape[0] != out[f"W{i - 1}"].shape[1]:
-            raise ModelFileError(f"W{i} expects {W.shape[0]} inputs but layer {i - 1} "
-                                 f"has {out[f'W{i - 1}'].shape[1]} units")
+            raise ModelFileError(
+                f"W{i} expects {W.shape[0]} inputs but layer {i - 1} has {out[f'W{i - 1}'].shape[1]} units"
+            )
         # Convert first: a float64 1e300 is finite but becomes inf as float32.
         with np.errstate(over="ignore"):
             W32, b32 = W.astype(np.float32), b.astype(np.float32)
@@ -160,8 +159,10 @@ def _checked_history(history) -> list[dict]:
                 # A diverged run legitimately records a NaN loss, so floats may be non-finite here.
                 ann = annotations[name].replace("float", "number")
                 if not (value is None and "None" in ann) and not {
-                    "int": type(value) is int, "number": type(value) in (int, float),
-                    "str": type(value) is str, "bool": type(value) is bool,
+                    "int": type(value) is int,
+                    "number": type(value) in (int, float),
+                    "str": type(value) is str,
+                    "bool": type(value) is bool,
                 }.get(ann.split("|")[0].strip(), True):
                     raise ModelFileError(f"history record {i}: {name} is {short_repr(value)}")
     return [dict(r) for r in history]
@@ -202,17 +203,13 @@ def _from_notebook(obj: dict) -> MLP:
     params = {}
     for i in (1, 2, 3):
         w, b = obj[f"w{i}"], obj[f"b{i}"]
-        if not (isinstance(w, np.ndarray) and isinstance(b, np.ndarray) and w.ndim == 2
-                and b.shape == (w.shape[0], 1)):
+        if not (isinstance(w, np.ndarray) and isinstance(b, np.ndarray) and w.ndim == 2 and b.shape == (w.shape[0], 1)):
             raise ModelFileError(f"notebook model: w{i}/b{i} have the wrong shapes")
         params[f"W{i}"], params[f"b{i}"] = w.T, b[:, 0]
     params = _validated_params(params, 3, "sigmoid")
-    sizes = [params["W1"].shape[0]] + [params[f"W{i}"].shape[1] for i in (1, 2, 3)]
-    model = MLP(TrainConfig(hidden_sizes=tuple(sizes[1:-1]), activation="sigmoid", optimizer="sgd",
-                            learning_rate=0.01, batch_size=1))
-    model.params_ = {k: np.ascontiguousarray(v) for k, v in params.items()}
-    model.info_ = {"source": "original notebook pickle (w1..b3)"}
-    return model
+    hidden = tuple(params[f"W{i}"].shape[1] for i in (1, 2))
+    config = TrainConfig(hidden_sizes=hidden, activation="sigmoid", optimizer="sgd", learning_rate=0.01, batch_size=1)
+    return MLP.from_state({"params": params, "config": config, "info": {"source": "original notebook pickle (w1..b3)"}})
 
 
 def _from_dict(obj: dict) -> MLP:
@@ -220,15 +217,20 @@ def _from_dict(obj: dict) -> MLP:
     if type(version) is not int:
         raise ModelFileError("not an mnist_net model file (no format_version)")
     if version > FORMAT_VERSION:
-        raise ModelFileError(f"model file format {version} is newer than this program supports "
-                             f"({FORMAT_VERSION}); upgrade mnist_net to load it")
+        raise ModelFileError(
+            f"model file format {version} is newer than this program supports "
+            f"({FORMAT_VERSION}); upgrade mnist_net to load it"
+        )
     if version < 1:
         raise ModelFileError(f"unknown model file format {version}")
     if obj.get("kind", KIND) != KIND:
         raise ModelFileError(f"not an mnist_net model: kind is {short_repr(obj.get('kind'))}")
     sizes = obj.get("layer_sizes")
-    if (not isinstance(sizes, list) or not 2 <= len(sizes) <= MAX_LAYERS
-            or not all(type(s) is int and 1 <= s <= MAX_UNITS for s in sizes)):
+    if (
+        not isinstance(sizes, list)
+        or not 2 <= len(sizes) <= MAX_LAYERS
+        or not all(type(s) is int and 1 <= s <= MAX_UNITS for s in sizes)
+    ):
         raise ModelFileError(f"layer_sizes must be a list of 2-{MAX_LAYERS} ints in 1..{MAX_UNITS}")
     activation = obj.get("activation")
     if activation not in ACTIVATIONS:
@@ -237,24 +239,29 @@ def _from_dict(obj: dict) -> MLP:
     actual = [params["W1"].shape[0]] + [params[f"W{i}"].shape[1] for i in range(1, len(sizes))]
     if actual != sizes:
         raise ModelFileError(f"layer_sizes {sizes} do not match the parameters {actual}")
-    model = MLP(_checked_config(obj.get("config"), sizes, activation))
-    model.params_ = params
-    model.history_ = _checked_history(obj.get("history"))
+    config = _checked_config(obj.get("config"), sizes, activation)
+    history = _checked_history(obj.get("history"))
     for name in ("metrics", "info"):
         if not isinstance(obj.get(name) or {}, dict):
             raise ModelFileError(f"{name} must be a dictionary")
-    model.metrics_ = dict(obj.get("metrics") or {})
-    model.info_ = dict(obj.get("info") or {})
     data_hash = obj.get("data_hash")
     if data_hash is not None and (type(data_hash) is not str or len(data_hash) > 128):
         raise ModelFileError("data_hash must be a short string")
-    model.data_hash_ = data_hash
     epochs_done = obj.get("epochs_done", 0)
     if type(epochs_done) is not int or not 0 <= epochs_done <= MAX_EPOCHS_DONE:
         raise ModelFileError(f"epochs_done must be an int in 0..{MAX_EPOCHS_DONE}")
-    model.epochs_done_ = epochs_done
-    model.optimizer_state_ = _checked_optimizer_state(obj.get("optimizer_state"), params)
-    return model
+    return MLP.from_state(
+        {
+            "params": params,
+            "config": config,
+            "history": history,
+            "metrics": obj.get("metrics"),
+            "info": obj.get("info"),
+            "data_hash": data_hash,
+            "epochs_done": epochs_done,
+            "optimizer_state": _checked_optimizer_state(obj.get("optimizer_state"), params),
+        }
+    )
 
 
 def model_from_bytes(data: bytes) -> MLP:
@@ -301,6 +308,7 @@ def load_model(path: str | os.PathLike | None = None) -> MLP:
 
 # --- saving ---------------------------------------------------------------------------------
 
+
 def _plain_for_saving(value):
     """NumPy scalars -> Python numbers and tuples -> lists, so the loader accepts what we write."""
     if isinstance(value, np.generic):
@@ -312,23 +320,15 @@ def _plain_for_saving(value):
     return value
 
 
-def model_to_dict(model: MLP) -> dict:
-    """The plain dict written to disk (see the module docstring)."""
+def model_to_dict(model: MLP) -> dict[str, Any]:
+    """The plain dict written to disk (see the module docstring): the model's state, versioned."""
     if model.params_ is None:
         raise ValueError("cannot save a model that has not been fitted")
+    state = model.state_dict()
     return {
         "format_version": FORMAT_VERSION,
         "kind": KIND,
-        "layer_sizes": [int(s) for s in model.layer_sizes],
-        "activation": model.activation,
-        "params": {k: np.ascontiguousarray(v) for k, v in model.params_.items()},
-        "config": model.config.to_dict(),
-        "history": [_plain_for_saving(h) for h in model.history_],
-        "metrics": _plain_for_saving(model.metrics_),
-        "data_hash": model.data_hash_,
-        "optimizer_state": {k: np.asarray(v) for k, v in model.optimizer_state_.items()},
-        "epochs_done": int(model.epochs_done_),
-        "info": _plain_for_saving(model.info_),
+        **{k: v if k in ("params", "optimizer_state") else _plain_for_saving(v) for k, v in state.items()},
     }
 
 
@@ -343,88 +343,11 @@ def model_to_bytes(model: MLP) -> bytes:
     return data
 
 
-_TEMP_NAME = re.compile(r"^\..+\.(\d{1,9})-[A-Za-z0-9_]+\.tmp$")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists but not ours (EPERM), or unknown: keep its files
-        return True
-    return True
-
-
-def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
-    """Delete temp files left by saves whose process died mid-write; return what was removed.
-
-    A temp file is ``.<name>.<pid>-<random>.tmp``. It is stale when its writer's process is
-    gone and it has not changed for ``STALE_TEMP_SECONDS``; live writers are never touched.
-    """
-    removed = []
-    try:
-        entries = list(os.scandir(directory))
-    except OSError:
-        return removed
-    now = time.time()
-    for entry in entries:
-        match = _TEMP_NAME.match(entry.name)
-        if not match or int(match.group(1)) == os.getpid():
-            continue
-        try:
-            if now - entry.stat(follow_symlinks=False).st_mtime < STALE_TEMP_SECONDS:
-                continue
-            if not _pid_alive(int(match.group(1))):
-                os.unlink(entry.path)
-                removed.append(Path(entry.path))
-        except OSError:
-            continue  # gone already, or not ours to delete
-    return removed
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable; not every platform or filesystem allows it."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_model(model: MLP, path: str | os.PathLike) -> Path:
-    """Write atomically: a temp file in the same directory, fsync, then rename over the target.
+    """Write a model file atomically (``files.write_atomic``): a crash, kill or full disk
+    mid-write leaves any existing file at ``path`` intact and no partial file under the name.
 
-    A crash, kill or full disk mid-write leaves any existing file at ``path`` intact and no
-    partial file under the final name. A failed write removes its temp file; one left by a
-    killed process is removed by a later save into the same folder. Raises OSError (with
-    its errno, e.g. ENOSPC) naming the path, or ModelFileError if the model is not savable.
+    Raises OSError (with its errno, e.g. ENOSPC) naming the path, or ModelFileError if the
+    model is not savable (it would not load back).
     """
-    path = Path(path)
-    data = model_to_bytes(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_files(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o644)  # mkstemp makes 0600; a model file is meant to be shared
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(e, OSError) and e.errno is not None:
-            raise OSError(e.errno, f"could not save the model to {path}: {e.strerror or e}; "
-                                   "any earlier file there is unchanged") from e
-        raise
-    _fsync_directory(path.parent)
-    return path
+    return write_atomic(path, model_to_bytes(model), what="model")

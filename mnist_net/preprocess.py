@@ -32,8 +32,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-SIDE = 28  # network input is SIDE x SIDE
-BOX = 20  # MNIST fits the ink into BOX x BOX
+from .data import BOX, SIDE
+
 # Where MNIST puts the centre of mass: pixel index 14 (0-based) in both directions, not the
 # geometric middle 13.5. Measured over the 60,000 training images: 14.00 +- 0.29 (rows and
 # columns alike), i.e. MNIST shifted by whole pixels to bring it to pixel 14. We match the data.

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .model_io import save_model
+from .files import write_new
+from .model_io import model_to_bytes
 from .network import MLP
 
 ENV_VAR = "MNIST_NET_MODELS_DIR"
@@ -70,47 +71,23 @@ def list_models(directory: str | os.PathLike | None = None) -> list[SavedModel]:
     return sorted(found, key=lambda m: (m.modified, m.name), reverse=True)
 
 
-def _unique_target(directory: Path, base: str, attempt: int) -> Path:
-    if attempt == 0:
-        return directory / base
-    return directory / f"{base[:-len(SUFFIX)]}-{attempt + 1}{SUFFIX}"
+def _candidate_names(base: str, tries: int = 1000) -> Iterator[str]:
+    """``base``, then ``base`` with -2, -3, ... before the suffix."""
+    yield base
+    for attempt in range(2, tries + 1):
+        yield f"{base[: -len(SUFFIX)]}-{attempt}{SUFFIX}"
 
 
-def save_new_model(model: MLP, directory: str | os.PathLike | None = None,
-                   when: datetime | None = None) -> Path:
+def save_new_model(model: MLP, directory: str | os.PathLike | None = None, when: datetime | None = None) -> Path:
     """Save ``model`` under a new, unique name in the models folder and return its path.
 
-    The name carries ``when`` (default now) and ``model.metrics_["test_accuracy"]``.
-    The file is written completely under a hidden temp name first, then hard-linked to
-    its final name; ``link`` fails if that name exists, so a concurrent save of the same
-    second gets ``-2``, ``-3``... and no file is ever overwritten or seen half-written.
+    The name carries ``when`` (default now) and ``model.metrics_["test_accuracy"]``; a
+    concurrent save of the same second gets ``-2``, ``-3``... (``files.write_new``: no file
+    is ever overwritten or seen half-written).
     """
     directory = Path(directory) if directory is not None else models_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    when = when or datetime.now(UTC)
-    base = model_filename(when, model.metrics_.get("test_accuracy"))
-    pending = directory / f".pending-{secrets.token_hex(8)}{SUFFIX}"
-    save_model(model, pending)
-    try:
-        for attempt in range(1000):
-            target = _unique_target(directory, base, attempt)
-            try:
-                os.link(pending, target)
-                return target
-            except FileExistsError:
-                continue
-            except OSError:
-                # No hard links on this filesystem: reserve the name exclusively instead,
-                # then atomically replace the empty reservation with the full file.
-                try:
-                    os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-                except FileExistsError:
-                    continue
-                os.replace(pending, target)
-                return target
-        raise FileExistsError(f"could not find a free file name for {base} in {directory}")
-    finally:
-        pending.unlink(missing_ok=True)
+    base = model_filename(when or datetime.now(UTC), model.metrics_.get("test_accuracy"))
+    return write_new(directory, _candidate_names(base), model_to_bytes(model))
 
 
 def model_facts(model: MLP) -> dict[str, str]:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from .augment import grow_strokes
+
 SCHEMES = ("white_on_black", "black_on_white", "transparent", "grayscale", "photo")
 CANVAS = 280
 MNIST_STROKE = 0.12  # an MNIST stroke is about 12% of the digit's height
@@ -39,19 +41,7 @@ class Stroke:
 
 def random_stroke(rng: np.random.Generator, height=(0.35, 0.85), pen=(0.5, 2.5)) -> Stroke:
     """A random drawing geometry: size and pen uniform in the given ranges, any position."""
-    return Stroke(float(rng.uniform(*height)), float(rng.uniform(*pen)),
-                  float(rng.uniform()), float(rng.uniform()))
-
-
-def _grow(mask: np.ndarray, steps: int) -> np.ndarray:
-    """Grey dilation by ``steps`` pixels, alternating plus and square kernels (a near-disc pen)."""
-    for i in range(steps):
-        p = np.pad(mask, 1)
-        out = np.maximum.reduce([mask, p[:-2, 1:-1], p[2:, 1:-1], p[1:-1, :-2], p[1:-1, 2:]])
-        if i % 2:
-            out = np.maximum.reduce([out, p[:-2, :-2], p[:-2, 2:], p[2:, :-2], p[2:, 2:]])
-        mask = out
-    return mask
+    return Stroke(float(rng.uniform(*height)), float(rng.uniform(*pen)), float(rng.uniform()), float(rng.uniform()))
 
 
 def draw_ink(digit: np.ndarray, stroke: Stroke, canvas: int = CANVAS) -> np.ndarray:
@@ -66,7 +56,7 @@ def draw_ink(digit: np.ndarray, stroke: Stroke, canvas: int = CANVAS) -> np.ndar
     if d.max() > 1:
         d = d / 255.0
     rows, cols = np.nonzero(d > 0.05)
-    crop = d[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    crop = d[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     h = max(8, round(stroke.height_frac * canvas))
     w = max(2, min(canvas - 2, round(h * crop.shape[1] / crop.shape[0])))
     field = np.asarray(Image.fromarray(crop, mode="F").resize((w, h), Image.Resampling.BICUBIC), np.float32)
@@ -74,14 +64,14 @@ def draw_ink(digit: np.ndarray, stroke: Stroke, canvas: int = CANVAS) -> np.ndar
     # Thinner pens: keep only the core of each stroke; thicker pens: grow the strokes.
     level = 0.5 + 0.3 * min(1.0, max(0.0, (1.0 - stroke.pen) / 0.5))
     grow = max(0, round((stroke.pen - 1.0) * MNIST_STROKE * h / 2))
-    field = _grow(field, grow)
+    field = grow_strokes(field[None], np.array([grow]))[0]
     # The bicubic field ramps over ~h/20 px at an edge; steepen it to a ~1.5 px soft edge.
     steep = max(1.0, h / 20 / 1.5)
     ink = np.clip((field - level) * steep + 0.5, 0.0, 1.0)
     out = np.zeros((canvas, canvas), np.float32)
     top = round(stroke.y * (canvas - h))
     left = round(stroke.x * (canvas - w))
-    out[top:top + h, left:left + w] = ink
+    out[top : top + h, left : left + w] = ink
     return out
 
 
@@ -115,10 +105,10 @@ def paint(ink: np.ndarray, scheme: str, rng: np.random.Generator) -> np.ndarray:
         yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
         gx, gy = rng.uniform(-0.25, 0.25, 2)
         light = 1.0 + gx * (xx - 0.5) + gy * (yy - 0.5)  # light falls off across the page
-        pen = rng.uniform(10, 70) * np.array([1.0, 1.0, rng.uniform(1.0, 2.0)])
+        pen_rgb = rng.uniform(10, 70) * np.array([1.0, 1.0, rng.uniform(1.0, 2.0)])
         strength = rng.uniform(0.75, 0.95)
         a = (ink * strength)[..., None]
-        img = (paper * (1 - a) + pen * a) * light[..., None]
+        img = (paper * (1 - a) + pen_rgb * a) * light[..., None]
         img += rng.normal(0, rng.uniform(2, 7), (h, w, 1))  # sensor grain
         specks = rng.random((h, w)) < 0.0005  # paper fibres and dust
         img[specks] *= 0.6
@@ -126,8 +116,9 @@ def paint(ink: np.ndarray, scheme: str, rng: np.random.Generator) -> np.ndarray:
     raise ValueError(f"unknown colour scheme {scheme!r}; expected one of {SCHEMES}")
 
 
-def render(digit: np.ndarray, stroke: Stroke, scheme: str, rng: np.random.Generator,
-           canvas: int = CANVAS) -> np.ndarray:
+def render(
+    digit: np.ndarray, stroke: Stroke, scheme: str, rng: np.random.Generator, canvas: int = CANVAS
+) -> np.ndarray:
     """One MNIST digit drawn on a canvas: ``paint(draw_ink(...))``."""
     return paint(draw_ink(digit, stroke, canvas), scheme, rng)
 

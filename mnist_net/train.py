@@ -1,76 +1,63 @@
-"""The training loop, as a generator the caller drives.
+"""The training loop, as a generator the caller drives, over plain state.
 
-``iter_training`` yields progress records (every ``config.log_every`` batches and at
-each epoch's end) and stops cleanly at the next batch when ``stop()`` returns true.
-The CLI prints the records with a progress bar; the train page charts them. Reads
-top to bottom: shuffle, (augment), forward, backward, step, log, evaluate, stop.
+``run_training(config, state, X, y)`` trains the parameter dict in ``state`` with the pure
+functions of ``functional``, yielding progress records (every ``config.log_every`` batches
+and at each epoch's end), and stops cleanly at the next batch when ``stop()`` returns true.
+It knows nothing of the MLP class: ``MLP.fit`` / ``MLP.iter_fit`` hand it their state.
+Reads top to bottom: shuffle, (augment), forward, backward, step, log, evaluate, stop.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
-from dataclasses import asdict, dataclass
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from .augment import augment_batch
-from .data import stratified_split
-from .network import MLP, as_input, loss_and_grads, uint8_to_float
+from .config import TrainConfig
+from .data import as_input, as_labels, stratified_split, uint8_to_float
+from .functional import Params, accuracy_and_loss, init_params, loss_and_grads
+from .history import Progress
 from .optim import make_optimizer
 
 
 @dataclass
-class Progress:
-    """One progress record. ``kind`` is "batch" or "epoch"; accuracies are fractions."""
+class TrainingState:
+    """Everything a run changes, as plain data: what a saved file needs to resume.
 
-    kind: str
-    epoch: int  # 1-based epoch this record belongs to
-    batch: int  # batches done in this epoch
-    batches_per_epoch: int
-    epochs: int  # total epochs of this run
-    loss: float  # mean training loss since the previous record
-    train_acc: float  # training accuracy (on the augmented batches) since the previous record
-    val_acc: float | None  # validation accuracy (epoch records only)
-    val_loss: float | None
-    samples_per_s: float
-    elapsed: float  # seconds since the run started
-    eta: float  # estimated seconds to the end of the run
-    stopped: bool = False  # true on the final record of a run that was asked to stop
+    ``params`` None means "not initialised yet": the loop initialises it from the config's seed.
+    The loop updates these objects in place and books each finished epoch before yielding it.
+    """
 
-    @property
-    def fraction_done(self) -> float:
-        total = self.epochs * self.batches_per_epoch
-        return ((self.epoch - 1) * self.batches_per_epoch + self.batch) / max(total, 1)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    params: Params | None = None
+    optimizer_state: dict[str, np.ndarray] = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    epochs_done: int = 0
 
 
-def accuracy_and_loss(model: MLP, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of model on (X, y)."""
-    p = model.predict_proba(X).astype(np.float64)
-    acc = float(np.mean(p.argmax(axis=1) == y))
-    loss = float(-np.mean(np.log(np.maximum(p[np.arange(len(y)), y], 1e-12))))
-    return acc, loss
+def initial_params(config: TrainConfig, n_in: int) -> Params:
+    """The seeded starting weights for ``config`` (the same every time for the same seed)."""
+    sizes = [n_in, *config.layer_sizes[1:]]
+    return init_params(sizes, config.activation, np.random.default_rng(config.seed))
 
 
-def prepare_data(X, y, X_val, y_val, config) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def prepare_data(
+    X, y, X_val, y_val, config: TrainConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Subset (config.n_train) and split off a stratified validation set if none is given.
 
     uint8 training images stay uint8 (a quarter of float32's memory and of the bytes each
     batch gathers); the loop scales every batch to [0, 1] as it goes.
     """
-    X, y = np.asarray(X), np.asarray(y)
+    X = np.asarray(X)
+    y = as_labels(y)
     if len(X) != len(y):
         raise ValueError(f"X has {len(X)} images but y has {len(y)} labels")
     if len(y) == 0:
         raise ValueError("no training images")
-    y = y.astype(np.int64)
-    if y.min() < 0 or y.max() > 9:
-        raise ValueError("labels must be digits 0-9")
     if config.n_train is not None and config.n_train < len(X):
         idx, _ = stratified_split(y, 1 - config.n_train / len(X), config.seed)
         X, y = X[idx], y[idx]
@@ -79,45 +66,46 @@ def prepare_data(X, y, X_val, y_val, config) -> tuple[np.ndarray, np.ndarray, np
         X, y, X_val, y_val = X[tr], y[tr], X[va], y[va]
     Xf = as_input(X, keep_uint8=True)
     Xv = as_input(X_val) if X_val is not None else None
-    yv = np.asarray(y_val).astype(np.int64) if y_val is not None else None
-    if config.val_max is not None and Xv is not None:
+    yv = as_labels(y_val) if y_val is not None else None
+    if config.val_max is not None and Xv is not None and yv is not None:
         Xv, yv = Xv[: config.val_max], yv[: config.val_max]
     return Xf, y, Xv, yv
 
 
-def iter_training(model: MLP, X, y, X_val=None, y_val=None,
-                  stop: Callable[[], bool] | None = None) -> Iterator[Progress]:
-    """Train ``model`` in place according to ``model.config``, yielding Progress records.
+def run_training(
+    config: TrainConfig, state: TrainingState, X, y, X_val=None, y_val=None, stop: Callable[[], bool] | None = None
+) -> Iterator[Progress]:
+    """Train ``state`` according to ``config``, yielding Progress records.
 
-    A model that already has ``params_`` (e.g. loaded from a file) resumes: its weights,
+    A state that already has ``params`` (e.g. from a saved model) resumes: its weights,
     optimizer state and history carry on, and ``config.epochs`` more epochs are run.
     BLAS uses ``config.threads`` threads while training computes (None: leave it as is);
     the caller gets its own setting back at every yield.
     """
-    steps = _training_steps(model, X, y, X_val, y_val, stop)
-    threads = model.config.threads
-    if threads is None:
+    steps = _training_steps(config, state, X, y, X_val, y_val, stop)
+    if config.threads is None:
         yield from steps
         return
     blas = ThreadpoolController()
     while True:
-        with blas.limit(limits=threads, user_api="blas"):
+        with blas.limit(limits=config.threads, user_api="blas"):
             record = next(steps, None)
         if record is None:
             return
         yield record
 
 
-def _training_steps(model: MLP, X, y, X_val, y_val, stop) -> Iterator[Progress]:
-    """iter_training's loop, without the BLAS thread setting."""
-    cfg = model.config
+def _training_steps(
+    cfg: TrainConfig, state: TrainingState, X, y, X_val, y_val, stop: Callable[[], bool] | None
+) -> Iterator[Progress]:
+    """run_training's loop, without the BLAS thread setting."""
     X, y, X_val, y_val = prepare_data(X, y, X_val, y_val, cfg)
-    if model.params_ is None:
-        model.initialize(n_in=X.shape[1], n_out=10)
-    done_before = model.epochs_done_
-    optimizer = make_optimizer(cfg.optimizer, cfg.learning_rate * cfg.lr_decay ** done_before,
-                               cfg.momentum)
-    optimizer.state = {k: v.copy() for k, v in model.optimizer_state_.items()}
+    if state.params is None:
+        state.params = initial_params(cfg, n_in=X.shape[1])
+    params = state.params
+    done_before = state.epochs_done
+    optimizer = make_optimizer(cfg.optimizer, cfg.learning_rate * cfg.lr_decay**done_before, cfg.momentum)
+    optimizer.state = state.optimizer_state  # updated in place, so the state is always current
     # Per-run stream of randomness, derived from the seed and how far training has got,
     # so a resumed run does not replay the first run's shuffles.
     rng = np.random.default_rng([cfg.seed, done_before])
@@ -130,15 +118,14 @@ def _training_steps(model: MLP, X, y, X_val, y_val, stop) -> Iterator[Progress]:
         order = rng.permutation(n)
         loss_sum = correct = count = 0.0
         for b in range(batches):
-            idx = order[b * bs:(b + 1) * bs]
+            idx = order[b * bs : (b + 1) * bs]
             xb, yb = np.take(X, idx, axis=0), y[idx]
             if xb.dtype == np.uint8:
                 xb = uint8_to_float(xb)
             if cfg.augment:
-                xb = augment_batch(xb, rng, cfg.max_shift, cfg.max_rotation, cfg.scale_range,
-                                   cfg.stroke_change_prob, cfg.max_thicken)
-            loss, grads, logits = loss_and_grads(model.params_, xb, yb, cfg.activation, cfg.l2)
-            optimizer.step(model.params_, grads)
+                xb = augment_batch(xb, rng, cfg)
+            loss, grads, logits = loss_and_grads(params, xb, yb, cfg.activation, cfg.l2)
+            optimizer.step(params, grads)
             loss_sum += loss * len(idx)
             correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
             count += len(idx)
@@ -150,37 +137,29 @@ def _training_steps(model: MLP, X, y, X_val, y_val, stop) -> Iterator[Progress]:
                 rate = seen / elapsed if elapsed > 0 else 0.0
                 remaining = (cfg.epochs - epoch) * n + (n - (b + 1) * bs)
                 record = Progress(
-                    kind="epoch" if last else "batch", epoch=done_before + epoch,
-                    batch=b + 1, batches_per_epoch=batches,
+                    kind="epoch" if last else "batch",
+                    epoch=done_before + epoch,
+                    batch=b + 1,
+                    batches_per_epoch=batches,
                     epochs=done_before + cfg.epochs,
-                    loss=loss_sum / count, train_acc=correct / count, val_acc=None, val_loss=None,
-                    samples_per_s=rate, elapsed=elapsed,
-                    eta=max(remaining, 0) / rate if rate else 0.0, stopped=stopping)
-                if last and X_val is not None and len(X_val):
-                    record.val_acc, record.val_loss = accuracy_and_loss(model, X_val, y_val)
-                model.history_.append(record.to_dict())
+                    loss=loss_sum / count,
+                    train_acc=correct / count,
+                    val_acc=None,
+                    val_loss=None,
+                    samples_per_s=rate,
+                    elapsed=elapsed,
+                    eta=max(remaining, 0) / rate if rate else 0.0,
+                    stopped=stopping,
+                )
+                if last and X_val is not None and y_val is not None and len(X_val):
+                    record.val_acc, record.val_loss = accuracy_and_loss(params, X_val, y_val, cfg.activation)
+                state.history.append(record.to_dict())
                 loss_sum = correct = count = 0.0
                 if last:
                     # Book the finished epoch before yielding, so a caller that saves the
                     # model at an epoch record (or stops there) saves a consistent state.
-                    model.epochs_done_ += 1
+                    state.epochs_done += 1
                     optimizer.learning_rate *= cfg.lr_decay
-                model.optimizer_state_ = optimizer.state
                 yield record
                 if stopping:
                     return
-
-
-def record_results(model: MLP, test_accuracy: float, train_seconds: float, data_hash: str,
-                   source: str, stopped_early: bool, **info) -> None:
-    """Write a finished run's metrics and provenance into the model, the same way for every caller.
-
-    The last validation accuracy comes from the model's history; ``info`` adds keys such as
-    the command line that trained it.
-    """
-    val = [h["val_acc"] for h in model.history_ if h.get("val_acc") is not None]
-    model.metrics_ = {"test_accuracy": test_accuracy, "val_accuracy": val[-1] if val else None,
-                      "train_seconds": round(train_seconds, 1)}
-    model.data_hash_ = data_hash
-    model.info_ = {**model.info_, "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                   "source": source, **info, "stopped_early": stopped_early}

@@ -10,4 +10,6 @@ if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 ruff check .
+ruff format --check .
+mypy  # over mnist_net/ (pyproject.toml)
 python -m pytest -q "$@"

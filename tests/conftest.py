@@ -3,18 +3,36 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The one place tests look for MNIST: $MNIST_DIR, else the shared folder beside the checkout.
 MNIST_DIR = Path(os.environ.get("MNIST_DIR") or PROJECT_ROOT.parent / "shared" / "mnist")
+HAVE_MNIST = (MNIST_DIR / "t10k-labels-idx1-ubyte.gz").exists()
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 60.0, interval: float = 0.05) -> bool:
+    """Poll ``condition`` until it is true or ``timeout`` seconds pass; returns whether it came true.
+
+    Tests wait for what they expect this way, never by sleeping a fixed time and hoping.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
 
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     """Folder holding the four MNIST .gz files (``$MNIST_DIR``, else ``../shared/mnist``)."""
-    if not (MNIST_DIR / "t10k-labels-idx1-ubyte.gz").exists():
+    if not HAVE_MNIST:
         pytest.skip(f"needs the MNIST files in {MNIST_DIR} (set MNIST_DIR)")
     return MNIST_DIR
 

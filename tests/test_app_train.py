@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 from streamlit.testing.v1 import AppTest
 
 from mnist_net import data as data_module
@@ -95,8 +96,8 @@ def test_live_panel_then_stop(train_page):
     assert not at.exception and at.title[0].value == "Draw a digit"
     assert any("A network is training" in i.value for i in at.sidebar.info)
     records = len(job.snapshot().history)
-    time.sleep(1.5)
-    assert job.snapshot().running and len(job.snapshot().history) > records
+    assert wait_until(lambda: len(job.snapshot().history) > records, timeout=60)
+    assert job.snapshot().running
     at.switch_page("pages/train.py").run()
     assert at.get("progress") and at.text_input(key="hidden_sizes").value == "64"
     at.button(key="stop").click().run()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mnist_net import TrainConfig
 from mnist_net.augment import affine_warp, augment_batch, thicken_steps, thin
 from mnist_net.preprocess import centre_of_mass
 
@@ -17,7 +18,7 @@ def _bar(batch: int = 1) -> np.ndarray:
 def test_output_shape_dtype_range_and_input_untouched():
     x = np.random.default_rng(0).random((64, 784)).astype(np.float32)
     before = x.copy()
-    out = augment_batch(x, np.random.default_rng(1), stroke_change_prob=1.0)
+    out = augment_batch(x, np.random.default_rng(1), TrainConfig(stroke_change_prob=1.0))
     assert out.shape == (64, 784) and out.dtype == np.float32
     assert out.min() >= 0 and out.max() <= 1
     assert np.array_equal(x, before)
@@ -25,9 +26,9 @@ def test_output_shape_dtype_range_and_input_untouched():
 
 def test_same_seed_same_batch():
     x = _bar(16)
-    a = augment_batch(x, np.random.default_rng(5), stroke_change_prob=0.5)
-    b = augment_batch(x, np.random.default_rng(5), stroke_change_prob=0.5)
-    c = augment_batch(x, np.random.default_rng(6), stroke_change_prob=0.5)
+    a = augment_batch(x, np.random.default_rng(5), TrainConfig(stroke_change_prob=0.5))
+    b = augment_batch(x, np.random.default_rng(5), TrainConfig(stroke_change_prob=0.5))
+    c = augment_batch(x, np.random.default_rng(6), TrainConfig(stroke_change_prob=0.5))
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
@@ -53,14 +54,18 @@ def test_pure_shift_moves_the_centre_of_mass():
 
 
 def test_rotation_by_90_degrees_turns_a_vertical_bar_horizontal():
-    out = affine_warp(_bar(), np.array([90.0], np.float32), np.ones(1, np.float32),
-                      np.zeros((1, 2), np.float32)).reshape(28, 28)
+    out = affine_warp(
+        _bar(), np.array([90.0], np.float32), np.ones(1, np.float32), np.zeros((1, 2), np.float32)
+    ).reshape(28, 28)
     assert (out > 0.5).any(axis=0).sum() >= 18 and (out > 0.5).any(axis=1).sum() <= 3
 
 
 def test_thickened_digits_are_shrunk_to_stay_in_the_box():
     x = _bar(200)
-    out = augment_batch(x, np.random.default_rng(0), max_shift=0, max_rotation=0, scale_range=(1, 1),
-                        stroke_change_prob=1.0, max_thicken=2).reshape(200, 28, 28)
+    out = augment_batch(
+        x,
+        np.random.default_rng(0),
+        TrainConfig(max_shift=0, max_rotation=0, scale_range=(1, 1), stroke_change_prob=1.0, max_thicken=2),
+    ).reshape(200, 28, 28)
     heights = (out > 0.5).any(axis=2).sum(axis=1)
     assert heights.max() <= 21  # a 20-high bar thickened by 2 px a side would be 24 without the shrink

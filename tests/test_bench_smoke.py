@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mnist_net import MLP
-from mnist_net.network import forward
+from mnist_net.functional import forward
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_speed.py"
 
@@ -86,15 +86,25 @@ def test_torch_network_starts_from_our_weights_and_trains(bench):
 
 
 def fake_result(kind, best, threads=1, batch=128, **extra):
-    return {"kind": kind, "threads": threads, "batch": batch, "times": [best], "rss_before_mb": 50.0,
-            "peak_rss_mb": 60.0, "latency": 3e-5, **extra}
+    return {
+        "kind": kind,
+        "threads": threads,
+        "batch": batch,
+        "times": [best],
+        "rss_before_mb": 50.0,
+        "peak_rss_mb": 60.0,
+        "latency": 3e-5,
+        **extra,
+    }
 
 
 def test_thread_choice_and_verdicts_follow_the_numbers(bench):
     results = [
-        fake_result("ours", 0.50, activation="sigmoid"), fake_result("ours", 0.45, 2, activation="sigmoid"),
+        fake_result("ours", 0.50, activation="sigmoid"),
+        fake_result("ours", 0.45, 2, activation="sigmoid"),
         fake_result("ours", 0.40, batch=256, activation="sigmoid"),
-        fake_result("limit", 0.30, batch=256, flops=27e9), fake_result("limit", 0.30, flops=27e9),
+        fake_result("limit", 0.30, batch=256, flops=27e9),
+        fake_result("limit", 0.30, flops=27e9),
         fake_result("torch", 0.70, activation="sigmoid", adam="default"),
         fake_result("torch", 0.60, activation="sigmoid", adam="fused"),
         fake_result("notebook", 20.0, batch=None),
@@ -103,14 +113,16 @@ def test_thread_choice_and_verdicts_follow_the_numbers(bench):
     threads, why = bench.choose_threads(summary, 128)
     assert threads == 1 and "11%" in why  # 2 threads gain 11% < the 15% margin
     lines = "\n".join(bench.verdicts(summary, threads))
-    assert "notebook loop per epoch (batch 128, 1 thread): 40.00x (CPU time: 40.00x) (target >= 15.0x): MET" \
-        in lines
-    assert "Adam as shipped, epoch time (batch 128, 1 thread): 0.71x (CPU time: 0.71x) (target <= 0.8x): MET" \
-        in lines  # 0.50 / 0.70
-    assert "Adam(fused=True), epoch time (batch 128, 1 thread): 0.83x (CPU time: 0.83x) (target <= 0.8x): " \
-        "MISSED" in lines
-    assert "GEMM limit, epoch time (batch 256, 1 thread): 1.33x (CPU time: 1.33x) (target <= 1.4x): MET" \
-        in lines  # 0.40 / 0.30
+    assert "notebook loop per epoch (batch 128, 1 thread): 40.00x (CPU time: 40.00x) (target >= 15.0x): MET" in lines
+    assert (
+        "Adam as shipped, epoch time (batch 128, 1 thread): 0.71x (CPU time: 0.71x) (target <= 0.8x): MET" in lines
+    )  # 0.50 / 0.70
+    assert (
+        "Adam(fused=True), epoch time (batch 128, 1 thread): 0.83x (CPU time: 0.83x) (target <= 0.8x): MISSED" in lines
+    )
+    assert (
+        "GEMM limit, epoch time (batch 256, 1 thread): 1.33x (CPU time: 1.33x) (target <= 1.4x): MET" in lines
+    )  # 0.40 / 0.30
     # wall and CPU time disagreeing is said, not hidden
     assert bench.verdict("x", 1.3, 1.5, 1.4, at_least=False).endswith("MET on wall time only")
     assert bench.verdict("x", 20.0, 12.0, 15.0, at_least=True).endswith("MET on wall time only")
@@ -120,8 +132,10 @@ def test_thread_choice_and_verdicts_follow_the_numbers(bench):
     faster_with_2 = results + [fake_result("ours", 0.30, 2, activation="sigmoid")]
     assert bench.choose_threads(bench.summarise(faster_with_2), 128)[0] == 2  # 2 threads win by 67%
     # ... unless they collapse beside a busy process: the worst case decides
-    loaded = [fake_result("ours", 0.6, 1, activation="sigmoid", load=True),
-              fake_result("ours", 3.0, 2, activation="sigmoid", load=True)]
+    loaded = [
+        fake_result("ours", 0.6, 1, activation="sigmoid", load=True),
+        fake_result("ours", 3.0, 2, activation="sigmoid", load=True),
+    ]
     threads, why = bench.choose_threads(bench.summarise(faster_with_2 + loaded), 128)
     assert threads == 1 and "2 threads: -80%" in why and "beside 1 busy process" in why
     assert "+ 1 busy process" in bench.format_table(bench.summarise(faster_with_2 + loaded), 60000)
@@ -130,7 +144,12 @@ def test_thread_choice_and_verdicts_follow_the_numbers(bench):
 def test_quick_run_end_to_end(bench, capsys, mnist_dir, monkeypatch):
     monkeypatch.setenv("MNIST_DIR", str(mnist_dir))  # the benchmark finds MNIST as users' scripts do
     text = bench.main(["--quick", "--no-torch", "--n-images", "512", "--notebook-samples", "30"])
-    for expected in ("| ours (mnist_net, sigmoid) | 128 | 1 |", "GEMM limit (bare matmuls)",
-                     "notebook per-sample loop", "BLAS threads:", "(target >= 15.0x)"):
+    for expected in (
+        "| ours (mnist_net, sigmoid) | 128 | 1 |",
+        "GEMM limit (bare matmuls)",
+        "notebook per-sample loop",
+        "BLAS threads:",
+        "(target >= 15.0x)",
+    ):
         assert expected in text
     assert "| implementation |" in capsys.readouterr().out

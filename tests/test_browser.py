@@ -11,18 +11,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from app_server import CHROMIUM, CHROMIUM_ARGS, start_app, stop_app
 
 pytestmark = pytest.mark.browser
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
-from app_server import CHROMIUM, CHROMIUM_ARGS, start_app, stop_app  # noqa: E402
+
 SCREENSHOTS = PROJECT_ROOT / "screenshots"
 
 # Digits as pen strokes in canvas fractions (x, y): what a person would draw with a mouse.
@@ -30,7 +29,6 @@ ONE = [[(0.50, 0.15), (0.50, 0.85)]]
 SEVEN = [[(0.27, 0.20), (0.73, 0.20), (0.62, 0.42), (0.45, 0.85)]]
 ZERO = [[(0.5 + 0.22 * np.sin(t), 0.5 - 0.33 * np.cos(t)) for t in np.linspace(0, 2 * np.pi, 41)]]
 DIGITS = {"1": ONE, "7": SEVEN, "0": ZERO}
-
 
 
 def _require_browser():
@@ -66,8 +64,11 @@ def mnist_for_app() -> Path:
 def app_url(tmp_path_factory, mnist_for_app):
     """A running ``streamlit run app.py`` on 127.0.0.1; stopped by its PID afterwards."""
     work = tmp_path_factory.mktemp("app")
-    proc, url = start_app(work, {"MNIST_DIR": str(mnist_for_app), "OMP_NUM_THREADS": "1",
-                                 "XDG_CACHE_HOME": str(work / "cache")}, timeout=90)
+    proc, url = start_app(
+        work,
+        {"MNIST_DIR": str(mnist_for_app), "OMP_NUM_THREADS": "1", "XDG_CACHE_HOME": str(work / "cache")},
+        timeout=90,
+    )
     try:
         yield url
     finally:
@@ -80,8 +81,12 @@ def browser_page(tmp_path_factory):
     profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 900})
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+        )
         try:
             page = context.new_page()
             page.set_default_timeout(60_000)
@@ -109,7 +114,8 @@ def _screenshot(page, name: str) -> None:
         "() => [...document.querySelectorAll('[data-testid=stImage] img')]"
         ".every(img => img.complete && img.naturalWidth > 0) && "
         "[...document.querySelectorAll('[data-testid=stVegaLiteChart]')]"
-        ".every(chart => chart.querySelector('canvas, svg'))")
+        ".every(chart => chart.querySelector('canvas, svg'))"
+    )
     page.wait_for_timeout(500)
     size = page.viewport_size
     height = page.evaluate("document.querySelector('[data-testid=stMain]').scrollHeight")
@@ -199,5 +205,8 @@ def test_draw_digits_with_the_mouse(app_url, browser_page):
             prompt.wait_for()
             expect(page.locator(".prediction")).to_have_count(0)
     times = [t for _, t in latencies]
-    print("\nmouse-up -> prediction shown (s): " + ", ".join(f"{d} {t:.3f}" for d, t in latencies)
-          + f"; median {np.median(times):.3f}, max {max(times):.3f}")
+    print(
+        "\nmouse-up -> prediction shown (s): "
+        + ", ".join(f"{d} {t:.3f}" for d, t in latencies)
+        + f"; median {np.median(times):.3f}, max {max(times):.3f}"
+    )

@@ -7,18 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import HAVE_MNIST, MNIST_DIR
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-MNIST_DIR = os.environ.get("MNIST_DIR", str(ROOT.parent / "shared" / "mnist"))
-needs_mnist = pytest.mark.skipif(not Path(MNIST_DIR, "train-images-idx3-ubyte.gz").exists(),
-                                 reason="needs MNIST_DIR")
+needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason="needs MNIST_DIR")
 
 
 def run(*args, env_extra=None, timeout=300):
-    env = {**os.environ, "MNIST_DIR": MNIST_DIR, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "mnist_net", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    env = {**os.environ, "MNIST_DIR": str(MNIST_DIR), **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_net", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.parametrize("args", [[], ["train"], ["evaluate"], ["predict"]])
@@ -47,8 +47,13 @@ def test_hostile_model_file_is_one_line(tmp_path):
 
 
 def test_missing_mnist_offline_says_what_to_do(tmp_path):
-    r = run("train", "--no-download", "--out", str(tmp_path / "m.pkl"),
-            env_extra={"MNIST_DIR": "", "XDG_CACHE_HOME": str(tmp_path)})
+    r = run(
+        "train",
+        "--no-download",
+        "--out",
+        str(tmp_path / "m.pkl"),
+        env_extra={"MNIST_DIR": "", "XDG_CACHE_HOME": str(tmp_path)},
+    )
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "MNIST_DIR" in r.stderr and "not found" in r.stderr
     assert not (tmp_path / "m.pkl").exists()
@@ -64,8 +69,23 @@ def test_invalid_option_value(tmp_path):
 @needs_mnist
 def test_train_evaluate_predict_round_trip(tmp_path):
     out = tmp_path / "m.pkl"
-    r = run("train", "--n-train", "3000", "--epochs", "2", "--hidden", "64", "--activation", "relu",
-            "--lr", "0.003", "--seed", "1", "--out", str(out))
+    r = run(
+        "train",
+        "--n-train",
+        "3000",
+        "--epochs",
+        "2",
+        "--hidden",
+        "64",
+        "--activation",
+        "relu",
+        "--lr",
+        "0.003",
+        "--seed",
+        "1",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     assert "test accuracy" in r.stdout and out.exists()
     assert "ETA" in r.stderr  # the progress bar
@@ -79,6 +99,7 @@ def test_train_evaluate_predict_round_trip(tmp_path):
     assert "confusion matrix" in r.stdout and r.stdout.count("\n") > 20
 
     from mnist_net import load_mnist, load_model
+
     model = load_model(out)
     assert model.info_["command"].startswith("python -m mnist_net train")
     assert model.metrics_["test_accuracy"] == pytest.approx(acc)
@@ -100,6 +121,7 @@ def test_resume_continues_training(tmp_path):
     r = run("train", "--resume", str(out), "--epochs", "1", "--out", str(out))
     assert r.returncode == 0, r.stderr
     from mnist_net import load_model
+
     assert load_model(out).epochs_done_ == 2
 
 
@@ -109,10 +131,28 @@ def test_ctrl_c_stops_at_the_next_batch_and_saves(tmp_path):
     import time
 
     out = tmp_path / "m.pkl"
-    env = {**os.environ, "MNIST_DIR": MNIST_DIR}
-    proc = subprocess.Popen([sys.executable, "-m", "mnist_net", "train", "--epochs", "50", "--hidden", "32",
-                             "--log-every", "1", "--out", str(out)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "MNIST_DIR": str(MNIST_DIR)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mnist_net",
+            "train",
+            "--epochs",
+            "50",
+            "--hidden",
+            "32",
+            "--log-every",
+            "1",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     # Wait until training is under way (the progress bar shows a batch count), then press Ctrl-C.
     seen = ""
     deadline = time.time() + 120
@@ -124,6 +164,7 @@ def test_ctrl_c_stops_at_the_next_batch_and_saves(tmp_path):
     assert "stopping after this batch" in stderr and "Traceback" not in stderr
     assert "saved" in stdout
     from mnist_net import load_model
+
     model = load_model(out)
     assert model.info_["stopped_early"] is True and model.epochs_done_ == 0
     assert model.history_[-1]["stopped"] and model.history_[-1]["batch"] < 430

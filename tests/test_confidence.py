@@ -51,8 +51,9 @@ def test_batch_shape_one_is_accepted():
     assert assess(_proba(d2=0.99)[None, :]).digit == 2
 
 
-@pytest.mark.parametrize("bad", [np.full(10, np.nan), np.full(10, -0.1), np.ones(10), [1.0], [],
-                                 np.array([0.5, 0.5, np.inf])])
+@pytest.mark.parametrize(
+    "bad", [np.full(10, np.nan), np.full(10, -0.1), np.ones(10), [1.0], [], np.array([0.5, 0.5, np.inf])]
+)
 def test_invalid_probabilities_raise(bad):
     with pytest.raises(ValueError, match="probabilities"):
         assess(bad)

@@ -33,15 +33,18 @@ def test_parse_idx_images_and_labels():
     np.testing.assert_array_equal(parse_idx(idx_labels(labels)), labels)
 
 
-@pytest.mark.parametrize("raw,message", [
-    (b"", "too short"),
-    (struct.pack(">ii", 0x1234, 1) + b"\0" * 8, "wrong magic"),
-    (idx_images(np.zeros((3, 2, 2)))[:-1], "truncated"),
-    (idx_images(np.zeros((3, 2, 2))) + b"\0", "truncated or corrupt"),
-    (idx_labels(np.array([1, 2, 3]))[:-2], "truncated"),
-    (idx_labels(np.array([1, 2, 12])), "not a digit"),
-    (struct.pack(">ii", 0x803, 1) + b"\0\0", "truncated IDX image header"),
-])
+@pytest.mark.parametrize(
+    "raw,message",
+    [
+        (b"", "too short"),
+        (struct.pack(">ii", 0x1234, 1) + b"\0" * 8, "wrong magic"),
+        (idx_images(np.zeros((3, 2, 2)))[:-1], "truncated"),
+        (idx_images(np.zeros((3, 2, 2))) + b"\0", "truncated or corrupt"),
+        (idx_labels(np.array([1, 2, 3]))[:-2], "truncated"),
+        (idx_labels(np.array([1, 2, 12])), "not a digit"),
+        (struct.pack(">ii", 0x803, 1) + b"\0\0", "truncated IDX image header"),
+    ],
+)
 def test_parse_idx_rejects_bad_files(raw, message):
     with pytest.raises(MnistError, match=message):
         parse_idx(raw, "f.idx")

@@ -4,10 +4,17 @@ import numpy as np
 import pytest
 
 from mnist_net.functional import (
-    linear_backward, linear_forward, relu_backward, relu_forward, sigmoid_backward, sigmoid_forward,
-    softmax, softmax_cross_entropy,
+    init_params,
+    linear_backward,
+    linear_forward,
+    loss_and_grads,
+    relu_backward,
+    relu_forward,
+    sigmoid_backward,
+    sigmoid_forward,
+    softmax,
+    softmax_cross_entropy,
 )
-from mnist_net.network import init_params, loss_and_grads
 
 
 def numeric_grad(f, x, eps=1e-6):
@@ -46,8 +53,7 @@ def test_network_gradients_match_finite_differences(activation, l2):
         assert rel_err(grads[name], num) < 1e-6, name
 
 
-@pytest.mark.parametrize("forward,backward", [(sigmoid_forward, sigmoid_backward),
-                                              (relu_forward, relu_backward)])
+@pytest.mark.parametrize("forward,backward", [(sigmoid_forward, sigmoid_backward), (relu_forward, relu_backward)])
 def test_activation_backward_matches_finite_differences(forward, backward):
     rng = np.random.default_rng(2)
     Z = rng.standard_normal((4, 6)) + 0.05  # keep relu's kink away from the sample points

@@ -7,16 +7,9 @@ import numpy as np
 import pytest
 
 from mnist_net import TrainConfig, load_model
-from mnist_net.jobs import (
-    DONE,
-    FAILED,
-    STOPPED,
-    TrainingJob,
-    history_columns,
-    log_every_for,
-    parse_hidden_sizes,
-    thin_history,
-)
+from mnist_net.config import parse_hidden_sizes
+from mnist_net.history import history_columns, log_every_for, thin_history
+from mnist_net.jobs import DONE, FAILED, STOPPED, TrainingJob
 
 
 def test_parse_hidden_sizes():
@@ -33,8 +26,10 @@ def test_log_every_for_gives_about_n_records():
 
 
 def test_history_columns_fractional_epochs_and_nan_validation():
-    h = [dict(epoch=1, batch=5, batches_per_epoch=10, train_acc=0.5, val_acc=None, loss=1.0, val_loss=None),
-         dict(epoch=1, batch=10, batches_per_epoch=10, train_acc=0.7, val_acc=0.8, loss=0.5, val_loss=0.6)]
+    h = [
+        dict(epoch=1, batch=5, batches_per_epoch=10, train_acc=0.5, val_acc=None, loss=1.0, val_loss=None),
+        dict(epoch=1, batch=10, batches_per_epoch=10, train_acc=0.7, val_acc=0.8, loss=0.5, val_loss=0.6),
+    ]
     cols = history_columns(h)
     np.testing.assert_allclose(cols["epoch"], [0.5, 1.0])
     assert np.isnan(cols["val_acc"][0]) and cols["val_acc"][1] == 0.8
@@ -50,8 +45,9 @@ def test_thin_history_bounds_points_and_keeps_epochs():
 
 
 def test_job_trains_evaluates_and_saves(mnist, models_dir):
-    config = TrainConfig(hidden_sizes=(32,), activation="relu", epochs=2, n_train=600, batch_size=32,
-                         log_every=5, seed=3)
+    config = TrainConfig(
+        hidden_sizes=(32,), activation="relu", epochs=2, n_train=600, batch_size=32, log_every=5, seed=3
+    )
     job = TrainingJob(config, mnist).start()
     assert job.join(timeout=120)
     snap = job.snapshot()

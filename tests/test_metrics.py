@@ -9,9 +9,7 @@ from mnist_net.metrics import confusion_matrix, evaluate, most_confident_mistake
 def test_confusion_matrix_hand_worked():
     y_true = np.array([0, 0, 1, 2, 2, 2])
     y_pred = np.array([0, 1, 1, 2, 0, 2])
-    expected = np.array([[1, 1, 0],
-                         [0, 1, 0],
-                         [1, 0, 2]])
+    expected = np.array([[1, 1, 0], [0, 1, 0], [1, 0, 2]])
     np.testing.assert_array_equal(confusion_matrix(y_true, y_pred, n_classes=3), expected)
 
 
@@ -30,11 +28,15 @@ def test_confusion_matrix_rejects_bad_labels():
 
 
 def test_most_confident_mistakes_order_and_limit():
-    proba = np.array([[0.9, 0.1],   # right
-                      [0.3, 0.7],   # wrong (true 0), confidence 0.7
-                      [0.95, 0.05],  # wrong (true 1), confidence 0.95
-                      [0.4, 0.6],   # wrong (true 0), confidence 0.6
-                      [0.2, 0.8]])  # right
+    proba = np.array(
+        [
+            [0.9, 0.1],  # right
+            [0.3, 0.7],  # wrong (true 0), confidence 0.7
+            [0.95, 0.05],  # wrong (true 1), confidence 0.95
+            [0.4, 0.6],  # wrong (true 0), confidence 0.6
+            [0.2, 0.8],
+        ]
+    )  # right
     y = np.array([0, 0, 1, 0, 1])
     np.testing.assert_array_equal(most_confident_mistakes(y, proba, k=2), [2, 1])
     np.testing.assert_array_equal(most_confident_mistakes(y, proba, k=10), [2, 1, 3])

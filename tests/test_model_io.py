@@ -48,8 +48,10 @@ def test_file_is_a_plain_dict_independent_of_our_classes(fitted, tmp_path):
 
 def notebook_forward(nb, x):
     """The seed notebook's forward pass for one column vector x: (784, 1)."""
+
     def sig(z):
         return 1 / (1 + np.exp(-z))
+
     a1 = sig(nb["w1"] @ x + nb["b1"])
     a2 = sig(nb["w2"] @ a1 + nb["b2"])
     z3 = nb["w3"] @ a2 + nb["b3"]

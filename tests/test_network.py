@@ -23,14 +23,28 @@ def test_same_seed_gives_identical_weights_bit_for_bit():
     assert not np.array_equal(a.params_["W1"], c.params_["W1"])
 
 
-@pytest.mark.parametrize("activation,optimizer,lr", [
-    ("sigmoid", "adam", 1e-2), ("relu", "adam", 1e-2), ("relu", "momentum", 0.05), ("sigmoid", "sgd", 1.0),
-])
+@pytest.mark.parametrize(
+    "activation,optimizer,lr",
+    [
+        ("sigmoid", "adam", 1e-2),
+        ("relu", "adam", 1e-2),
+        ("relu", "momentum", 0.05),
+        ("sigmoid", "sgd", 1.0),
+    ],
+)
 def test_tiny_fixed_seed_overfit(activation, optimizer, lr):
     # 30 random images with arbitrary labels: only memorisation can fit them.
     X, y = tiny_data(30)
-    model = MLP(hidden_sizes=(32,), activation=activation, optimizer=optimizer, learning_rate=lr,
-                batch_size=10, epochs=150, val_fraction=0, seed=0)
+    model = MLP(
+        hidden_sizes=(32,),
+        activation=activation,
+        optimizer=optimizer,
+        learning_rate=lr,
+        batch_size=10,
+        epochs=150,
+        val_fraction=0,
+        seed=0,
+    )
     model.fit(X, y)
     assert model.score(X, y) == 1.0
     assert model.history_[-1]["loss"] < 0.1
@@ -87,11 +101,17 @@ def test_default_architecture_is_the_notebooks():
     assert all(v.dtype == np.float32 for v in model.params_.values())
 
 
-@pytest.mark.parametrize("bad,message", [
-    ({"l2": float("nan")}, "l2 must be a number"), ({"learning_rate": "0.1"}, "learning_rate must be a number"),
-    ({"batch_size": 12.5}, "batch_size must be a whole number"), ({"seed": -1}, "seed must be >= 0"),
-    ({"epochs": True}, "epochs must be a whole number"), ({"max_thicken": 9}, "max_thicken"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ({"l2": float("nan")}, "l2 must be a number"),
+        ({"learning_rate": "0.1"}, "learning_rate must be a number"),
+        ({"batch_size": 12.5}, "batch_size must be a whole number"),
+        ({"seed": -1}, "seed must be >= 0"),
+        ({"epochs": True}, "epochs must be a whole number"),
+        ({"max_thicken": 9}, "max_thicken"),
+    ],
+)
 def test_config_refuses_wrong_types_and_nan(bad, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**bad)

@@ -29,9 +29,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_net import MLP, MnistError, TrainConfig, iter_training, load_mnist, load_model, save_model
+from mnist_net import MLP, MnistError, TrainConfig, files, load_mnist, load_model, model_io, save_model
 from mnist_net import data as mnist_data
-from mnist_net import model_io
 from mnist_net.jobs import DONE, STOPPED, TrainingJob
 from mnist_net.registry import list_models, save_new_model
 
@@ -68,7 +67,7 @@ def other_model(mnist):
 
 CHILD_SAVE = textwrap.dedent("""
     import os, signal, sys, time
-    from mnist_net import load_model, model_io, registry
+    from mnist_net import files, load_model, model_io, registry
 
     source, target, mode = sys.argv[1:4]
     model = load_model(source)
@@ -91,9 +90,9 @@ CHILD_SAVE = textwrap.dedent("""
             return self.f.__exit__(*exc)
 
     if mode in ("slow", "registry"):
-        model_io.os.fdopen = lambda fd, *a, **k: SlowFile(real_fdopen(fd, *a, **k))
+        files.os.fdopen = lambda fd, *a, **k: SlowFile(real_fdopen(fd, *a, **k))
     elif mode == "before-rename":
-        model_io.os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
+        files.os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
     print("saving", flush=True)
     if mode == "registry":
         registry.save_new_model(model, target)
@@ -105,8 +104,9 @@ CHILD_SAVE = textwrap.dedent("""
 
 def run_child(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-c", CHILD_SAVE, *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD_SAVE, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def kill_when_half_written(child: subprocess.Popen, folder: Path, total: int) -> None:
@@ -142,7 +142,7 @@ def test_kill_mid_write_keeps_the_existing_file(small_model, other_model, mnist,
     assert [m.name for m in list_models(folder)] == ["model.pkl"]
 
     # The dead writer's temp file is removed by the next save into the folder.
-    age(folder / leftover, model_io.STALE_TEMP_SECONDS + 1)
+    age(folder / leftover, files.STALE_TEMP_SECONDS + 1)
     save_model(other_model, folder / "next.pkl")
     assert files_in(folder) == ["model.pkl", "next.pkl"]
 
@@ -159,8 +159,8 @@ def test_kill_just_before_the_rename_keeps_the_existing_file(small_model, other_
     assert "saving" in out and "saved" not in out
     assert target.read_bytes() == before
     [leftover] = [n for n in files_in(folder) if n != "model.pkl"]
-    age(folder / leftover, model_io.STALE_TEMP_SECONDS + 1)
-    assert model_io.remove_stale_temp_files(folder) == [folder / leftover]
+    age(folder / leftover, files.STALE_TEMP_SECONDS + 1)
+    assert files.remove_stale_temp_files(folder) == [folder / leftover]
     assert files_in(folder) == ["model.pkl"]
 
 
@@ -185,7 +185,7 @@ def test_kill_during_a_models_folder_save_loses_nothing(small_model, other_model
     assert [m.path for m in list_models(folder)] == [kept] and kept.read_bytes() == before
     for name in files_in(folder):
         if name != kept.name:
-            age(folder / name, model_io.STALE_TEMP_SECONDS + 1)
+            age(folder / name, files.STALE_TEMP_SECONDS + 1)
     second = save_new_model(other_model, folder)
     assert files_in(folder) == sorted([kept.name, second.name])
 
@@ -212,6 +212,7 @@ def test_a_live_writers_temp_file_is_never_removed(tmp_path, other_model):
 
 # --- a full disk ------------------------------------------------------------------------------
 
+
 def fill_disk_after(monkeypatch, n_bytes: int) -> None:
     """Make writes of model files fail with ENOSPC once ``n_bytes`` have been written."""
     real_fdopen = os.fdopen
@@ -236,7 +237,7 @@ def fill_disk_after(monkeypatch, n_bytes: int) -> None:
         def __exit__(self, *exc):
             return self.f.__exit__(*exc)
 
-    monkeypatch.setattr(model_io.os, "fdopen", lambda fd, *a, **k: FullDisk(real_fdopen(fd, *a, **k)))
+    monkeypatch.setattr(files.os, "fdopen", lambda fd, *a, **k: FullDisk(real_fdopen(fd, *a, **k)))
 
 
 def test_full_disk_on_save_keeps_the_existing_file(small_model, other_model, mnist, tmp_path, monkeypatch):
@@ -253,8 +254,7 @@ def test_full_disk_on_save_keeps_the_existing_file(small_model, other_model, mni
     assert_same_model(load_model(target), small_model, mnist)
 
 
-def test_full_disk_during_a_training_job_keeps_the_model_and_the_folder(mnist, small_model, tmp_path,
-                                                                          monkeypatch):
+def test_full_disk_during_a_training_job_keeps_the_model_and_the_folder(mnist, small_model, tmp_path, monkeypatch):
     """The train page's job: the save fails, the job says why, the trained model stays in memory."""
     folder = tmp_path / "models"
     kept = save_new_model(small_model, folder)
@@ -292,8 +292,13 @@ def test_a_real_write_refused_by_the_kernel_keeps_the_existing_file(small_model,
     before = target.read_bytes()
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
     limit = len(source.read_bytes()) // 3
-    done = subprocess.run([sys.executable, "-c", CHILD_FILE_SIZE_LIMIT, str(source), str(target), str(limit)],
-                          env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD_FILE_SIZE_LIMIT, str(source), str(target), str(limit)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["saved"] is False and result["errno"] == errno.EFBIG, done.stderr
     assert str(target) in result["message"]
@@ -302,6 +307,7 @@ def test_a_real_write_refused_by_the_kernel_keeps_the_existing_file(small_model,
 
 
 # --- stopping a training mid-epoch ------------------------------------------------------------
+
 
 def stop_after(n_checks: int):
     calls = []
@@ -314,10 +320,11 @@ def stop_after(n_checks: int):
 
 
 def test_stopping_mid_epoch_ends_at_the_next_batch_and_the_model_is_kept(mnist, tmp_path):
-    config = TrainConfig(hidden_sizes=(32,), activation="relu", epochs=2, n_train=3000, batch_size=50,
-                         seed=4, log_every=5)
+    config = TrainConfig(
+        hidden_sizes=(32,), activation="relu", epochs=2, n_train=3000, batch_size=50, seed=4, log_every=5
+    )
     model = MLP(config)
-    records = list(iter_training(model, mnist.X_train, mnist.y_train, stop=stop_after(7)))
+    records = list(model.iter_fit(mnist.X_train, mnist.y_train, stop=stop_after(7)))
     last = records[-1]
     assert last.stopped and last.kind == "batch" and (last.epoch, last.batch) == (1, 7)
     assert sum(r.stopped for r in records) == 1 and last.batch < last.batches_per_epoch
@@ -331,7 +338,7 @@ def test_stopping_mid_epoch_ends_at_the_next_batch_and_the_model_is_kept(mnist, 
     assert loaded.history_[-1]["stopped"] and int(loaded.optimizer_state_["t"]) == 7
 
     # Resume from the file: the run carries on from batch 8's weights and optimizer state.
-    resumed = list(iter_training(loaded, mnist.X_train, mnist.y_train))
+    resumed = list(loaded.iter_fit(mnist.X_train, mnist.y_train))
     assert not any(r.stopped for r in resumed) and loaded.epochs_done_ == 2
     assert int(loaded.optimizer_state_["t"]) == 7 + 2 * last.batches_per_epoch
     assert len(loaded.history_) == len(model.history_) + len(resumed)
@@ -341,7 +348,7 @@ def test_stopping_mid_epoch_ends_at_the_next_batch_and_the_model_is_kept(mnist, 
 
 def test_stop_requested_before_the_first_batch_still_gives_a_valid_model(mnist, tmp_path):
     model = MLP(hidden_sizes=(16,), activation="sigmoid", epochs=3, n_train=1000, batch_size=100)
-    records = list(iter_training(model, mnist.X_train, mnist.y_train, stop=lambda: True))
+    records = list(model.iter_fit(mnist.X_train, mnist.y_train, stop=lambda: True))
     assert len(records) == 1 and records[0].stopped and records[0].batch == 1
     assert_same_model(load_model(save_model(model, tmp_path / "m.pkl")), model, mnist)
 
@@ -349,8 +356,7 @@ def test_stop_requested_before_the_first_batch_still_gives_a_valid_model(mnist, 
 def test_stopping_a_training_job_saves_the_model_so_far(mnist, tmp_path):
     """The train page's Stop button: the job ends at the next batch, then evaluates and saves."""
     folder = tmp_path / "models"
-    config = TrainConfig(hidden_sizes=(32,), activation="relu", epochs=50, n_train=5000, batch_size=50,
-                         log_every=1)
+    config = TrainConfig(hidden_sizes=(32,), activation="relu", epochs=50, n_train=5000, batch_size=50, log_every=1)
     job = TrainingJob(config, mnist, save_dir=folder).start()
     deadline = time.monotonic() + 120
     while not job.snapshot().history and time.monotonic() < deadline:
@@ -367,10 +373,13 @@ def test_stopping_a_training_job_saves_the_model_so_far(mnist, tmp_path):
 
 # --- two trainings at once -----------------------------------------------------------------------
 
+
 def test_two_training_jobs_at_once_both_finish_and_save_distinct_files(mnist, tmp_path):
     folder = tmp_path / "models"
-    configs = [TrainConfig(hidden_sizes=(24,), activation="relu", epochs=1, n_train=3000, batch_size=50,
-                           seed=seed) for seed in (1, 2)]
+    configs = [
+        TrainConfig(hidden_sizes=(24,), activation="relu", epochs=1, n_train=3000, batch_size=50, seed=seed)
+        for seed in (1, 2)
+    ]
     jobs = [TrainingJob(c, mnist, save_dir=folder) for c in configs]
     for job in jobs:
         job.start()
@@ -453,8 +462,11 @@ def relabelled(real: Path) -> bytes:
 
 def corruptions(real: Path) -> dict[str, bytes]:
     good = real.read_bytes()
-    return {"relabelled": relabelled(real), "truncated": good[: len(good) // 2],
-            "garbage": np.random.default_rng(0).bytes(len(good))}
+    return {
+        "relabelled": relabelled(real),
+        "truncated": good[: len(good) // 2],
+        "garbage": np.random.default_rng(0).bytes(len(good)),
+    }
 
 
 @pytest.fixture
@@ -514,7 +526,8 @@ def test_corrupt_cache_file_is_replaced_by_a_verified_download(kind, corrupt_cac
     data = load_mnist(download=True, progress=False)
     np.testing.assert_array_equal(data.y_test, mnist.y_test)  # the real labels, not the planted ones
     assert gzip.decompress((corrupt_cache / CORRUPTED).read_bytes()) == gzip.decompress(
-        (mnist_dir / CORRUPTED).read_bytes())
+        (mnist_dir / CORRUPTED).read_bytes()
+    )
     assert files_in(corrupt_cache) == sorted(mnist_data.FILES)  # no .part files
 
 
@@ -522,8 +535,11 @@ def test_corrupt_cache_file_with_a_corrupt_mirror_is_deleted_and_reported(corrup
     bad = relabelled(mnist_dir / CORRUPTED)
     plant(corrupt_cache, bad)
     (mirror / CORRUPTED).write_bytes(bad)  # the mirror serves the same wrong content
-    with pytest.raises(MnistError, match=re.escape(CORRUPTED) + r" was corrupt .* has been deleted; "
-                       r"a fresh copy could not be downloaded.*content hash mismatch"):
+    with pytest.raises(
+        MnistError,
+        match=re.escape(CORRUPTED) + r" was corrupt .* has been deleted; "
+        r"a fresh copy could not be downloaded.*content hash mismatch",
+    ):
         load_mnist(download=True, progress=False)
     assert not (corrupt_cache / CORRUPTED).exists()  # a file known to be bad never stays in the cache
     assert files_in(corrupt_cache) == sorted(n for n in mnist_data.FILES if n != CORRUPTED)
@@ -531,16 +547,20 @@ def test_corrupt_cache_file_with_a_corrupt_mirror_is_deleted_and_reported(corrup
 
 def test_corrupt_cache_file_with_no_network_is_deleted_and_reported(corrupt_cache, mirror, mnist_dir):
     plant(corrupt_cache, relabelled(mnist_dir / CORRUPTED))  # the mirror folder is empty: 404
-    with pytest.raises(MnistError, match=re.escape(CORRUPTED) + r" was corrupt .* could not be downloaded"
-                                         r".*HTTP Error 404"):
+    with pytest.raises(
+        MnistError,
+        match=re.escape(CORRUPTED) + r" was corrupt .* could not be downloaded"
+        r".*HTTP Error 404",
+    ):
         load_mnist(download=True, progress=False)
     assert not (corrupt_cache / CORRUPTED).exists()
 
 
 @pytest.mark.parametrize("via", ["MNIST_DIR", "data_dir"])
 @pytest.mark.parametrize("kind", ["relabelled", "truncated"])
-def test_corrupt_file_in_an_explicit_folder_is_reported_by_name_and_left_alone(via, kind, tmp_path,
-                                                                                monkeypatch, mnist_dir):
+def test_corrupt_file_in_an_explicit_folder_is_reported_by_name_and_left_alone(
+    via, kind, tmp_path, monkeypatch, mnist_dir
+):
     folder = tmp_path / "my-mnist"
     folder.mkdir()
     for name in mnist_data.FILES:

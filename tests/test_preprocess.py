@@ -28,7 +28,7 @@ def _digit_two() -> np.ndarray:
     img[(r > 4.5) & (r < 7) & ((yy < 11) | (xx > 15))] = 1.0  # upper arc
     for t in np.linspace(0, 1, 60):  # diagonal from the arc's right end to the bottom left
         y, x = 12 + t * 10, 19 - t * 12
-        img[int(y):int(y) + 2, int(x):int(x) + 3] = 1.0
+        img[int(y) : int(y) + 2, int(x) : int(x) + 3] = 1.0
     img[21:24, 7:22] = 1.0  # base
     return (img * 255).astype(np.uint8)
 
@@ -47,8 +47,11 @@ def drawn(scheme="white_on_black", height=0.6, pen=1.2, x=0.3, y=0.4, canvas=280
 def best_corr(a: np.ndarray, b: np.ndarray) -> float:
     """Correlation of two (784,) inputs, allowing the whole-pixel centring to differ by one pixel."""
     a2, b2 = a.reshape(28, 28), b.reshape(28, 28)
-    return max(np.corrcoef(np.roll(a2, (dy, dx), axis=(0, 1)).ravel(), b2.ravel())[0, 1]
-               for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+    return max(
+        np.corrcoef(np.roll(a2, (dy, dx), axis=(0, 1)).ravel(), b2.ravel())[0, 1]
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+    )
 
 
 def _bbox(img28: np.ndarray) -> tuple[int, int]:
@@ -59,9 +62,11 @@ def _bbox(img28: np.ndarray) -> tuple[int, int]:
 
 # --- output contract and MNIST normalisation ------------------------------------------------
 
+
 @pytest.mark.parametrize("scheme", SCHEMES)
-@pytest.mark.parametrize("height,pen,x,y", [(0.35, 0.5, 0.0, 0.0), (0.6, 1.2, 0.3, 0.8),
-                                            (0.85, 2.5, 1.0, 1.0), (0.45, 2.0, 0.9, 0.1)])
+@pytest.mark.parametrize(
+    "height,pen,x,y", [(0.35, 0.5, 0.0, 0.0), (0.6, 1.2, 0.3, 0.8), (0.85, 2.5, 1.0, 1.0), (0.45, 2.0, 0.9, 0.1)]
+)
 def test_output_is_mnist_normalised(scheme, height, pen, x, y):
     out = canvas_to_input(drawn(scheme, height, pen, x, y))
     assert out is not None and out.shape == (784,) and out.dtype == np.float32
@@ -96,6 +101,7 @@ def test_wide_digit_keeps_aspect_ratio():
 
 
 # --- invariance ---------------------------------------------------------------------------
+
 
 def test_translation_changes_output_only_slightly():
     a = canvas_to_input(drawn(x=0.05, y=0.1))
@@ -155,14 +161,28 @@ def test_stray_speck_does_not_move_the_digit():
 
 # --- no digit -------------------------------------------------------------------------------
 
+
 def _disc(radius, canvas=280, centre=(140, 140)):
     yy, xx = np.mgrid[0:canvas, 0:canvas]
     return np.clip(radius + 0.5 - np.hypot(yy - centre[0], xx - centre[1]), 0, 1).astype(np.float32)
 
 
-@pytest.mark.parametrize("name", ["empty transparent", "all black", "all white", "mid grey",
-                                  "faint noise", "tiny scratch", "single dot", "bigger dot",
-                                  "blank paper photo", "1x1", "10000x10 blank"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "empty transparent",
+        "all black",
+        "all white",
+        "mid grey",
+        "faint noise",
+        "tiny scratch",
+        "single dot",
+        "bigger dot",
+        "blank paper photo",
+        "1x1",
+        "10000x10 blank",
+    ],
+)
 def test_no_digit_gives_none(name):
     rng = np.random.default_rng(0)
     canvases = {
@@ -188,13 +208,25 @@ def test_a_dot_is_not_mistaken_for_a_small_zero():
 
 # --- odd sizes, dtypes and values ---------------------------------------------------------------
 
-@pytest.mark.parametrize("convert", [
-    lambda a: a, lambda a: a.astype(np.float64) / 255, lambda a: a.astype(np.float32),
-    lambda a: a.astype(np.float16) / 255, lambda a: a.astype(np.uint16) * 257,
-    lambda a: a.astype(np.int64), lambda a: a > 127, lambda a: a[..., None],
-    lambda a: np.dstack([a, a, a]), lambda a: np.dstack([a, a]), lambda a: np.asfortranarray(a),
-    lambda a: a[::-1, ::-1][::-1, ::-1], lambda a: a.tolist(),
-])
+
+@pytest.mark.parametrize(
+    "convert",
+    [
+        lambda a: a,
+        lambda a: a.astype(np.float64) / 255,
+        lambda a: a.astype(np.float32),
+        lambda a: a.astype(np.float16) / 255,
+        lambda a: a.astype(np.uint16) * 257,
+        lambda a: a.astype(np.int64),
+        lambda a: a > 127,
+        lambda a: a[..., None],
+        lambda a: np.dstack([a, a, a]),
+        lambda a: np.dstack([a, a]),
+        lambda a: np.asfortranarray(a),
+        lambda a: a[::-1, ::-1][::-1, ::-1],
+        lambda a: a.tolist(),
+    ],
+)
 def test_dtypes_and_layouts_work(convert):
     grey = drawn("grayscale", seed=0)
     out = canvas_to_input(convert(grey))
@@ -203,25 +235,28 @@ def test_dtypes_and_layouts_work(convert):
     assert np.corrcoef(out, ref)[0, 1] > 0.97
 
 
-@pytest.mark.parametrize("image,message", [
-    (np.zeros(784, np.uint8), "shape"),
-    (np.zeros((28, 28, 5), np.uint8), "shape"),
-    (np.zeros((2, 28, 28, 4), np.uint8), "shape"),
-    (np.zeros((0, 28), np.uint8), "empty"),
-    (np.zeros((28, 28), dtype=object), "dtype"),
-    (np.full((28, 28), "a"), "dtype"),
-    (np.zeros((28, 28), np.complex64), "dtype"),
-    (np.full((28, 28), np.nan), "NaN"),
-    (np.full((28, 28), np.inf, np.float32), "NaN"),
-    (np.full((28, 28), -1.0), "must be in the range"),
-    (np.full((28, 28), 300.0), "must be in the range"),
-    (np.full((28, 28), -5, np.int32), ">= 0"),
-    (np.full((28, 28), 70000, np.int64), "16-bit"),
-    (np.broadcast_to(np.uint8(0), (10000, 10000)), "too large"),
-    (np.uint8(5), "shape"),
-    ([[1, 2], [3]], "array"),
-    (None, "shape"),
-])
+@pytest.mark.parametrize(
+    "image,message",
+    [
+        (np.zeros(784, np.uint8), "shape"),
+        (np.zeros((28, 28, 5), np.uint8), "shape"),
+        (np.zeros((2, 28, 28, 4), np.uint8), "shape"),
+        (np.zeros((0, 28), np.uint8), "empty"),
+        (np.zeros((28, 28), dtype=object), "dtype"),
+        (np.full((28, 28), "a"), "dtype"),
+        (np.zeros((28, 28), np.complex64), "dtype"),
+        (np.full((28, 28), np.nan), "NaN"),
+        (np.full((28, 28), np.inf, np.float32), "NaN"),
+        (np.full((28, 28), -1.0), "must be in the range"),
+        (np.full((28, 28), 300.0), "must be in the range"),
+        (np.full((28, 28), -5, np.int32), ">= 0"),
+        (np.full((28, 28), 70000, np.int64), "16-bit"),
+        (np.broadcast_to(np.uint8(0), (10000, 10000)), "too large"),
+        (np.uint8(5), "shape"),
+        ([[1, 2], [3]], "array"),
+        (None, "shape"),
+    ],
+)
 def test_unusable_input_raises_a_clear_value_error(image, message):
     with pytest.raises(ValueError, match=message):
         canvas_to_input(image)
@@ -241,8 +276,9 @@ def test_input_array_is_not_modified():
     assert np.array_equal(canvas, before)
 
 
-_DTYPES = st.sampled_from([np.uint8, np.uint16, np.int8, np.int32, np.int64, np.float16, np.float32,
-                           np.float64, np.bool_, np.complex64])
+_DTYPES = st.sampled_from(
+    [np.uint8, np.uint16, np.int8, np.int32, np.int64, np.float16, np.float32, np.float64, np.bool_, np.complex64]
+)
 _SHAPES = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=40)
 
 
@@ -260,6 +296,7 @@ def test_random_arrays_never_crash(arr):
 
 
 # --- uploads: image_from_bytes ------------------------------------------------------------------
+
 
 def _encode(im: Image.Image, fmt: str, **kw) -> bytes:
     buf = io.BytesIO()
@@ -285,13 +322,16 @@ def test_transparent_canvas_png_round_trip():
     assert arr.shape == (280, 280, 4) and np.array_equal(arr, canvas)
 
 
-@pytest.mark.parametrize("data,message", [
-    (b"", "empty"),
-    (b"hello, this is not an image", "not an image"),
-    (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "not an image"),
-    (b"%PDF-1.4\n1 0 obj\n", "not an image"),
-    (b"PK\x03\x04" + bytes(100), "not an image"),
-])
+@pytest.mark.parametrize(
+    "data,message",
+    [
+        (b"", "empty"),
+        (b"hello, this is not an image", "not an image"),
+        (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "not an image"),
+        (b"%PDF-1.4\n1 0 obj\n", "not an image"),
+        (b"PK\x03\x04" + bytes(100), "not an image"),
+    ],
+)
 def test_not_an_image_is_refused(data, message):
     with pytest.raises(ValueError, match=message):
         image_from_bytes(data)
@@ -317,12 +357,17 @@ def _png_header_only(width: int, height: int) -> bytes:
     import zlib
 
     def chunk(kind: bytes, payload: bytes) -> bytes:
-        return (struct.pack(">I", len(payload)) + kind + payload
-                + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(payload))
+            + kind
+            + payload
+            + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(1000)))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(1000))) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize("side", [8000, 30000, 100000])  # ours, then Pillow's own bomb limits

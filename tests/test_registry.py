@@ -78,6 +78,7 @@ def test_model_facts(small_model):
 
 def test_same_second_saves_without_hard_links(small_model, models_dir, monkeypatch):
     """Filesystems without hard links fall back to an exclusive reservation of the name."""
+
     def no_links(src, dst):
         raise PermissionError("hard links not supported here")
 

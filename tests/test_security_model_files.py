@@ -23,8 +23,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnist_net import MLP, ModelFileError, load_model, model_from_bytes, model_to_bytes, save_model
-from mnist_net import model_io, safe_pickle
+from mnist_net import (
+    MLP,
+    ModelFileError,
+    load_model,
+    model_from_bytes,
+    model_io,
+    model_to_bytes,
+    safe_pickle,
+    save_model,
+)
 from mnist_net.model_io import model_to_dict
 
 PROBE = np.random.default_rng(7).random((16, 784), dtype=np.float32)  # inputs in [0, 1]
@@ -65,6 +73,7 @@ def refused(data: bytes, match: str) -> ModelFileError:
 
 # --- hand-built pickles (protocol 4 opcodes) -------------------------------------------------
 
+
 def op_str(s: str) -> bytes:
     b = s.encode()
     return b"\x8c" + bytes([len(b)]) + b if len(b) < 256 else b"X" + struct.pack("<I", len(b)) + b
@@ -97,10 +106,16 @@ def op_dtype(name: str, endian: str = "<") -> bytes:
 
 def op_array(shape: tuple, dtype: str, raw: bytes, module: str = "numpy._core.multiarray") -> bytes:
     """NumPy's own pickling: _reconstruct(ndarray, (0,), b'b') then BUILD with the real state."""
-    empty = op_call(op_global(module, "_reconstruct"), op_global("numpy", "ndarray"),
-                    op_tuple(op_int(0)), op_bytes(b"b"))
-    state = op_tuple(op_int(1), op_tuple(*(b"\x8a\x08" + struct.pack("<q", n) for n in shape)),
-                     op_dtype(dtype), b"\x89", op_bytes(raw))
+    empty = op_call(
+        op_global(module, "_reconstruct"), op_global("numpy", "ndarray"), op_tuple(op_int(0)), op_bytes(b"b")
+    )
+    state = op_tuple(
+        op_int(1),
+        op_tuple(*(b"\x8a\x08" + struct.pack("<q", n) for n in shape)),
+        op_dtype(dtype),
+        b"\x89",
+        op_bytes(raw),
+    )
     return empty + state + b"b"
 
 
@@ -109,6 +124,7 @@ def pickle_of(body: bytes) -> bytes:
 
 
 # --- payloads that run code when unpickled with plain pickle ---------------------------------
+
 
 class Reduce:
     """An object whose unpickling calls ``func(*args)``."""
@@ -131,14 +147,19 @@ def code_payloads(canary) -> dict[str, bytes]:
         "subprocess.Popen": pickle.dumps(Reduce(subprocess.Popen, (["touch", str(canary)],))),
         "eval": pickle.dumps(Reduce(eval, (py_touch,))),
         "exec": pickle.dumps(Reduce(exec, (py_touch,))),
-        "builtins.getattr(__import__('os'), 'system')": pickle_of(op_call(
-            op_call(op_global("builtins", "getattr"),
-                    op_call(op_global("builtins", "__import__"), op_str("os")), op_str("system")),
-            op_str(touch))),
+        "builtins.getattr(__import__('os'), 'system')": pickle_of(
+            op_call(
+                op_call(
+                    op_global("builtins", "getattr"),
+                    op_call(op_global("builtins", "__import__"), op_str("os")),
+                    op_str("system"),
+                ),
+                op_str(touch),
+            )
+        ),
         "functools.partial(os.system)": pickle.dumps(Reduce(functools.partial(os.system, touch), ())),
         "pickle.loads of a nested pickle": pickle.dumps(Reduce(pickle.loads, (inner,))),
-        "object-dtype array hiding a payload": pickle.dumps(
-            np.array([Reduce(os.system, (touch,)), 1], dtype=object)),
+        "object-dtype array hiding a payload": pickle.dumps(np.array([Reduce(os.system, (touch,)), 1], dtype=object)),
         "payload inside an otherwise valid model dict": None,  # filled in by the test (needs a model)
     }
 
@@ -186,34 +207,66 @@ def test_refusal_names_the_forbidden_callable(tmp_path):
     refused(payloads["object-dtype array hiding a payload"], r"refused array dtype 'O")
 
 
-@pytest.mark.parametrize("body, match", [
-    # Opcodes that build objects from classes or outside registries are not needed by any model file.
-    (op_global("numpy", "ndarray") + b")\x81", r"refused pickle operation NEWOBJ"),
-    (b"\x82\x01", r"refused pickle operation EXT1"),
-    (op_str("id") + b"Q", r"refused pickle operation BINPERSID"),
-    (b"\x8f", r"refused pickle operation EMPTY_SET"),
-    (b"(cos\nsystem\no", r"refused pickle operation OBJ"),
-    # NumPy's scalar constructor reads object pointers from bytes: never allowed.
-    (op_call(op_global("numpy._core.multiarray", "scalar"), op_dtype("O"), op_bytes(b"\0" * 8)),
-     r"refused to load numpy\._core\.multiarray\.scalar"),
-    # The allowed NumPy names cannot be repurposed.
-    (op_call(op_global("numpy", "ndarray"), op_tuple(op_int(10)), op_str("f8")),
-     r"refused to call numpy\.ndarray"),
-    (op_call(op_global("numpy._core.multiarray", "_reconstruct"), op_global("numpy", "dtype"),
-             op_tuple(op_int(0)), op_bytes(b"b")), r"malformed array"),
-    (op_global("numpy", "dtype") + b"}" + op_str("_build") + op_global("builtins", "eval") + b"sb",
-     r"refused to load builtins\.eval"),
-    (op_global("numpy", "dtype") + op_tuple(b"N", b"}" + op_str("_build") + op_int(1) + b"s") + b"b",
-     r"refused an attempt to modify a loader object"),
-    (op_array((3,), "f8", b"\0" * 24) + op_tuple(op_int(1), op_tuple(op_int(3)), op_dtype("f8"),
-                                                  b"\x89", op_bytes(b"\0" * 24)) + b"b",
-     r"rebuilt twice"),
-    (op_array((2,), "V8", b"\0" * 16), r"refused array dtype 'V8'"),
-    (op_array((2,), "M8", b"\0" * 16), r"refused array dtype 'M8'"),
-    (op_array((2,), "f8,f8", b"\0" * 32), r"refused array dtype"),
-], ids=["NEWOBJ", "EXT1", "BINPERSID", "set", "OBJ", "numpy-scalar-object", "call-ndarray",
-        "reconstruct-non-ndarray", "build-with-eval", "build-on-loader", "array-built-twice",
-        "void-dtype", "datetime-dtype", "structured-dtype"])
+@pytest.mark.parametrize(
+    "body, match",
+    [
+        # Opcodes that build objects from classes or outside registries are not needed by any model file.
+        (op_global("numpy", "ndarray") + b")\x81", r"refused pickle operation NEWOBJ"),
+        (b"\x82\x01", r"refused pickle operation EXT1"),
+        (op_str("id") + b"Q", r"refused pickle operation BINPERSID"),
+        (b"\x8f", r"refused pickle operation EMPTY_SET"),
+        (b"(cos\nsystem\no", r"refused pickle operation OBJ"),
+        # NumPy's scalar constructor reads object pointers from bytes: never allowed.
+        (
+            op_call(op_global("numpy._core.multiarray", "scalar"), op_dtype("O"), op_bytes(b"\0" * 8)),
+            r"refused to load numpy\._core\.multiarray\.scalar",
+        ),
+        # The allowed NumPy names cannot be repurposed.
+        (op_call(op_global("numpy", "ndarray"), op_tuple(op_int(10)), op_str("f8")), r"refused to call numpy\.ndarray"),
+        (
+            op_call(
+                op_global("numpy._core.multiarray", "_reconstruct"),
+                op_global("numpy", "dtype"),
+                op_tuple(op_int(0)),
+                op_bytes(b"b"),
+            ),
+            r"malformed array",
+        ),
+        (
+            op_global("numpy", "dtype") + b"}" + op_str("_build") + op_global("builtins", "eval") + b"sb",
+            r"refused to load builtins\.eval",
+        ),
+        (
+            op_global("numpy", "dtype") + op_tuple(b"N", b"}" + op_str("_build") + op_int(1) + b"s") + b"b",
+            r"refused an attempt to modify a loader object",
+        ),
+        (
+            op_array((3,), "f8", b"\0" * 24)
+            + op_tuple(op_int(1), op_tuple(op_int(3)), op_dtype("f8"), b"\x89", op_bytes(b"\0" * 24))
+            + b"b",
+            r"rebuilt twice",
+        ),
+        (op_array((2,), "V8", b"\0" * 16), r"refused array dtype 'V8'"),
+        (op_array((2,), "M8", b"\0" * 16), r"refused array dtype 'M8'"),
+        (op_array((2,), "f8,f8", b"\0" * 32), r"refused array dtype"),
+    ],
+    ids=[
+        "NEWOBJ",
+        "EXT1",
+        "BINPERSID",
+        "set",
+        "OBJ",
+        "numpy-scalar-object",
+        "call-ndarray",
+        "reconstruct-non-ndarray",
+        "build-with-eval",
+        "build-on-loader",
+        "array-built-twice",
+        "void-dtype",
+        "datetime-dtype",
+        "structured-dtype",
+    ],
+)
 def test_reduce_and_opcode_tricks_are_refused(body, match):
     refused(pickle_of(body), match)
 
@@ -234,6 +287,7 @@ def test_tampering_attempts_leave_the_loader_working(model, model_bytes):
 
 # --- memory bombs ---------------------------------------------------------------------------
 
+
 def peak_bytes_while(fn) -> int:
     tracemalloc.start()
     try:
@@ -244,22 +298,43 @@ def peak_bytes_while(fn) -> int:
     return peak
 
 
-@pytest.mark.parametrize("body, match", [
-    (op_array((10**12,), "f8", b"\0" * 8), r"refused an array of shape"),
-    (op_array((10**6, 10**6), "f8", b"\0" * 8), r"refused an array of 1000000000000 elements"),
-    (op_array((10**6, 10**6), "u1", b"\0" * 8, module="numpy.core.multiarray"), r"1000000000000 elements"),
-    (op_call(op_global("numpy._core.numeric", "_frombuffer"), op_bytes(b"\0" * 8), op_dtype("f8"),
-             op_tuple(b"\x8a\x06" + (10**12).to_bytes(6, "little")), op_str("C")),
-     r"refused an array of shape \(1000000000000,\)"),
-    (op_array((4,), "f8", b"\0" * 8), r"wrong size"),
-    # A bytes header declaring 8 GB (or 10^12 bytes) followed by three bytes of data.
-    (b"\x8e" + struct.pack("<Q", 8 * 10**9) + b"abc", r"not a readable model file"),
-    (b"\x8e" + struct.pack("<Q", 10**12) + b"abc", r"not a readable model file"),
-    (b"\x96" + struct.pack("<Q", 8 * 10**9) + b"abc", r"not a readable model file"),
-    (b"\x8d" + struct.pack("<Q", 8 * 10**9) + b"abc", r"not a readable model file"),
-    (b"\x95" + struct.pack("<Q", 10**12) + b"N", r"not a readable model file"),
-], ids=["reconstruct-1e12", "reconstruct-1e6x1e6", "old-numpy-path-1e6x1e6", "frombuffer-1e12",
-        "short-data", "bytes8-8GB", "bytes8-1e12", "bytearray8-8GB", "unicode8-8GB", "frame-1e12"])
+@pytest.mark.parametrize(
+    "body, match",
+    [
+        (op_array((10**12,), "f8", b"\0" * 8), r"refused an array of shape"),
+        (op_array((10**6, 10**6), "f8", b"\0" * 8), r"refused an array of 1000000000000 elements"),
+        (op_array((10**6, 10**6), "u1", b"\0" * 8, module="numpy.core.multiarray"), r"1000000000000 elements"),
+        (
+            op_call(
+                op_global("numpy._core.numeric", "_frombuffer"),
+                op_bytes(b"\0" * 8),
+                op_dtype("f8"),
+                op_tuple(b"\x8a\x06" + (10**12).to_bytes(6, "little")),
+                op_str("C"),
+            ),
+            r"refused an array of shape \(1000000000000,\)",
+        ),
+        (op_array((4,), "f8", b"\0" * 8), r"wrong size"),
+        # A bytes header declaring 8 GB (or 10^12 bytes) followed by three bytes of data.
+        (b"\x8e" + struct.pack("<Q", 8 * 10**9) + b"abc", r"not a readable model file"),
+        (b"\x8e" + struct.pack("<Q", 10**12) + b"abc", r"not a readable model file"),
+        (b"\x96" + struct.pack("<Q", 8 * 10**9) + b"abc", r"not a readable model file"),
+        (b"\x8d" + struct.pack("<Q", 8 * 10**9) + b"abc", r"not a readable model file"),
+        (b"\x95" + struct.pack("<Q", 10**12) + b"N", r"not a readable model file"),
+    ],
+    ids=[
+        "reconstruct-1e12",
+        "reconstruct-1e6x1e6",
+        "old-numpy-path-1e6x1e6",
+        "frombuffer-1e12",
+        "short-data",
+        "bytes8-8GB",
+        "bytes8-1e12",
+        "bytearray8-8GB",
+        "unicode8-8GB",
+        "frame-1e12",
+    ],
+)
 def test_huge_declared_sizes_allocate_nothing(body, match):
     data = pickle_of(body)
     peak = peak_bytes_while(lambda: refused(data, match))
@@ -323,6 +398,7 @@ def test_devices_fifos_and_directories_are_refused(tmp_path):
 
 # --- broken files and things that are not models ----------------------------------------------
 
+
 def modified(model, edit) -> bytes:
     d = model_to_dict(model)
     edit(d)
@@ -360,12 +436,15 @@ def test_wrong_shapes_between_layers_are_refused(model):
     refused(modified(model, one_dim_weight), r"do not fit together")
 
 
-@pytest.mark.parametrize("key, value, match", [
-    ("W1", np.nan, "NaN or infinite"),
-    ("b2", np.inf, "NaN or infinite"),
-    ("W2", -np.inf, "NaN or infinite"),
-    ("W1", 1e300, "NaN or infinite"),  # finite as float64, inf once converted to float32
-])
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("W1", np.nan, "NaN or infinite"),
+        ("b2", np.inf, "NaN or infinite"),
+        ("W2", -np.inf, "NaN or infinite"),
+        ("W1", 1e300, "NaN or infinite"),  # finite as float64, inf once converted to float32
+    ],
+)
 def test_nan_inf_and_overflowing_weights_are_refused(model, key, value, match):
     def poison(d):
         arr = d["params"][key].astype(np.float64)
@@ -396,33 +475,38 @@ def test_largest_allowed_weights_still_predict_finite_probabilities(model):
     assert_valid_model(model_from_bytes(pickle.dumps(d, protocol=4)))
 
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda d: d["config"].update(learning_rate="0.1; rm -rf /"), r"config learning_rate .* expected float"),
-    (lambda d: d["config"].update(l2=float("nan")), r"config l2 is nan"),
-    (lambda d: d["config"].update(batch_size=1.5), r"config batch_size is 1\.5, expected int"),
-    (lambda d: d["config"].update(seed=-1), r"seed must be >= 0"),
-    (lambda d: d["config"].update(optimizer="rmsprop"), r"invalid training config"),
-    (lambda d: d["config"].update(augment="yes"), r"config augment"),
-    (lambda d: d.update(config=[1, 2]), r"config must be a dictionary"),
-    (lambda d: d.update(activation="tanh"), r"unknown activation 'tanh'"),
-    (lambda d: d.update(history=[{"epoch": "1", "batch": 1, "batches_per_epoch": 2}]), r"history record 0"),
-    (lambda d: d.update(history=[{"epoch": 1}]), r"history record 0 lacks"),
-    (lambda d: d.update(history=[{"epoch": 1, "batch": 1, "batches_per_epoch": 1, "x": [1]}]),
-     r"not a flat dictionary"),
-    (lambda d: d.update(metrics=[0.9]), r"metrics must be a dictionary"),
-    (lambda d: d.update(data_hash=["x"]), r"data_hash must be a short string"),
-    (lambda d: d.update(epochs_done=-3), r"epochs_done must be"),
-    (lambda d: d.update(epochs_done=True), r"epochs_done must be"),
-    (lambda d: d["optimizer_state"].update(m_W1=np.zeros((3, 3), np.float32)), r"m_W1' does not match"),
-    (lambda d: d["optimizer_state"].update(t=np.array(-5)), r"non-negative integer"),
-    (lambda d: d["optimizer_state"].update(v_b1=-np.ones(16, np.float32)), r"v_b1 holds invalid"),
-    (lambda d: d["optimizer_state"].update(m_b1=np.full(16, np.nan, np.float32)), r"m_b1 holds invalid"),
-    (lambda d: d["optimizer_state"].update({7: np.zeros(1)}), r"dictionary key of type int"),
-    (lambda d: d["info"].update(big=10**30), r"integer too large"),
-    (lambda d: d["info"].update(text="x" * 200_000), r"string of 200000 characters"),
-    (lambda d: d["info"].update(raw=b"bytes"), r"value of type bytes"),
-    (lambda d: d.update(kind="sklearn.MLPClassifier"), r"kind is 'sklearn\.MLPClassifier'"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda d: d["config"].update(learning_rate="0.1; rm -rf /"), r"config learning_rate .* expected float"),
+        (lambda d: d["config"].update(l2=float("nan")), r"config l2 is nan"),
+        (lambda d: d["config"].update(batch_size=1.5), r"config batch_size is 1\.5, expected int"),
+        (lambda d: d["config"].update(seed=-1), r"seed must be >= 0"),
+        (lambda d: d["config"].update(optimizer="rmsprop"), r"invalid training config"),
+        (lambda d: d["config"].update(augment="yes"), r"config augment"),
+        (lambda d: d.update(config=[1, 2]), r"config must be a dictionary"),
+        (lambda d: d.update(activation="tanh"), r"unknown activation 'tanh'"),
+        (lambda d: d.update(history=[{"epoch": "1", "batch": 1, "batches_per_epoch": 2}]), r"history record 0"),
+        (lambda d: d.update(history=[{"epoch": 1}]), r"history record 0 lacks"),
+        (
+            lambda d: d.update(history=[{"epoch": 1, "batch": 1, "batches_per_epoch": 1, "x": [1]}]),
+            r"not a flat dictionary",
+        ),
+        (lambda d: d.update(metrics=[0.9]), r"metrics must be a dictionary"),
+        (lambda d: d.update(data_hash=["x"]), r"data_hash must be a short string"),
+        (lambda d: d.update(epochs_done=-3), r"epochs_done must be"),
+        (lambda d: d.update(epochs_done=True), r"epochs_done must be"),
+        (lambda d: d["optimizer_state"].update(m_W1=np.zeros((3, 3), np.float32)), r"m_W1' does not match"),
+        (lambda d: d["optimizer_state"].update(t=np.array(-5)), r"non-negative integer"),
+        (lambda d: d["optimizer_state"].update(v_b1=-np.ones(16, np.float32)), r"v_b1 holds invalid"),
+        (lambda d: d["optimizer_state"].update(m_b1=np.full(16, np.nan, np.float32)), r"m_b1 holds invalid"),
+        (lambda d: d["optimizer_state"].update({7: np.zeros(1)}), r"dictionary key of type int"),
+        (lambda d: d["info"].update(big=10**30), r"integer too large"),
+        (lambda d: d["info"].update(text="x" * 200_000), r"string of 200000 characters"),
+        (lambda d: d["info"].update(raw=b"bytes"), r"value of type bytes"),
+        (lambda d: d.update(kind="sklearn.MLPClassifier"), r"kind is 'sklearn\.MLPClassifier'"),
+    ],
+)
 def test_invalid_fields_are_refused(model, edit, match):
     refused(modified(model, edit), match)
 
@@ -465,23 +549,28 @@ def test_a_zip_renamed_to_pkl_is_refused(model, model_bytes, tmp_path):
     refused(npy.getvalue(), r"does not start with a pickle header")
 
 
-@pytest.mark.parametrize("obj, match", [
-    ([1, 2, 3], r"holds a list, not a model dict"),
-    ("a string", r"holds a str"),
-    (42, r"holds a int"),
-    (np.zeros((784, 10), np.float32), r"holds a ndarray"),
-    ({"weights": np.zeros(3)}, r"no format_version"),
-    ({"format_version": "1"}, r"no format_version"),
-    ({"format_version": 1}, r"layer_sizes must be"),
-    ({1, 2}, r"refused pickle operation EMPTY_SET"),
-])
+@pytest.mark.parametrize(
+    "obj, match",
+    [
+        ([1, 2, 3], r"holds a list, not a model dict"),
+        ("a string", r"holds a str"),
+        (42, r"holds a int"),
+        (np.zeros((784, 10), np.float32), r"holds a ndarray"),
+        ({"weights": np.zeros(3)}, r"no format_version"),
+        ({"format_version": "1"}, r"no format_version"),
+        ({"format_version": 1}, r"layer_sizes must be"),
+        ({1, 2}, r"refused pickle operation EMPTY_SET"),
+    ],
+)
 def test_valid_pickles_of_non_models_are_refused(obj, match):
     refused(pickle.dumps(obj, protocol=4), match)
 
 
 def test_a_model_from_a_future_format_version_is_refused(model):
-    refused(modified(model, lambda d: d.update(format_version=2)),
-            r"format 2 is newer than this program supports \(1\); upgrade mnist_net")
+    refused(
+        modified(model, lambda d: d.update(format_version=2)),
+        r"format 2 is newer than this program supports \(1\); upgrade mnist_net",
+    )
     refused(modified(model, lambda d: d.update(format_version=0)), r"unknown model file format 0")
     refused(pickle.dumps(model_to_dict(model), protocol=2), r"unsupported pickle protocol 2")
 
@@ -497,13 +586,13 @@ def test_unsavable_models_are_refused_at_save_time_not_at_load_time(model, tmp_p
 
 # --- files that must load -------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("protocol", [3, 4, 5])
 def test_valid_files_load_in_every_supported_protocol_and_byte_order(model, protocol):
     d = model_to_dict(model)
     expected = model.predict_proba(PROBE)
     assert_valid_model(model_from_bytes(pickle.dumps(d, protocol=protocol)))
-    np.testing.assert_array_equal(model_from_bytes(pickle.dumps(d, protocol=protocol)).predict_proba(PROBE),
-                                  expected)
+    np.testing.assert_array_equal(model_from_bytes(pickle.dumps(d, protocol=protocol)).predict_proba(PROBE), expected)
     swapped = dict(d, params={k: v.astype(v.dtype.newbyteorder(">")) for k, v in d["params"].items()})
     fortran = dict(d, params={k: np.asfortranarray(v) for k, v in d["params"].items()})
     for variant in (swapped, fortran):
@@ -523,6 +612,7 @@ def test_numpy_scalars_in_metrics_are_saved_as_plain_numbers(model, tmp_path):
 
 def notebook_forward(params: dict, x: np.ndarray) -> np.ndarray:
     """The seed notebook's forward_prop for one column vector x: (784, 1), written as it has it."""
+
     def sigmoid(z):
         return 1 / (1 + np.exp(-z))
 
@@ -538,8 +628,9 @@ def notebook_forward(params: dict, x: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def notebook_trained(mnist):
     """A real 784-128-64-10 sigmoid net, the notebook's architecture, trained briefly."""
-    return MLP(hidden_sizes=(128, 64), activation="sigmoid", epochs=2, n_train=5000, batch_size=32,
-               seed=5).fit(mnist.X_train, mnist.y_train)
+    return MLP(hidden_sizes=(128, 64), activation="sigmoid", epochs=2, n_train=5000, batch_size=32, seed=5).fit(
+        mnist.X_train, mnist.y_train
+    )
 
 
 @pytest.mark.parametrize("protocol", [3, 4, 5])
@@ -570,6 +661,7 @@ def test_notebook_pickle_predicts_like_the_notebook(mnist, notebook_trained, pro
 
 # --- property tests ---------------------------------------------------------------------------
 
+
 def outcome(data: bytes) -> str:
     """Load ``data``; fail on anything but a valid model or a ModelFileError with a message."""
     try:
@@ -583,9 +675,13 @@ def outcome(data: bytes) -> str:
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(st.binary(max_size=3000),
-                 st.binary(max_size=3000).map(lambda b: b"\x80\x04" + b),
-                 st.binary(max_size=3000).map(lambda b: b"\x80\x04\x95" + b)))
+@given(
+    st.one_of(
+        st.binary(max_size=3000),
+        st.binary(max_size=3000).map(lambda b: b"\x80\x04" + b),
+        st.binary(max_size=3000).map(lambda b: b"\x80\x04\x95" + b),
+    )
+)
 def test_random_bytes_are_refused_cleanly(data):
     outcome(data)
 
@@ -597,8 +693,13 @@ def _mutation_sites(data: bytes) -> list[int]:
     return [pos for _, _, pos in pickletools.genops(data)]
 
 
-MUTATION = st.tuples(st.sampled_from(["flip", "set", "insert", "delete", "truncate"]),
-                     st.integers(0, 2**31), st.integers(0, 255), st.integers(0, 8), st.booleans())
+MUTATION = st.tuples(
+    st.sampled_from(["flip", "set", "insert", "delete", "truncate"]),
+    st.integers(0, 2**31),
+    st.integers(0, 255),
+    st.integers(0, 8),
+    st.booleans(),
+)
 
 
 def mutate(data: bytes, sites: list[int], mutations) -> bytes:
@@ -614,7 +715,7 @@ def mutate(data: bytes, sites: list[int], mutations) -> bytes:
         elif kind == "insert":
             out[pos:pos] = bytes([value])
         elif kind == "delete":
-            del out[pos:pos + 1 + offset]
+            del out[pos : pos + 1 + offset]
         else:
             del out[pos:]
     return bytes(out)
@@ -631,8 +732,9 @@ def valid_files(model):
     return [(f, _mutation_sites(f)) for f in files]
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                  HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(which=st.integers(0, 3), mutations=st.lists(MUTATION, min_size=1, max_size=4))
 def test_mutated_model_files_load_validly_or_are_refused(valid_files, which, mutations):
     data, sites = valid_files[which]

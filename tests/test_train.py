@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from mnist_net import MLP, iter_training, load_model, save_model
+from mnist_net import MLP, load_model, save_model
 
 
 def data(n=200, seed=0):
@@ -11,14 +11,14 @@ def data(n=200, seed=0):
     # Learnable: each class lights up its own block of pixels, plus noise.
     X = rng.random((n, 784), dtype=np.float32) * 0.3
     for c in range(10):
-        X[y == c, c * 78:(c + 1) * 78] += 0.7
+        X[y == c, c * 78 : (c + 1) * 78] += 0.7
     return np.clip(X, 0, 1), y
 
 
 def test_records_are_complete_and_monotonic():
     X, y = data()
     model = MLP(hidden_sizes=(16,), epochs=3, batch_size=32, log_every=2, learning_rate=1e-2)
-    records = list(iter_training(model, X, y))
+    records = list(model.iter_fit(X, y))
     assert records[-1].kind == "epoch" and records[-1].epoch == 3
     elapsed = [r.elapsed for r in records]
     assert elapsed == sorted(elapsed)
@@ -39,7 +39,7 @@ def test_stop_ends_the_run_at_the_next_batch():
         calls.append(1)
         return len(calls) >= 3
 
-    records = list(iter_training(model, X, y, stop=stop))
+    records = list(model.iter_fit(X, y, stop=stop))
     assert len(calls) == 3  # checked once per batch, stopped right after the third
     assert records[-1].stopped and records[-1].epoch == 1 and records[-1].batch == 3
     assert model.params_ is not None
@@ -53,7 +53,7 @@ def test_resume_from_a_saved_model_continues(tmp_path):
     path = save_model(model, tmp_path / "m.pkl")
     resumed = load_model(path)
     assert resumed.epochs_done_ == 2 and resumed.optimizer_state_  # adam moments came along
-    records = list(iter_training(resumed, X, y))
+    records = list(resumed.iter_fit(X, y))
     assert [r.epoch for r in records if r.kind == "epoch"] == [3, 4]
     assert resumed.epochs_done_ == 4
     assert len(resumed.history_) == len(model.history_) + len(records)
@@ -64,7 +64,7 @@ def test_resume_from_a_saved_model_continues(tmp_path):
 def test_n_train_subset_is_stratified_and_used():
     X, y = data(500)
     model = MLP(hidden_sizes=(8,), epochs=1, batch_size=10, n_train=100, val_fraction=0.2, log_every=1)
-    records = list(iter_training(model, X, y))
+    records = list(model.iter_fit(X, y))
     assert records[-1].batches_per_epoch == 8  # 80 training images / batch 10
 
 
@@ -72,7 +72,7 @@ def test_epoch_is_booked_before_its_record_is_yielded(tmp_path):
     # A caller that saves at an epoch record and stops there must save a consistent model.
     X, y = data()
     model = MLP(hidden_sizes=(8,), epochs=3, batch_size=50)
-    for record in iter_training(model, X, y):
+    for record in model.iter_fit(X, y):
         if record.kind == "epoch":
             assert model.epochs_done_ == record.epoch
             assert int(model.optimizer_state_["t"]) == record.epoch * record.batches_per_epoch
@@ -88,5 +88,5 @@ def test_blas_threads_are_limited_only_while_training_computes():
 
     before = blas_threads()
     X, y = data()
-    for _ in iter_training(MLP(hidden_sizes=(8,), epochs=1, batch_size=50, log_every=1, threads=1), X, y):
+    for _ in MLP(hidden_sizes=(8,), epochs=1, batch_size=50, log_every=1, threads=1).iter_fit(X, y):
         assert blas_threads() == before  # the caller's own setting at every yield

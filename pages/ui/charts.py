@@ -1,0 +1,137 @@
+"""Chart builders for the pages: plain data in, an Altair chart or a Vega-Lite spec out.
+
+No maths here either: the numbers come from ``mnist_net`` (probabilities, history columns,
+an ``Evaluation``); these only say how to draw them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from mnist_net.history import history_columns, thin_history
+from mnist_net.metrics import Evaluation
+
+DIGITS = [str(d) for d in range(10)]
+BLUE, ORANGE, GREY = "#3b5bdb", "#f08c00", "#c5cbd8"
+
+
+def probability_chart(proba: np.ndarray, digit: int) -> alt.Chart:
+    """Bars of the ten probabilities, the guessed digit highlighted."""
+    table = pd.DataFrame(
+        {"digit": DIGITS, "probability": proba.astype(float), "chosen": [d == digit for d in range(10)]}
+    )
+    return (
+        alt.Chart(table)
+        .mark_bar()
+        .encode(
+            x=alt.X("digit:N", sort=DIGITS, title=None, axis=alt.Axis(labelAngle=0, labelFontSize=13)),
+            y=alt.Y(
+                "probability:Q", title=None, scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=".0%", tickCount=3)
+            ),
+            color=alt.condition(alt.datum.chosen, alt.value(BLUE), alt.value(GREY)),
+            tooltip=["digit", alt.Tooltip("probability:Q", format=".1%")],
+        )
+    )
+
+
+def learning_curve(
+    history: list[dict], columns: dict[str, str], title: str, percent: bool, legend_corner: str
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """(data, Vega-Lite spec) of one line per series; validation points appear once per epoch.
+
+    The legend sits inside the plot, in the corner the curves leave empty (accuracy rises,
+    loss falls). A plain Vega-Lite spec, not Altair: it is redrawn at every poll while
+    training, so it must be cheap; the history is thinned to a bounded number of points.
+    """
+    table = pd.DataFrame(history_columns(thin_history(history)))
+    long = table.melt(id_vars="epoch", value_vars=list(columns), var_name="series").dropna()
+    long["series"] = long["series"].map(columns)
+    spec = {
+        "title": title,
+        "mark": {"type": "line", "point": {"size": 25}},
+        "encoding": {
+            "x": {"field": "epoch", "type": "quantitative", "title": "epoch"},
+            "y": {
+                "field": "value",
+                "type": "quantitative",
+                "title": None,
+                "scale": {"zero": False},
+                "axis": {"format": ".0%"} if percent else {},
+            },
+            "color": {
+                "field": "series",
+                "type": "nominal",
+                "title": None,
+                "scale": {"domain": ["training", "validation"], "range": [BLUE, ORANGE]},
+                "legend": {"orient": legend_corner},
+            },
+            "tooltip": [
+                {"field": "series"},
+                {"field": "epoch", "type": "quantitative", "format": ".2f"},
+                {"field": "value", "type": "quantitative", "format": ".4f"},
+            ],
+        },
+    }
+    return long, spec
+
+
+def accuracy_curve(history: list[dict]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    return learning_curve(
+        history,
+        {"train_acc": "training", "val_acc": "validation"},
+        "Accuracy",
+        percent=True,
+        legend_corner="bottom-right",
+    )
+
+
+def loss_curve(history: list[dict]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    return learning_curve(
+        history, {"loss": "training", "val_loss": "validation"}, "Loss", percent=False, legend_corner="top-right"
+    )
+
+
+def per_digit_chart(ev: Evaluation) -> alt.LayerChart:
+    """Accuracy per digit as labelled bars."""
+    per_class = pd.DataFrame({"digit": DIGITS, "accuracy": ev.per_class})
+    per_digit = alt.Chart(per_class, title="Accuracy per digit").encode(
+        x=alt.X("digit:N", sort=DIGITS, title="digit", axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("accuracy:Q", title=None, axis=alt.Axis(format=".0%"), scale=alt.Scale(domain=[0, 1])),
+        tooltip=["digit", alt.Tooltip("accuracy:Q", format=".2%")],
+    )
+    return per_digit.mark_bar() + per_digit.mark_text(dy=-6, fontSize=9).encode(
+        text=alt.Text("accuracy:Q", format=".0%")
+    )
+
+
+def confusion_chart(ev: Evaluation) -> alt.LayerChart:
+    """The confusion matrix as a heat map with counts (log-like colour scale: errors stay visible)."""
+    true_d, pred_d = np.meshgrid(np.arange(10), np.arange(10), indexing="ij")
+    cells = pd.DataFrame(
+        {
+            "true digit": true_d.ravel().astype(str),
+            "predicted": pred_d.ravel().astype(str),
+            "count": ev.confusion.ravel(),
+        }
+    )
+    base = alt.Chart(cells, title="Confusion matrix").encode(
+        x=alt.X("predicted:N", sort=DIGITS, axis=alt.Axis(labelAngle=0, orient="top", labelOverlap=False)),
+        y=alt.Y("true digit:N", sort=DIGITS, axis=alt.Axis(labelOverlap=False)),
+    )
+    heat = base.mark_rect().encode(
+        color=alt.Color("count:Q", scale=alt.Scale(type="symlog", scheme="blues"), legend=None),
+        tooltip=["true digit", "predicted", "count"],
+    )
+    text = base.mark_text(fontSize=10).encode(
+        text="count:Q", color=alt.condition(alt.datum.count > ev.n / 20, alt.value("white"), alt.value("#333"))
+    )
+    return heat + text
+
+
+def enlarged(image_784: np.ndarray, factor: int = 3) -> np.ndarray:
+    """A 28x28 digit repeated into blocks so it stays crisp when shown bigger."""
+    return np.repeat(np.repeat(image_784.reshape(28, 28), factor, axis=0), factor, axis=1)
