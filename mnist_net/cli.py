@@ -11,6 +11,7 @@ import os
 import shlex
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -24,6 +25,7 @@ from .metrics import confusion_matrix, per_class_accuracy
 from .model_io import ModelFileError, load_model, save_model
 from .network import MLP
 from .preprocess import canvas_to_input, image_from_bytes
+from .registry import save_rescue_copy
 
 
 class CliError(Exception):
@@ -81,8 +83,37 @@ def _config_from_args(args) -> TrainConfig:
         raise CliError(f"invalid option: {e}") from None
 
 
+def _check_writable(out: Path) -> None:
+    """Refuse an --out that cannot be written *before* training, not after an hour of it."""
+    if out.is_dir():
+        raise CliError(f"--out {out} is a directory; give a file name such as {out / 'model.pkl'}")
+    folder = out.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{out.name}.{os.getpid()}-", suffix=".tmp"):
+            pass
+    except OSError as e:
+        raise CliError(f"cannot write --out {out}: {e.strerror or e}") from None
+
+
+def _save_or_rescue(model: MLP, out: Path) -> Path:
+    """Save to ``out``; if that fails, save a copy where it can be found and say so. Never lose the model."""
+    try:
+        return save_model(model, out)
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+    try:
+        rescued = save_rescue_copy(model)
+    except OSError as e:
+        raise CliError(f"the trained model could not be saved anywhere: {e}") from None
+    raise CliError(f"could not save to {out}; the trained model was saved to {rescued} instead")
+
+
 def cmd_train(args) -> int:
-    data = _data(args)
+    out = Path(args.out)
+    if out.exists() and not (args.force or args.resume and Path(args.resume).resolve() == out.resolve()):
+        raise CliError(f"{out} exists; pass --force to overwrite it")
+    _check_writable(out)
     if args.resume:
         model = _load(args.resume)
         extra = {
@@ -91,16 +122,22 @@ def cmd_train(args) -> int:
             if getattr(args, f.name, None) is not None and f.name not in ("hidden_sizes", "activation")
         }
         try:
-            model.config = TrainConfig(**{**model.config.to_dict(), **extra})
+            config = TrainConfig(**{**model.config.to_dict(), **extra})
         except ValueError as e:
             raise CliError(f"invalid option: {e}") from None
-        if model.data_hash_ not in (None, data.data_hash):
-            print("warning: the model was trained on different data", file=sys.stderr)
+        if config.optimizer != model.config.optimizer and model.optimizer_state_:
+            print(
+                f"note: switching from {model.config.optimizer} to {config.optimizer}: "
+                "its optimizer state starts afresh",
+                file=sys.stderr,
+            )
+            model.optimizer_state_ = {}
+        model.config = config
     else:
         model = MLP(_config_from_args(args))
-    out = Path(args.out)
-    if out.exists() and not (args.force or args.resume and Path(args.resume).resolve() == out.resolve()):
-        raise CliError(f"{out} exists; pass --force to overwrite it")
+    data = _data(args)
+    if args.resume and model.data_hash_ not in (None, data.data_hash):
+        print("warning: the model was trained on different data", file=sys.stderr)
     cfg = model.config
     sizes = "-".join(map(str, [784, *cfg.hidden_sizes, 10]))
     print(
@@ -139,7 +176,7 @@ def cmd_train(args) -> int:
         interrupted,
         command=f"{args.prog} " + " ".join(shlex.quote(a) for a in args.argv),
     )
-    save_model(model, out)
+    _save_or_rescue(model, out)
     print(f"test accuracy {test_acc:.4f}; saved {out}")
     return 130 if interrupted else 0
 

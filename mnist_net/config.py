@@ -18,6 +18,12 @@ N_INPUTS = 784  # 28 x 28 pixels
 N_CLASSES = 10
 MAX_UNITS = 4096  # per hidden layer: a 4096-wide layer already takes seconds per epoch here
 MAX_HIDDEN_LAYERS = 10
+# Weights and biases in all. A model file holds them (float32) plus up to two optimizer arrays
+# of the same size (Adam): 12M parameters make a ~144 MB file, inside the loader's 200 MB limit,
+# so every network the config allows can be saved and loaded back.
+MAX_PARAMETERS = 12_000_000
+MAX_EPOCHS = 10_000
+MAX_BATCH_SIZE = 65_536
 
 
 @dataclass
@@ -51,8 +57,14 @@ class TrainConfig:
     threads: int | None = 1
 
     def __post_init__(self) -> None:
-        self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
-        self.scale_range = tuple(float(s) for s in self.scale_range)  # type: ignore[assignment]
+        try:
+            self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
+            self.scale_range = tuple(float(s) for s in self.scale_range)  # type: ignore[assignment]
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"hidden_sizes and scale_range must be sequences of numbers, got "
+                f"{self.hidden_sizes!r} and {self.scale_range!r}"
+            ) from None
         self.validate()
 
     def validate(self) -> None:
@@ -76,33 +88,53 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a number, got {value!r}")
         if self.seed < 0:
             raise ValueError("seed must be >= 0")
+        if self.seed >= 2**63:
+            raise ValueError("seed must be below 2**63")
         if not 1 <= len(self.hidden_sizes) <= MAX_HIDDEN_LAYERS or any(
             not 1 <= h <= MAX_UNITS for h in self.hidden_sizes
         ):
             raise ValueError(f"hidden_sizes must be 1-{MAX_HIDDEN_LAYERS} layers of 1..{MAX_UNITS} units each")
+        if count_parameters(self.layer_sizes) > MAX_PARAMETERS:
+            raise ValueError(
+                f"hidden_sizes {','.join(map(str, self.hidden_sizes))} make a network of "
+                f"{count_parameters(self.layer_sizes):,} weights; at most {MAX_PARAMETERS:,} "
+                "can be trained and saved"
+            )
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if not self.learning_rate > 0:
-            raise ValueError("learning_rate must be > 0")
+        if not 0 < self.learning_rate <= 100:
+            raise ValueError("learning_rate must be in (0, 100]")
         if not 0 <= self.momentum < 1:
             raise ValueError("momentum must be in [0, 1)")
-        if self.l2 < 0:
-            raise ValueError("l2 must be >= 0")
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
+        if not 0 <= self.l2 <= 100:
+            raise ValueError("l2 must be in [0, 100]")
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise ValueError(f"batch_size must be 1..{MAX_BATCH_SIZE}")
         if self.epochs < 1:
             raise ValueError("epochs must be >= 1")
+        if self.epochs > MAX_EPOCHS:
+            raise ValueError(f"epochs must be at most {MAX_EPOCHS}")
+        if not 0 <= self.max_shift <= 14:
+            raise ValueError("max_shift must be 0..14 pixels")
+        if not 0 <= self.max_rotation <= 180:
+            raise ValueError("max_rotation must be 0..180 degrees")
+        if not 0 <= self.stroke_change_prob <= 1:
+            raise ValueError("stroke_change_prob must be in [0, 1]")
+        if len(self.scale_range) != 2 or not 0.1 <= self.scale_range[0] <= self.scale_range[1] <= 10:
+            raise ValueError(f"scale_range must be two numbers LO <= HI in [0.1, 10], got {self.scale_range!r}")
         if self.n_train is not None and self.n_train < 10:
             raise ValueError("n_train must be at least 10 (or None for all)")
+        if self.val_max is not None and self.val_max < 1:
+            raise ValueError("val_max must be at least 1 (or None for all)")
         if not 0 <= self.val_fraction < 1:
             raise ValueError("val_fraction must be in [0, 1)")
         if not 0 < self.lr_decay <= 1:
             raise ValueError("lr_decay must be in (0, 1]")
         if not 1 <= self.max_thicken <= 4:
             raise ValueError("max_thicken must be 1..4 pixels")
-        if self.log_every < 1:
+        if not 1 <= self.log_every <= 10**9:
             raise ValueError("log_every must be >= 1")
         if self.threads is not None and not 1 <= self.threads <= 64:
             raise ValueError("threads must be 1..64 (or None to leave BLAS as it is)")
@@ -124,6 +156,11 @@ class TrainConfig:
         """Rebuild from a saved dict, ignoring unknown keys (newer minor additions)."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def count_parameters(layer_sizes: list[int]) -> int:
+    """Weights and biases of a dense network with these layer sizes."""
+    return sum(n_in * n_out + n_out for n_in, n_out in zip(layer_sizes[:-1], layer_sizes[1:]))
 
 
 def app_start_config() -> TrainConfig:

@@ -26,6 +26,7 @@ import os
 import pickle
 import stat
 from dataclasses import fields
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from .config import ACTIVATIONS, MAX_HIDDEN_LAYERS, MAX_UNITS, TrainConfig
 from .files import write_atomic
 from .history import Progress
 from .network import MLP
+from .optim import state_problem
 from .safe_pickle import MAX_FILE_BYTES, MAX_INT, ModelFileError, describe_error, safe_loads, short_repr
 
 FORMAT_VERSION = 1
@@ -150,8 +152,12 @@ def _checked_history(history) -> list[dict]:
         raise ModelFileError("history must be a list")
     annotations = {f.name: str(f.type) for f in fields(Progress)}
     for i, record in enumerate(history):
-        if not isinstance(record, dict) or not all(isinstance(v, _SCALARS) for v in record.values()):
+        if not isinstance(record, dict) or not all(type(v) in _SCALARS for v in record.values()):
             raise ModelFileError(f"history record {i} is not a flat dictionary")
+        if any(type(v) is str and len(v) > MAX_HISTORY_TEXT for v in record.values()) or any(
+            type(k) is not str or len(k) > MAX_META_KEY for k in record
+        ):
+            raise ModelFileError(f"history record {i} holds text longer than {MAX_HISTORY_TEXT} characters")
         if not {"epoch", "batch", "batches_per_epoch"} <= set(record):
             raise ModelFileError(f"history record {i} lacks epoch/batch/batches_per_epoch")
         for name, value in record.items():
@@ -168,16 +174,99 @@ def _checked_history(history) -> list[dict]:
     return [dict(r) for r in history]
 
 
-def _checked_optimizer_state(state, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Optimizer arrays keyed ``t`` (step count) or ``<m|v>_<param>`` with the parameter's shape."""
+MAX_META_KEYS = 32  # per metrics / info dict; ours have 3 and 5
+MAX_META_KEY = 64  # characters in a metadata key
+MAX_META_TEXT = 4000  # characters in one metadata string (a long command line fits)
+MAX_META_TOTAL = 20_000  # characters of metadata strings in all
+MAX_META_LIST = 64  # items in a list in metadata
+MAX_META_ARRAY = 100_000  # elements of an array in metadata
+MAX_HISTORY_TEXT = 32  # characters in a history string (only "batch" / "epoch")
+# Known metadata fields and what each must be; other keys may hold short plain scalars.
+_FRACTION, _SECONDS, _TIME, _TEXT, _FLAG = (
+    "a fraction in [0, 1]",
+    "a number of seconds",
+    "an ISO date and time",
+    "text",
+    "true or false",
+)
+_KNOWN_METRICS = {"test_accuracy": _FRACTION, "val_accuracy": _FRACTION, "train_seconds": _SECONDS}
+_KNOWN_INFO = {"trained_at": _TIME, "source": _TEXT, "command": _TEXT, "stopped_early": _FLAG}
+
+
+def _plausible_time(text: str) -> bool:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return 1970 <= when.year <= 2200
+
+
+def _valid_meta_value(value, kind: str) -> bool:
+    if value is None:
+        return True
+    if kind == _FRACTION:
+        return type(value) in (int, float) and 0 <= value <= 1
+    if kind == _SECONDS:
+        return type(value) in (int, float) and 0 <= value <= 1e9
+    if kind == _FLAG:
+        return type(value) is bool
+    if kind == _TIME:
+        return type(value) is str and len(value) <= 40 and _plausible_time(value)
+    if kind == _TEXT:
+        return type(value) is str
+    # Other keys: a plain scalar, a short flat list of them, or a small numeric array (data, never shown).
+    if type(value) in (list, tuple):
+        return len(value) <= MAX_META_LIST and all(_valid_meta_value(v, "scalar") for v in value)
+    if isinstance(value, np.ndarray):
+        return kind == "other" and value.size <= MAX_META_ARRAY
+    return type(value) in (bool, int, str) or (type(value) is float and math.isfinite(value))
+
+
+def _texts(value) -> list[str]:
+    """The strings in a metadata value (itself, or the items of a list)."""
+    if type(value) is str:
+        return [value]
+    return [v for v in value if type(v) is str] if type(value) in (list, tuple) else []
+
+
+def _checked_metadata(value, name: str, known: dict[str, str]) -> dict[str, Any]:
+    """A metrics / info dict of bounded plain scalars; known fields of their kind (type, length, range).
+
+    Loaded values are later shown to every visitor of the app, so their size is bounded here,
+    where it is cheap: a string repeated by shared references is never expanded.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ModelFileError(f"{name} must be a dictionary")
+    if len(value) > MAX_META_KEYS:
+        raise ModelFileError(f"{name} has {len(value)} entries; at most {MAX_META_KEYS} are allowed")
+    total = 0
+    for key, item in value.items():
+        if type(key) is not str or len(key) > MAX_META_KEY:
+            raise ModelFileError(f"{name} has a key that is not a short name: {short_repr(key)}")
+        if not _valid_meta_value(item, known.get(key, "other")):
+            expected = known.get(key, "a plain number, text or true/false")
+            raise ModelFileError(f"{name} {key} is {short_repr(item)}, expected {expected}")
+        for text in _texts(item):
+            if len(text) > MAX_META_TEXT:
+                raise ModelFileError(f"{name} {key} holds {len(text)} characters of text; at most {MAX_META_TEXT}")
+            total += len(text)  # a string shared by many references counts each time
+    if total > MAX_META_TOTAL:
+        raise ModelFileError(f"{name} holds {total} characters of text; at most {MAX_META_TOTAL}")
+    return dict(value)
+
+
+def _checked_optimizer_state(state, params: dict[str, np.ndarray], optimizer: str) -> dict[str, np.ndarray]:
+    """The optimizer's arrays, complete for ``optimizer`` (``optim.state_problem``), as float32 / int64."""
     if state is None:
         return {}
     if not isinstance(state, dict):
         raise ModelFileError("optimizer_state must be a dictionary")
     out = {}
     for key, value in state.items():
-        if not isinstance(value, np.ndarray):
-            raise ModelFileError(f"optimizer state {short_repr(key)} is not an array")
+        if type(key) is not str or not isinstance(value, np.ndarray):
+            raise ModelFileError(f"optimizer state {short_repr(key)} is not a named array")
         if key == "t":
             if value.shape != () or value.dtype.kind not in "iu" or not 0 <= int(value) < MAX_INT:
                 raise ModelFileError("optimizer step count t must be a non-negative integer")
@@ -187,10 +276,18 @@ def _checked_optimizer_state(state, params: dict[str, np.ndarray]) -> dict[str, 
         if prefix not in ("m", "v") or name not in params or value.shape != params[name].shape:
             raise ModelFileError(f"optimizer state {short_repr(key)} does not match the parameters")
         with np.errstate(over="ignore"):
-            value = value.astype(np.float32)
-        if value.dtype.kind != "f" or not np.all(np.isfinite(value)) or (prefix == "v" and value.min() < 0):
+            value = value.astype(np.float32) if value.dtype.kind == "f" else value
+        # Adam's second moment is never negative; momentum's velocity may be (state_problem knows which).
+        if (
+            value.dtype.kind != "f"
+            or not np.all(np.isfinite(value))
+            or (optimizer == "adam" and prefix == "v" and value.min() < 0)
+        ):
             raise ModelFileError(f"optimizer state {key} holds invalid values")
         out[key] = value
+    problem = state_problem(optimizer, out, params)
+    if problem:
+        raise ModelFileError(f"cannot resume training from this file: {problem}")
     return out
 
 
@@ -241,9 +338,8 @@ def _from_dict(obj: dict) -> MLP:
         raise ModelFileError(f"layer_sizes {sizes} do not match the parameters {actual}")
     config = _checked_config(obj.get("config"), sizes, activation)
     history = _checked_history(obj.get("history"))
-    for name in ("metrics", "info"):
-        if not isinstance(obj.get(name) or {}, dict):
-            raise ModelFileError(f"{name} must be a dictionary")
+    metrics = _checked_metadata(obj.get("metrics"), "metrics", _KNOWN_METRICS)
+    info = _checked_metadata(obj.get("info"), "info", _KNOWN_INFO)
     data_hash = obj.get("data_hash")
     if data_hash is not None and (type(data_hash) is not str or len(data_hash) > 128):
         raise ModelFileError("data_hash must be a short string")
@@ -255,11 +351,11 @@ def _from_dict(obj: dict) -> MLP:
             "params": params,
             "config": config,
             "history": history,
-            "metrics": obj.get("metrics"),
-            "info": obj.get("info"),
+            "metrics": metrics,
+            "info": info,
             "data_hash": data_hash,
             "epochs_done": epochs_done,
-            "optimizer_state": _checked_optimizer_state(obj.get("optimizer_state"), params),
+            "optimizer_state": _checked_optimizer_state(obj.get("optimizer_state"), params, config.optimizer),
         }
     )
 

@@ -92,3 +92,45 @@ def make_optimizer(name: str, learning_rate: float, momentum: float = 0.9) -> SG
     except KeyError:
         raise ValueError(f"unknown optimizer {name!r}; choose from {sorted(OPTIMIZERS)}") from None
     return cls(learning_rate=learning_rate, momentum=momentum)
+
+
+def expected_state_keys(name: str, param_names: list[str]) -> set[str]:
+    """The keys a complete state of optimizer ``name`` holds once it has taken a step.
+
+    sgd keeps nothing; momentum a velocity ``v_<p>`` per parameter; adam the step count ``t``
+    and both moments ``m_<p>``, ``v_<p>``. An empty state (no step yet) is valid for all three.
+    """
+    if name == "sgd":
+        return set()
+    if name == "momentum":
+        return {"v_" + p for p in param_names}
+    if name == "adam":
+        return {"t"} | {f"{m}_{p}" for p in param_names for m in "mv"}
+    raise ValueError(f"unknown optimizer {name!r}; choose from {sorted(OPTIMIZERS)}")
+
+
+def state_problem(name: str, state: dict[str, np.ndarray], params: dict[str, np.ndarray]) -> str | None:
+    """Why ``state`` cannot resume optimizer ``name`` on ``params``, or None if it can.
+
+    Checks the keys (all or nothing), shapes, finiteness and signs: Adam's second moment is
+    never negative; momentum's velocity may be.
+    """
+    if not state:
+        return None
+    expected = expected_state_keys(name, list(params))
+    if set(state) != expected:
+        missing, extra = sorted(expected - set(state))[:3], sorted(set(state) - expected)[:3]
+        return f"the {name} optimizer state is incomplete or does not fit (missing {missing}, unexpected {extra})"
+    for key, value in state.items():
+        if key == "t":
+            if value.shape != () or value.dtype.kind not in "iu" or int(value) < 0:
+                return "the optimizer step count t must be a non-negative integer"
+            continue
+        param = params[key.partition("_")[2]]
+        if value.shape != param.shape:
+            return f"optimizer state {key} has shape {value.shape}, the parameter {param.shape}"
+        if value.dtype.kind != "f" or not np.all(np.isfinite(value)):
+            return f"optimizer state {key} holds NaN, infinite or non-float values"
+        if name == "adam" and key.startswith("v_") and value.min() < 0:
+            return f"optimizer state {key} (Adam's second moment) holds negative values"
+    return None

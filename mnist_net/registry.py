@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +22,8 @@ from .network import MLP
 
 ENV_VAR = "MNIST_NET_MODELS_DIR"
 SUFFIX = ".pkl"
+MAX_NAME = 200  # characters of a file name the app lists
+MAX_FACT = 200  # characters of one fact shown about a model (file-supplied text is cut there)
 _NAME_RE = re.compile(r"^mnist-(\d{8}-\d{6})(?:-acc(\d+(?:\.\d+)?))?(?:-\d+)?\.pkl$")
 
 
@@ -39,6 +42,8 @@ class SavedModel:
     path: Path
     modified: datetime  # file modification time, UTC
     test_accuracy: float | None  # read from the file name; None if the name does not say
+    # Changes whenever the file does, even if its modification time is set back: a cache key.
+    version: tuple[int, ...] = ()
 
     @property
     def name(self) -> str:
@@ -59,16 +64,39 @@ def list_models(directory: str | os.PathLike | None = None) -> list[SavedModel]:
         return []
     found = []
     for path in directory.iterdir():
-        # Dot-files are temp files of saves in progress; empty files are reservations.
-        if path.name.startswith(".") or path.suffix != SUFFIX or not path.is_file():
+        # Dot-files are temp files of saves in progress; empty files are reservations; a name
+        # that is not valid UTF-8 (or too long to show) cannot be shown or sent to a browser.
+        if path.name.startswith(".") or path.suffix != SUFFIX or not _showable(path.name):
             continue
-        stat = path.stat()
+        try:
+            if not path.is_file():
+                continue
+            stat = path.stat()
+        except OSError:  # vanished meanwhile, or a dangling link
+            continue
         if stat.st_size == 0:
             continue
         match = _NAME_RE.match(path.name)
         acc = float(match.group(2)) / 100 if match and match.group(2) else None
-        found.append(SavedModel(path, datetime.fromtimestamp(stat.st_mtime, UTC), acc))
+        found.append(SavedModel(path, datetime.fromtimestamp(stat.st_mtime, UTC), acc, file_version(stat)))
     return sorted(found, key=lambda m: (m.modified, m.name), reverse=True)
+
+
+def _showable(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes arrive as lone surrogates
+        return False
+    return len(name) <= MAX_NAME and name.isprintable()
+
+
+def file_version(stat: os.stat_result) -> tuple[int, ...]:
+    """What identifies one version of a file: inode, size, and modification *and* change times.
+
+    Anyone can set a file's modification time back; its change time (ctime) is set by the
+    system on every write, rename or replace, so a replaced file always gets a new version.
+    """
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 def _candidate_names(base: str, tries: int = 1000) -> Iterator[str]:
@@ -90,6 +118,23 @@ def save_new_model(model: MLP, directory: str | os.PathLike | None = None, when:
     return write_new(directory, _candidate_names(base), model_to_bytes(model))
 
 
+def rescue_dirs() -> list[Path]:
+    """Where a model goes when the place it was meant for cannot be written: first that works wins."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mnist_net" / "rescued"
+    return [models_dir(), cache, Path(tempfile.gettempdir()) / "mnist_net-rescued"]
+
+
+def save_rescue_copy(model: MLP) -> Path:
+    """Save ``model`` under a new name in the first rescue folder that can be written; OSError if none."""
+    errors = []
+    for folder in rescue_dirs():
+        try:
+            return save_new_model(model, folder)
+        except OSError as e:
+            errors.append(f"{folder}: {e.strerror or e}")
+    raise OSError("; ".join(errors))
+
+
 def model_facts(model: MLP) -> dict[str, str]:
     """Human-readable facts about a model: layers, activation, accuracy, when and how trained."""
     facts = {
@@ -102,14 +147,18 @@ def model_facts(model: MLP) -> dict[str, str]:
     facts["Trained"] = _readable_time(trained_at) if trained_at else "not recorded"
     if model.info_.get("source"):
         facts["Source"] = str(model.info_["source"])
-    return facts
+    return {name: _bounded(value) for name, value in facts.items()}
 
 
-def _readable_time(iso: str) -> str:
+def _bounded(text: str) -> str:
+    return text if len(text) <= MAX_FACT else text[: MAX_FACT - 1] + "…"
+
+
+def _readable_time(iso: object) -> str:
     try:
-        when = datetime.fromisoformat(str(iso))
+        when = datetime.fromisoformat(str(iso)[:40])
     except ValueError:
-        return str(iso)
+        return _bounded(str(iso))
     if when.tzinfo is not None:
         when = when.astimezone(UTC)
         return when.strftime("%Y-%m-%d %H:%M UTC")

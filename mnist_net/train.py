@@ -21,7 +21,7 @@ from .config import TrainConfig
 from .data import as_input, as_labels, stratified_split, uint8_to_float
 from .functional import Params, accuracy_and_loss, init_params, loss_and_grads
 from .history import Progress
-from .optim import make_optimizer
+from .optim import make_optimizer, state_problem
 
 
 @dataclass
@@ -103,6 +103,9 @@ def _training_steps(
     if state.params is None:
         state.params = initial_params(cfg, n_in=X.shape[1])
     params = state.params
+    problem = state_problem(cfg.optimizer, state.optimizer_state, params)
+    if problem:
+        raise ValueError(f"cannot resume training: {problem}")
     done_before = state.epochs_done
     optimizer = make_optimizer(cfg.optimizer, cfg.learning_rate * cfg.lr_decay**done_before, cfg.momentum)
     optimizer.state = state.optimizer_state  # updated in place, so the state is always current

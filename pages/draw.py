@@ -14,7 +14,7 @@ from mnist_net.confidence import assess
 from mnist_net.registry import list_models, model_facts
 from pages.ui import state
 from pages.ui.charts import enlarged, probability_chart
-from pages.ui.style import PREDICTION_CSS, prediction_html
+from pages.ui.style import PREDICTION_CSS, plain, prediction_html
 
 state.run_inside_frame()
 
@@ -59,20 +59,23 @@ def choose_model() -> mnist_net.MLP | None:
             else:
                 name = file.name
                 model = state.uploaded_model(file)
-                st.success(f"Loaded {file.name}", icon=":material/check_circle:")
+                st.success(f"Loaded {plain(file.name)}", icon=":material/check_circle:")
     except mnist_net.ModelFileError as e:
         st.error(
-            f"**{name}** could not be used: {e}. Using the shipped default model instead.", icon=":material/error:"
+            f"**{plain(name)}** could not be used: {plain(e)}. Using the shipped default model instead.",
+            icon=":material/error:",
         )
     if model is None:
         try:
             model = state.default_model()
         except mnist_net.ModelFileError as e:
             st.error(
-                f"The shipped model could not be loaded: {e}. Train one on the Train page.", icon=":material/error:"
+                f"The shipped model could not be loaded: {plain(e)}. Train one on the Train page.",
+                icon=":material/error:",
             )
             return None
-    st.markdown("  \n".join(f"**{name}:** {value}" for name, value in model_facts(model).items()))
+    # Facts carry text from the file (its source, its date): shown as plain text, never as markup.
+    st.markdown("  \n".join(f"**{name}:** {plain(value)}" for name, value in model_facts(model).items()))
     return model
 
 
@@ -122,7 +125,7 @@ def upload_input() -> np.ndarray | None:
     try:
         image = mnist_net.image_from_bytes(file.getvalue())
     except ValueError as e:
-        st.error(f"Could not use **{file.name}**: {e}", icon=":material/error:")
+        st.error(f"Could not use **{plain(file.name)}**: {plain(e)}", icon=":material/error:")
         return None
     st.image(image, caption=file.name, width=160)
     return image
@@ -136,7 +139,7 @@ def show_prediction(model: mnist_net.MLP | None, image: np.ndarray | None, strok
     try:
         x = mnist_net.canvas_to_input(image)
     except ValueError as e:
-        st.error(f"Could not read that picture: {e}", icon=":material/error:")
+        st.error(f"Could not read that picture: {plain(e)}", icon=":material/error:")
         return
     if x is None:
         st.info(prompt if strokes == 0 else "I can't see a digit yet: keep drawing.", icon=":material/draw:")

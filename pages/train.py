@@ -11,7 +11,8 @@ from dataclasses import replace
 import streamlit as st
 
 import mnist_net
-from mnist_net.config import ACTIVATIONS, OPTIMIZERS, app_start_config, parse_hidden_sizes
+from mnist_net.budget import estimate_training_cost, refusal
+from mnist_net.config import ACTIVATIONS, OPTIMIZERS, TrainConfig, app_start_config, parse_hidden_sizes
 from mnist_net.data import FILES, cache_dir, find_mnist
 from mnist_net.history import log_every_for
 from mnist_net.jobs import EVALUATING, FAILED, STOPPED, JobSnapshot, TrainingJob
@@ -225,33 +226,34 @@ with settings, st.form("train_form", border=False):
         "Start training", type="primary", icon=":material/play_arrow:", disabled=running, key="start"
     )
 
+
+def config_from_form() -> TrainConfig:
+    """The form's values on top of the app's starting config; ValueError says what is wrong."""
+    n = int(n_train)
+    return replace(
+        START, hidden_sizes=parse_hidden_sizes(hidden), activation=activation, optimizer=optimizer,
+        learning_rate=float(lr), batch_size=int(batch_size), epochs=int(epochs), augment=bool(augment),
+        n_train=None if n >= N_MNIST_TRAIN else n, seed=int(seed), log_every=log_every_for(n, int(batch_size)),
+    )  # fmt: skip
+
+
 if start and not running:
     try:
-        n = int(n_train)
-        config = replace(
-            START,
-            hidden_sizes=parse_hidden_sizes(hidden),
-            activation=activation,
-            optimizer=optimizer,
-            learning_rate=float(lr),
-            batch_size=int(batch_size),
-            epochs=int(epochs),
-            augment=bool(augment),
-            n_train=None if n >= N_MNIST_TRAIN else n,
-            seed=int(seed),
-            log_every=log_every_for(n, int(batch_size)),
-        )
+        config = config_from_form()
     except ValueError as e:
         st.error(f"Please check the settings: {e}", icon=":material/warning:")
     else:
-        try:
-            with st.spinner("Loading MNIST…"):
-                data = state.get_mnist()
-        except mnist_net.MnistError as e:
-            show_mnist_help(e)
+        if problem := refusal(estimate_training_cost(config, N_MNIST_TRAIN)):
+            st.error(f"This server cannot run that: {problem}.", icon=":material/block:")
         else:
-            state.start_training(TrainingJob(config, data))
-            st.rerun()  # redraw with the form folded away and disabled while it trains
+            try:
+                with st.spinner("Loading MNIST…"):
+                    data = state.get_mnist()
+            except mnist_net.MnistError as e:
+                show_mnist_help(e)
+            else:
+                state.start_training(TrainingJob(config, data))
+                st.rerun()  # redraw with the form folded away and disabled while it trains
 
 
 @st.fragment(run_every=POLL_SECONDS if running else None)

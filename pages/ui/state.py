@@ -16,6 +16,7 @@ import streamlit as st
 import mnist_net
 from mnist_net.jobs import TrainingJob
 from mnist_net.model_io import default_model_path
+from mnist_net.registry import file_version
 
 APP_SCRIPT = Path(__file__).resolve().parents[2] / "app.py"
 
@@ -71,18 +72,18 @@ def start_training(job: TrainingJob) -> None:
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def _model_from_file(path: str, modified_ns: int) -> mnist_net.MLP:
-    """A model file, loaded once per server (keyed by mtime so a replaced file reloads). Read-only."""
+def _model_from_file(path: str, version: tuple[int, ...]) -> mnist_net.MLP:
+    """A model file, loaded once per server per version of the file (``registry.file_version``). Read-only."""
     return mnist_net.load_model(path)
 
 
 def load_file_model(path: Path) -> mnist_net.MLP:
     """A model file through the server-wide cache; ModelFileError if it is not a valid model."""
     try:
-        modified = path.stat().st_mtime_ns
+        version = file_version(path.stat())
     except OSError:
-        modified = 0  # load_model reports the missing file with its own message
-    return _model_from_file(str(path), modified)
+        version = ()  # load_model reports the missing file with its own message
+    return _model_from_file(str(path), version)
 
 
 def default_model() -> mnist_net.MLP:

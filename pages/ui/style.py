@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 
 PREDICTION_CSS = """<style>
 .prediction { text-align: center; }
@@ -22,3 +23,18 @@ def prediction_html(digit: int, sure: bool, headline: str, strokes: int) -> str:
         f'<div class="prediction-digit{"" if sure else " unsure"}">{int(digit)}</div>'
         f'<div class="prediction-prob">{html.escape(headline)}</div></div>'
     )
+
+
+# What Markdown (and Streamlit's extensions: ``:emoji:``, ``$math$``, ``:color[...]``) can read as markup.
+# A colon only starts markup before a letter or a slash (``:smile:``, ``https://``): "10:00" stays.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#!|~$&]|:(?=[A-Za-z/]))")
+
+
+def plain(text: object) -> str:
+    """Text from a file or a user, made safe to put inside Markdown: shown as typed, never as markup.
+
+    Each character Markdown could read as markup is backslash-escaped, so a link or an image
+    in a model's description stays text and no viewer's browser fetches anything. Line breaks
+    become spaces (a value is shown inline).
+    """
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
