@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# Fixtures of the browser tests (the real app, headless Chromium), for every tests/test_browser*.py.
+pytest_plugins = ["browser_kit"]
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The one place tests look for MNIST: $MNIST_DIR, else the shared folder beside the checkout.
 MNIST_DIR = Path(os.environ.get("MNIST_DIR") or PROJECT_ROOT.parent / "shared" / "mnist")
