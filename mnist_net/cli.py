@@ -109,7 +109,7 @@ def _save_or_rescue(model: MLP, out: Path) -> Path:
     raise CliError(f"could not save to {out}; the trained model was saved to {rescued} instead")
 
 
-def cmd_train(args) -> int:
+def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not (args.force or args.resume and Path(args.resume).resolve() == out.resolve()):
         raise CliError(f"{out} exists; pass --force to overwrite it")
@@ -188,7 +188,7 @@ def _load(path) -> MLP:
         raise CliError(str(e)) from None
 
 
-def cmd_evaluate(args) -> int:
+def cmd_evaluate(args: argparse.Namespace) -> int:
     model = _load(args.model)
     data = _data(args)
     cm = confusion_matrix(data.y_test, model.predict(data.X_test))
@@ -206,7 +206,7 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def cmd_predict(args) -> int:
+def cmd_predict(args: argparse.Namespace) -> int:
     model = _load(args.model)
     status = 0
     for name in args.images:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 MIN_PROBABILITY = 0.72
 MIN_MARGIN = 0.50
@@ -51,7 +52,7 @@ def is_sure(proba: np.ndarray, min_probability: float = MIN_PROBABILITY, min_mar
     return (p1 >= min_probability) & (p1 - p2 >= min_margin)
 
 
-def assess(proba, min_probability: float = MIN_PROBABILITY, min_margin: float = MIN_MARGIN) -> Verdict:
+def assess(proba: ArrayLike, min_probability: float = MIN_PROBABILITY, min_margin: float = MIN_MARGIN) -> Verdict:
     """Judge one prediction. proba: (10,) class probabilities (or (1, 10)).
 
     Raises ValueError for anything that is not a finite probability vector.

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 FILES = {
     # name: (sha256 of decompressed bytes, expected count)
@@ -211,7 +212,7 @@ def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.
 # --- images -> the network's inputs -----------------------------------------------------------
 
 
-def as_input(X, keep_uint8: bool = False) -> np.ndarray:
+def as_input(X: ArrayLike, keep_uint8: bool = False) -> np.ndarray:
     """Validate and convert images to float32 in [0, 1], shape (n, 784).
 
     Accepts (784,), (n, 784) and (n, 28, 28). uint8 input is scaled by 1/255 (or, with
@@ -246,7 +247,7 @@ def uint8_to_float(X: np.ndarray) -> np.ndarray:
     return np.divide(X, np.float32(255), dtype=np.float32)
 
 
-def as_labels(y) -> np.ndarray:
+def as_labels(y: ArrayLike) -> np.ndarray:
     """Labels as int64 (n,), checked to be digits 0-9."""
     y = np.asarray(y)
     if y.ndim != 1:

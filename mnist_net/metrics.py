@@ -7,8 +7,16 @@ Non-goals: plotting, precision/recall/F1 reports, anything that needs scikit-lea
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
+
+
+class ProbabilisticClassifier(Protocol):
+    """Anything with ``predict_proba(X) -> (n, n_classes)``, such as an MLP."""
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
+
 
 N_CLASSES = 10
 
@@ -70,7 +78,7 @@ class Evaluation:
     n: int
 
 
-def evaluate(model, X: np.ndarray, y: np.ndarray, n_mistakes: int = 8) -> Evaluation:
+def evaluate(model: ProbabilisticClassifier, X: np.ndarray, y: np.ndarray, n_mistakes: int = 8) -> Evaluation:
     """Evaluate any classifier with ``predict_proba(X) -> (n, 10)`` on images X (n, 784), labels y (n,)."""
     y = np.asarray(y, dtype=np.int64)
     proba = np.asarray(model.predict_proba(X))

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .config import TrainConfig
 from .data import as_input
@@ -120,7 +121,14 @@ class MLP:
         }
 
     # --- scikit-learn-like API -----------------------------------------------------
-    def iter_fit(self, X, y, X_val=None, y_val=None, stop: Callable[[], bool] | None = None) -> Iterator[Progress]:
+    def iter_fit(
+        self,
+        X: ArrayLike,
+        y: ArrayLike,
+        X_val: ArrayLike | None = None,
+        y_val: ArrayLike | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> Iterator[Progress]:
         """Train for config.epochs on (X, y), yielding Progress records (see ``train.run_training``).
 
         The model is up to date at every yield (an epoch record's epoch is already booked),
@@ -138,13 +146,20 @@ class MLP:
         self.params_, self.optimizer_state_ = state.params, state.optimizer_state
         self.history_, self.epochs_done_ = state.history, state.epochs_done
 
-    def fit(self, X, y, X_val=None, y_val=None, stop: Callable[[], bool] | None = None) -> MLP:
+    def fit(
+        self,
+        X: ArrayLike,
+        y: ArrayLike,
+        X_val: ArrayLike | None = None,
+        y_val: ArrayLike | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> MLP:
         """Train for config.epochs on (X, y); returns self."""
         for _ in self.iter_fit(X, y, X_val, y_val, stop=stop):
             pass
         return self
 
-    def logits(self, X) -> np.ndarray:
+    def logits(self, X: ArrayLike) -> np.ndarray:
         """Raw scores (n, 10) for images (n, 784) in [0, 1] (or uint8)."""
         params = self._fitted_params()
         X = as_input(X)
@@ -153,15 +168,15 @@ class MLP:
             raise ValueError(f"expected {n_in} features per image, got {X.shape[1]}")
         return logits_in_chunks(params, X, self.activation)
 
-    def predict_proba(self, X) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities (n, 10) for images (n, 784) in [0, 1]; rows sum to 1."""
         return softmax(self.logits(X).astype(np.float64)).astype(np.float32)
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predicted digit per image, (n,) int64."""
         return np.argmax(self.logits(X), axis=1)
 
-    def score(self, X, y) -> float:
+    def score(self, X: ArrayLike, y: ArrayLike) -> float:
         """Accuracy on (X, y)."""
         return float(np.mean(self.predict(X) == np.asarray(y)))
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import ArrayLike
 from threadpoolctl import ThreadpoolController
 
 from .augment import augment_batch
@@ -45,35 +46,40 @@ def initial_params(config: TrainConfig, n_in: int) -> Params:
 
 
 def prepare_data(
-    X, y, X_val, y_val, config: TrainConfig
+    X: ArrayLike, y: ArrayLike, X_val: ArrayLike | None, y_val: ArrayLike | None, config: TrainConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Subset (config.n_train) and split off a stratified validation set if none is given.
 
     uint8 training images stay uint8 (a quarter of float32's memory and of the bytes each
     batch gathers); the loop scales every batch to [0, 1] as it goes.
     """
-    X = np.asarray(X)
-    y = as_labels(y)
-    if len(X) != len(y):
-        raise ValueError(f"X has {len(X)} images but y has {len(y)} labels")
-    if len(y) == 0:
+    images, labels = np.asarray(X), as_labels(y)
+    if len(images) != len(labels):
+        raise ValueError(f"X has {len(images)} images but y has {len(labels)} labels")
+    if len(labels) == 0:
         raise ValueError("no training images")
-    if config.n_train is not None and config.n_train < len(X):
-        idx, _ = stratified_split(y, 1 - config.n_train / len(X), config.seed)
-        X, y = X[idx], y[idx]
-    if X_val is None and config.val_fraction > 0:
-        tr, va = stratified_split(y, config.val_fraction, config.seed)
-        X, y, X_val, y_val = X[tr], y[tr], X[va], y[va]
-    Xf = as_input(X, keep_uint8=True)
-    Xv = as_input(X_val) if X_val is not None else None
-    yv = as_labels(y_val) if y_val is not None else None
-    if config.val_max is not None and Xv is not None and yv is not None:
-        Xv, yv = Xv[: config.val_max], yv[: config.val_max]
-    return Xf, y, Xv, yv
+    if config.n_train is not None and config.n_train < len(images):
+        idx, _ = stratified_split(labels, 1 - config.n_train / len(images), config.seed)
+        images, labels = images[idx], labels[idx]
+    val_images = np.asarray(X_val) if X_val is not None else None
+    val_labels = as_labels(y_val) if y_val is not None else None
+    if val_images is None and config.val_fraction > 0:
+        tr, va = stratified_split(labels, config.val_fraction, config.seed)
+        images, labels, val_images, val_labels = images[tr], labels[tr], images[va], labels[va]
+    Xv = as_input(val_images) if val_images is not None else None
+    if config.val_max is not None and Xv is not None and val_labels is not None:
+        Xv, val_labels = Xv[: config.val_max], val_labels[: config.val_max]
+    return as_input(images, keep_uint8=True), labels, Xv, val_labels
 
 
 def run_training(
-    config: TrainConfig, state: TrainingState, X, y, X_val=None, y_val=None, stop: Callable[[], bool] | None = None
+    config: TrainConfig,
+    state: TrainingState,
+    X: ArrayLike,
+    y: ArrayLike,
+    X_val: ArrayLike | None = None,
+    y_val: ArrayLike | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> Iterator[Progress]:
     """Train ``state`` according to ``config``, yielding Progress records.
 
