@@ -93,9 +93,13 @@ def browser_page(tmp_path_factory):
             shutil.rmtree(profile, ignore_errors=True)
 
 
-def draw(page, strokes) -> None:
-    """Draw strokes (lists of (x, y) canvas fractions) with the mouse on the page's canvas."""
-    box = page.locator("canvas.upper-canvas").bounding_box()
+def draw(page, strokes, canvas=None) -> None:
+    """Draw strokes (lists of (x, y) canvas fractions) with the mouse on ``canvas``.
+
+    ``canvas`` is a Playwright locator of the canvas to draw on (default: the page's only one;
+    while Clear swaps canvases, pass the new one's, or the locator may match both).
+    """
+    box = (canvas or page.locator("canvas.upper-canvas")).bounding_box()
     for stroke in strokes:
         points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
         page.mouse.move(*points[0])

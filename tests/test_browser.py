@@ -70,12 +70,13 @@ def test_draw_digits_with_the_mouse(app_url, browser_page):
         for digit, strokes in DIGITS.items():
             # Clear mounts a fresh canvas (key canvas_<n>): draw only once that one is live,
             # or the strokes land on the old canvas as it is being replaced.
-            page.wait_for_selector(f".st-key-canvas_{clears} canvas.upper-canvas")
+            canvas = page.locator(f".st-key-canvas_{clears} canvas.upper-canvas")
+            canvas.wait_for()
             # A fresh canvas reports its empty state once after mounting; a person takes longer
             # than this to start drawing, and a stroke made during that report can be dropped
             # (seen twice in about 70 test draws).
             page.wait_for_timeout(400)
-            draw(page, strokes)
+            draw(page, strokes, canvas)
             shown, seconds = shown_prediction(page, len(strokes))
             latencies.append((digit, seconds))
             if round_ == 0:
