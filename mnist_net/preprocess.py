@@ -82,7 +82,9 @@ def to_unit_float(image) -> np.ndarray:
         raise ValueError(f"could not read the image as an array: {exc}") from None
     if arr.dtype == bool:
         return arr.astype(np.float32)
-    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+    # By kind, not np.issubdtype: NumPy counts timedelta64 as an integer type, but it is no pixel data (and int()
+    # of one raises TypeError). Complex, datetime, object, str, bytes and structured arrays are refused alike.
+    if arr.dtype.kind not in "uif":
         raise ValueError(f"image must hold numbers (uint8, integers or floats), got dtype {arr.dtype}")
     if arr.size > MAX_INPUT_PIXELS * 4:
         raise ValueError(f"image is too large ({arr.size} values); at most {MAX_INPUT_PIXELS} pixels")
