@@ -455,7 +455,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class _Refused(ValueError):
-    """An upload refused on purpose; the message says why. A ValueError, which is what callers catch."""
+    """An upload refused on purpose; the message says why. image_from_bytes raises it as a plain ValueError."""
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -658,26 +658,8 @@ def _decode(im: Image.Image, coefficient_bytes: int, max_pixels: int, max_side: 
     return _to_array(small.transpose(method) if method is not None else small)
 
 
-def image_from_bytes(data: bytes, max_pixels: int = MAX_UPLOAD_PIXELS, max_side: int = WORK_SIDE,
-                     max_bytes: int = MAX_UPLOAD_BYTES) -> np.ndarray:
-    """Decode an uploaded image file safely -> uint8 (H, W), (H, W, 3) or (H, W, 4).
-
-    Refuses, with a ValueError saying why (and never any other exception): empty or oversized files, anything that
-    is not a PNG/JPEG/GIF/BMP/WEBP/TIFF image, damaged or truncated files, and, before decoding any pixel, files whose
-    decoding would cost too much: a declared size over ``max_pixels``, long thin strips, an estimated memory need over
-    MAX_DECODE_BYTES, JPEGs with too many scans or segments, PNGs with too many chunks.
-    Uses the first frame of an animation, decodes JPEGs at reduced scale, applies EXIF rotation (ignoring EXIF it
-    cannot read), converts 16-bit, palette and CMYK images, and shrinks the result so its long side is at most
-    ``max_side``.
-    """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise ValueError(f"expected the file's bytes, got {type(data).__name__}")
-    if len(data) == 0:
-        raise ValueError("the file is empty")
-    if len(data) > max_bytes:
-        raise ValueError(f"the file is too large ({len(data) / 1e6:.1f} MB); "
-                         f"the limit is {max_bytes / 1e6:.0f} MB")
-    data = bytes(data)
+def _open_and_decode(data: bytes, max_pixels: int, max_side: int) -> np.ndarray:
+    """Check the file's structure, open it and decode it; any failure is a ValueError (refusals are _Refused)."""
     coefficient_bytes = _check_structure(data, max_pixels, max_side)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -704,6 +686,31 @@ def image_from_bytes(data: bytes, max_pixels: int = MAX_UPLOAD_PIXELS, max_side:
             raise ValueError(f"the image file is damaged or truncated: {str(exc) or type(exc).__name__}") from None
         finally:
             im.close()
+
+
+def image_from_bytes(data: bytes, max_pixels: int = MAX_UPLOAD_PIXELS, max_side: int = WORK_SIDE,
+                     max_bytes: int = MAX_UPLOAD_BYTES) -> np.ndarray:
+    """Decode an uploaded image file safely -> uint8 (H, W), (H, W, 3) or (H, W, 4).
+
+    Refuses, with a ValueError saying why (and never any other exception): empty or oversized files, anything that
+    is not a PNG/JPEG/GIF/BMP/WEBP/TIFF image, damaged or truncated files, and, before decoding any pixel, files whose
+    decoding would cost too much: a declared size over ``max_pixels``, long thin strips, an estimated memory need over
+    MAX_DECODE_BYTES, JPEGs with too many scans or segments, PNGs with too many chunks.
+    Uses the first frame of an animation, decodes JPEGs at reduced scale, applies EXIF rotation (ignoring EXIF it
+    cannot read), converts 16-bit, palette and CMYK images, and shrinks the result so its long side is at most
+    ``max_side``.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ValueError(f"expected the file's bytes, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ValueError("the file is empty")
+    if len(data) > max_bytes:
+        raise ValueError(f"the file is too large ({len(data) / 1e6:.1f} MB); "
+                         f"the limit is {max_bytes / 1e6:.0f} MB")
+    try:
+        return _open_and_decode(bytes(data), max_pixels, max_side)
+    except _Refused as exc:  # callers get exactly ValueError, whatever refused the file
+        raise ValueError(str(exc)) from None
 
 
 __all__ = ["canvas_to_input", "image_from_bytes", "ink_map", "digit_region", "mnist_normalise",
