@@ -16,7 +16,7 @@ rebuilds exactly that normalisation from whatever it is given:
    (14, 14) of the 28x28 field, where MNIST puts it.
 
 ``image_from_bytes`` decodes an uploaded file safely: what decoding would cost (pixels, shape,
-memory, JPEG scans and segments, PNG chunks) is checked from the file's headers and structure
+memory, JPEG scans and segments, PNG chunks, TIFF strips, GIF blocks) is checked from the file's headers and structure
 before any pixel is decoded, JPEGs are decoded at reduced scale, and every failure is a
 ValueError with the reason. EXIF rotation applied, first frame of an animation, 16-bit and
 CMYK converted.
@@ -432,6 +432,14 @@ MAX_JPEG_SEGMENTS = 1_000
 MAX_PNG_CHUNKS = 10_000
 # Junk bytes between a JPEG's header segments (e.g. padding) are skipped one at a time in Python by Pillow.
 MAX_JPEG_GAP = 64 * 1024
+# Pillow sets up each TIFF strip (or tile) in Python, ~15 us each: a 20 MB file can list 2.5 million (38 s, 720 MB).
+# 32,768 allows a strip per row of the tallest image accepted (31,623 rows; writers use far fewer) for ~0.5 s.
+MAX_TIFF_STRIPS = 32_768
+MAX_TIFF_TAGS = 4_096  # a TIFF image has a few dozen tags; a BigTIFF can declare billions, each parsed in Python
+# Before a GIF's first image, Pillow reads extension data sub-block by sub-block, and skips stray bytes one by one,
+# in Python: a 20 MB file of comments took 4.5 s and 760 MB. A GIF has a few extensions there; a big XMP packet a
+# few thousand sub-blocks.
+MAX_GIF_BLOCKS = 10_000
 
 # Bytes per pixel of Pillow's raster for the modes that take fewer than 4 (RGB is held as 4 bytes, like RGBA).
 _RASTER_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
@@ -452,6 +460,8 @@ _JPEG_PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 _JPEG_NO_LENGTH = frozenset({0x01, 0xD8})  # TEM and SOI stand alone; every other marker has a length
 _JPEG_SOS, _JPEG_EOI = 0xDA, 0xD9
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TIFF_PREFIXES = (b"II*\0", b"MM\0*", b"II\0*", b"MM*\0", b"II+\0", b"MM\0+")  # those Pillow opens, BigTIFF too
+_TIFF_STRIP_TAGS = frozenset({273, 279, 324, 325})  # StripOffsets, StripByteCounts, TileOffsets, TileByteCounts
 
 
 class _Refused(ValueError):
@@ -459,6 +469,7 @@ class _Refused(ValueError):
 
 
 def _ceil_div(a: int, b: int) -> int:
+    """a / b rounded up, for non-negative integers."""
     return -(-a // b)
 
 
@@ -569,6 +580,49 @@ def _check_png_chunks(data: bytes) -> None:
                        "refused before decoding")
 
 
+def _check_tiff_strips(data: bytes) -> None:
+    """Refuse a TIFF whose first image has too many tags (MAX_TIFF_TAGS) or strips (MAX_TIFF_STRIPS).
+
+    Reads only the first IFD's entry count and its strip and tile tags' value counts, as Pillow would find them.
+    """
+    order = "little" if data[:2] == b"II" else "big"
+    big = data[2] == 43  # BigTIFF: 8-byte counts and offsets
+    count_size, entry_size, value_size = (8, 20, 8) if big else (2, 12, 4)
+    ifd = int.from_bytes(data[8:16] if big else data[4:8], order)
+    entries = int.from_bytes(data[ifd:ifd + count_size], order)
+    if entries > MAX_TIFF_TAGS:
+        raise _Refused(f"the TIFF declares {entries} tags (an image has a few dozen); refused before decoding")
+    first = ifd + count_size
+    for at in range(first, min(len(data), first + entries * entry_size) - entry_size + 1, entry_size):
+        if int.from_bytes(data[at:at + 2], order) in _TIFF_STRIP_TAGS:
+            count = int.from_bytes(data[at + 4:at + entry_size - value_size], order)
+            if count > MAX_TIFF_STRIPS:
+                raise _Refused(f"the TIFF is split into {count} strips or tiles, more than {MAX_TIFF_STRIPS}; "
+                               "refused before decoding")
+
+
+def _check_gif_blocks(data: bytes) -> None:
+    """Refuse a GIF with more than MAX_GIF_BLOCKS sub-blocks (or stray bytes) before its first image."""
+    if len(data) < 13:
+        return
+    flags = data[10]
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # after the header and the global colour table
+    blocks = 0
+    while pos < len(data) and data[pos] not in (0x2C, 0x3B):  # until the first image descriptor or the trailer
+        blocks += 1
+        if data[pos] != 0x21:  # not an extension: Pillow skips the byte
+            pos += 1
+        else:
+            pos += 2  # introducer and label, then sub-blocks up to an empty one
+            while pos < len(data) and data[pos]:
+                blocks += 1
+                pos += 1 + data[pos]
+            pos += 1
+        if blocks > MAX_GIF_BLOCKS:
+            raise _Refused(f"the GIF has more than {MAX_GIF_BLOCKS} blocks of extension data before its image "
+                           "(a GIF has a few); refused before decoding")
+
+
 def _webp_size(data: bytes) -> tuple[int, int] | None:
     """A WebP's canvas size from its first chunk (VP8X, VP8L or VP8), or None if it is no WebP this can read."""
     if len(data) < 30 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
@@ -587,13 +641,17 @@ def _webp_size(data: bytes) -> tuple[int, int] | None:
 def _check_structure(data: bytes, max_pixels: int, max_side: int) -> int:
     """The checks that must run before Pillow even opens the file, since opening alone can cost too much.
 
-    Pillow parses JPEG header segments and PNG chunks in Python, and libwebp allocates its canvases on opening.
-    Returns the JPEG coefficient buffer's size (see _jpeg_coefficients), 0 for other formats.
+    Pillow parses JPEG header segments, PNG chunks, TIFF strips and GIF extensions in Python, and libwebp allocates
+    its canvases on opening. Returns the JPEG coefficient buffer's size (see _jpeg_coefficients), 0 for others.
     """
     if data.startswith(b"\xff\xd8\xff"):
         return _jpeg_coefficients(data)
     if data.startswith(_PNG_SIGNATURE):
         _check_png_chunks(data)
+    elif data.startswith(_TIFF_PREFIXES):
+        _check_tiff_strips(data)
+    elif data.startswith((b"GIF87a", b"GIF89a")):
+        _check_gif_blocks(data)
     elif (size := _webp_size(data)) is not None:
         _check_dimensions(*size, max_pixels)
         _check_memory(_decode_bytes(size, "RGB", "WEBP", max_side), f"{size[0]}x{size[1]} WebP")
@@ -695,7 +753,8 @@ def image_from_bytes(data: bytes, max_pixels: int = MAX_UPLOAD_PIXELS, max_side:
     Refuses, with a ValueError saying why (and never any other exception): empty or oversized files, anything that
     is not a PNG/JPEG/GIF/BMP/WEBP/TIFF image, damaged or truncated files, and, before decoding any pixel, files whose
     decoding would cost too much: a declared size over ``max_pixels``, long thin strips, an estimated memory need over
-    MAX_DECODE_BYTES, JPEGs with too many scans or segments, PNGs with too many chunks.
+    MAX_DECODE_BYTES, JPEGs with too many scans or segments, PNGs with too many chunks, TIFFs with too many strips,
+    GIFs with too many extension blocks.
     Uses the first frame of an animation, decodes JPEGs at reduced scale, applies EXIF rotation (ignoring EXIF it
     cannot read), converts 16-bit, palette and CMYK images, and shrinks the result so its long side is at most
     ``max_side``.
