@@ -183,6 +183,41 @@ def test_png_flooded_with_chunks_is_refused_quickly():
     assert refused(outcome, "more than 10000 chunks"), outcome  # the old code: ~7 s
 
 
+def _tiff_with_strips(strips: int) -> bytes:
+    """A valid 64x64 greyscale TIFF listing ``strips`` one-row strips, all pointing at the same pixel data."""
+    pixels = bytes(range(64)) * 64
+    offsets_at = 8 + len(pixels)
+    counts_at = offsets_at + 4 * strips
+    ifd_at = counts_at + 4 * strips
+    entries = [(256, 3, 1, 64), (257, 3, 1, 64), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),  # 64x64, 8-bit
+               (273, 4, strips, offsets_at), (277, 3, 1, 1), (278, 3, 1, 1), (279, 4, strips, counts_at)]
+    ifd = (struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries)
+           + struct.pack("<I", 0))
+    return (b"II*\0" + struct.pack("<I", ifd_at) + pixels + struct.pack("<I", 8) * strips
+            + struct.pack("<I", 64) * strips + ifd)
+
+
+def test_tiff_listing_millions_of_strips_is_refused_quickly():
+    data = _tiff_with_strips(2_500_000)  # 20 MB
+    outcome = run_bounded(image_from_bytes, data, seconds=DEADLINE, memory_mb=BUDGET_MB)
+    assert refused(outcome, "split into 2500000 strips or tiles"), outcome  # the old code: 35 s, 720 MB
+
+
+def _gif_with(before_image: bytes) -> bytes:
+    """A 64x64 GIF with ``before_image`` inserted between its global colour table and its image."""
+    gif = _encode(Image.new("P", (64, 64), 1), "GIF")
+    at = 13 + 3 * 2 ** ((gif[10] & 7) + 1)
+    assert gif[at] == 0x2C  # the image descriptor
+    return gif[:at] + before_image + gif[at:]
+
+
+@pytest.mark.parametrize("filler", [b"\x21\xfe\x01A\x00", b"\x01"], ids=["comments", "stray-bytes"])
+def test_gif_flooded_before_its_image_is_refused_quickly(filler):
+    data = _gif_with(filler * (19_000_000 // len(filler)))  # old code: 4.5 s and 760 MB (comments), 4 s (bytes)
+    outcome = run_bounded(image_from_bytes, data, seconds=DEADLINE, memory_mb=BUDGET_MB)
+    assert refused(outcome, "more than 10000 blocks of extension data"), outcome
+
+
 def test_animated_webp_with_a_huge_canvas_is_refused_before_opening():
     data = _animated_webp(7000)
     assert len(data) < 200  # the old code: 790 MB to decode these bytes
@@ -212,6 +247,11 @@ def test_ordinary_12_mp_jpeg_photo_decodes_in_bounded_time_and_memory(kind):
     data = _encode(_photo(4000, 3000), "JPEG", quality=90, progressive=kind == "progressive")
     outcome = run_bounded(image_from_bytes, data, seconds=DEADLINE, memory_mb=BUDGET_MB)
     assert outcome.kind == "returned" and outcome.seconds < 5, outcome
+
+
+def test_ordinary_tiff_and_gif_still_decode():
+    assert image_from_bytes(_tiff_with_strips(64)).shape == (64, 64)
+    assert image_from_bytes(_gif_with(b"\x21\xfe\x05hello\x00")).shape[:2] == (64, 64)  # with a comment
 
 
 def test_ordinary_progressive_jpeg_with_libjpeg_scans_decodes():
