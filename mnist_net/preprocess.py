@@ -436,6 +436,9 @@ MAX_JPEG_GAP = 64 * 1024
 # 32,768 allows a strip per row of the tallest image accepted (31,623 rows; writers use far fewer) for ~0.5 s.
 MAX_TIFF_STRIPS = 32_768
 MAX_TIFF_TAGS = 4_096  # a TIFF image has a few dozen tags; a BigTIFF can declare billions, each parsed in Python
+# Numbers in one TIFF tag: Pillow unpacks them into Python ints (a 9M-entry colour map: 3.8 s, 240 MB). The largest
+# real ones are 16-bit colour maps and transfer functions (3 x 65,536); text and byte tags (ICC, XMP) are not limited.
+MAX_TIFF_VALUES = 262_144
 # Before a GIF's first image, Pillow reads extension data sub-block by sub-block, and skips stray bytes one by one,
 # in Python: a 20 MB file of comments took 4.5 s and 760 MB. A GIF has a few extensions there; a big XMP packet a
 # few thousand sub-blocks.
@@ -462,6 +465,7 @@ _JPEG_SOS, _JPEG_EOI = 0xDA, 0xD9
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TIFF_PREFIXES = (b"II*\0", b"MM\0*", b"II\0*", b"MM*\0", b"II+\0", b"MM\0+")  # those Pillow opens, BigTIFF too
 _TIFF_STRIP_TAGS = frozenset({273, 279, 324, 325})  # StripOffsets, StripByteCounts, TileOffsets, TileByteCounts
+_TIFF_BYTE_TYPES = frozenset({1, 2, 6, 7})  # BYTE, ASCII, SBYTE, UNDEFINED: kept as bytes, not unpacked
 
 
 class _Refused(ValueError):
@@ -580,10 +584,10 @@ def _check_png_chunks(data: bytes) -> None:
                        "refused before decoding")
 
 
-def _check_tiff_strips(data: bytes) -> None:
-    """Refuse a TIFF whose first image has too many tags (MAX_TIFF_TAGS) or strips (MAX_TIFF_STRIPS).
+def _check_tiff_ifd(data: bytes) -> None:
+    """Refuse a TIFF whose first image has too many tags, strips or tiles, or numbers in one tag.
 
-    Reads only the first IFD's entry count and its strip and tile tags' value counts, as Pillow would find them.
+    Reads only the first IFD's entry count and each entry's tag, type and value count, as Pillow finds them.
     """
     order = "little" if data[:2] == b"II" else "big"
     big = data[2] == 43  # BigTIFF: 8-byte counts and offsets
@@ -594,11 +598,14 @@ def _check_tiff_strips(data: bytes) -> None:
         raise _Refused(f"the TIFF declares {entries} tags (an image has a few dozen); refused before decoding")
     first = ifd + count_size
     for at in range(first, min(len(data), first + entries * entry_size) - entry_size + 1, entry_size):
-        if int.from_bytes(data[at:at + 2], order) in _TIFF_STRIP_TAGS:
-            count = int.from_bytes(data[at + 4:at + entry_size - value_size], order)
-            if count > MAX_TIFF_STRIPS:
-                raise _Refused(f"the TIFF is split into {count} strips or tiles, more than {MAX_TIFF_STRIPS}; "
-                               "refused before decoding")
+        tag, kind = int.from_bytes(data[at:at + 2], order), int.from_bytes(data[at + 2:at + 4], order)
+        count = int.from_bytes(data[at + 4:at + entry_size - value_size], order)
+        if tag in _TIFF_STRIP_TAGS and count > MAX_TIFF_STRIPS:
+            raise _Refused(f"the TIFF is split into {count} strips or tiles, more than {MAX_TIFF_STRIPS}; "
+                           "refused before decoding")
+        if kind not in _TIFF_BYTE_TYPES and count > MAX_TIFF_VALUES:
+            raise _Refused(f"the TIFF's tag {tag} holds {count} numbers, more than {MAX_TIFF_VALUES}; "
+                           "refused before decoding")
 
 
 def _check_gif_blocks(data: bytes) -> None:
@@ -649,7 +656,7 @@ def _check_structure(data: bytes, max_pixels: int, max_side: int) -> int:
     if data.startswith(_PNG_SIGNATURE):
         _check_png_chunks(data)
     elif data.startswith(_TIFF_PREFIXES):
-        _check_tiff_strips(data)
+        _check_tiff_ifd(data)
     elif data.startswith((b"GIF87a", b"GIF89a")):
         _check_gif_blocks(data)
     elif (size := _webp_size(data)) is not None:
