@@ -98,9 +98,24 @@ def hostile_uploads() -> dict[str, bytes]:
     small = encode(Image.new("L", (64, 64), 200), "JPEG")
     png = encode(Image.new("L", (64, 64), 200), "PNG")
     at = png.index(b"IDAT") - 4
+    gif = encode(Image.new("P", (64, 64), 1), "GIF")
+    gif_at = 13 + 3 * 2 ** ((gif[10] & 7) + 1)
     return {"1x50,000,000 PNG": strip, "JPEG with 20,000 scans": scans,
             "JPEG with 5M empty segments": small[:2] + b"\xff\xe1\x00\x02" * 5_000_000 + small[2:],
-            "PNG with 1.6M chunks": png[:at] + png_chunk(b"teSt", b"") * 1_600_000 + png[at:]}
+            "PNG with 1.6M chunks": png[:at] + png_chunk(b"teSt", b"") * 1_600_000 + png[at:],
+            "TIFF with 2.5M strips": tiff_with_strips(2_500_000),
+            "GIF with 19 MB of comments": gif[:gif_at] + b"\x21\xfe\x01A\x00" * 3_800_000 + gif[gif_at:]}
+
+
+def tiff_with_strips(strips: int) -> bytes:
+    """A 64x64 greyscale TIFF listing ``strips`` one-row strips, all pointing at the same pixels."""
+    pixels = bytes(64 * 64)
+    counts_at = 8 + len(pixels) + 4 * strips
+    entries = [(256, 3, 1, 64), (257, 3, 1, 64), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
+               (273, 4, strips, 8 + len(pixels)), (277, 3, 1, 1), (278, 3, 1, 1), (279, 4, strips, counts_at)]
+    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries) + bytes(4)
+    return (b"II*\0" + struct.pack("<I", counts_at + 4 * strips) + pixels + struct.pack("<I", 8) * strips
+            + struct.pack("<I", 64) * strips + ifd)
 
 
 def timed(fn, *args) -> float:
