@@ -11,7 +11,6 @@ expand. Non-goals: other datasets, streaming the data set to the caller.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import sys
@@ -39,6 +38,8 @@ DECOMPRESSED_SIZES = {
     "t10k-labels-idx1-ubyte.gz": 10_008,  # 8 + 10,000
 }
 _CHUNK = 1 << 20  # decompress 1 MiB at a time
+_READ = 1 << 18  # read the .gz 256 KiB at a time
+_GZIP = 31  # zlib wbits for the gzip wrapper: zlib checks the header, the CRC-32 and the length of each member
 # A gzip file is larger than its content only by its framing: 5 bytes per 64 KiB stored block, a header that may
 # carry a name, a comment and a 64 KiB extra field, and ~20 bytes per member. 1% + 1 MiB is far more than that; a
 # bigger .gz is not MNIST (and reading gigabytes of empty gzip members would take minutes).
@@ -115,6 +116,25 @@ def _max_gz_bytes(name: str) -> int:
     return int(DECOMPRESSED_SIZES[name] * (1 + _GZ_SLACK_FRACTION)) + _GZ_SLACK_BYTES
 
 
+def _gunzip(path: Path):
+    """Yield a .gz file's content in pieces of at most _CHUNK bytes, member after member, never more at once.
+
+    zlib directly rather than the gzip module: the same checks, ~10% less CPU for the 47 MB training images.
+    Raises zlib.error for damaged data and EOFError for a file that ends inside a member.
+    """
+    with open(path, "rb") as f:
+        member, pending, started = zlib.decompressobj(_GZIP), b"", False
+        while pending or (pending := f.read(_READ)):
+            out = member.decompress(pending, _CHUNK)
+            started, pending = True, member.unconsumed_tail  # input left over once _CHUNK bytes came out
+            if out:
+                yield out
+            if member.eof:  # another member may follow, as in a concatenation of .gz files
+                member, pending, started = zlib.decompressobj(_GZIP), member.unused_data + pending, False
+        if started:
+            raise EOFError("compressed file ended before the end-of-stream marker was reached")
+
+
 def _decompress_verified(path: Path, name: str, keep: bool) -> memoryview | None:
     """Decompress ``path`` as a stream, hashing as it goes, and check it is the official ``name``.
 
@@ -130,14 +150,13 @@ def _decompress_verified(path: Path, name: str, keep: bool) -> memoryview | None
             raise _NotOfficial("size", f"the .gz is {size:,} bytes, more than any gzip of the official "
                                        f"{cap:,} bytes could be")
         content = bytearray(cap) if keep else None
-        with gzip.open(path, "rb") as stream:
-            while chunk := stream.read(_CHUNK):
-                if done + len(chunk) > cap:
-                    raise _NotOfficial("size", f"it decompresses to more than the official {cap:,} bytes")
-                if content is not None:
-                    content[done:done + len(chunk)] = chunk
-                sha.update(chunk)
-                done += len(chunk)
+        for chunk in _gunzip(path):
+            if done + len(chunk) > cap:
+                raise _NotOfficial("size", f"it decompresses to more than the official {cap:,} bytes")
+            if content is not None:
+                content[done:done + len(chunk)] = chunk
+            sha.update(chunk)
+            done += len(chunk)
     except (OSError, EOFError, zlib.error) as e:
         raise _NotOfficial("gzip", str(e)) from None
     if sha.hexdigest() != expected_sha:
