@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import io
 import os
 import statistics
@@ -33,19 +34,31 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def import_version(folder: Path):
-    """Import the ``mnist_net`` package found in ``folder`` and unregister it, so another version can be imported."""
-    sys.path.insert(0, str(folder))
-    try:
+    """Import the ``mnist_net`` package found in ``folder`` and unregister it, so another version can be imported.
+
+    Loaded from its files by location (no sys.path edits), then removed from ``sys.modules``.
+    """
+
+    def forget() -> None:
         for name in [m for m in sys.modules if m == "mnist_net" or m.startswith("mnist_net.")]:
             del sys.modules[name]
-        package = importlib.import_module("mnist_net")
-        modules = {"preprocess": importlib.import_module("mnist_net.preprocess"),
-                   "data": importlib.import_module("mnist_net.data")}
+
+    forget()
+    package_dir = folder / "mnist_net"
+    spec = importlib.util.spec_from_file_location(
+        "mnist_net", package_dir / "__init__.py", submodule_search_locations=[str(package_dir)]
+    )
+    try:
+        package = importlib.util.module_from_spec(spec)
+        sys.modules["mnist_net"] = package
+        spec.loader.exec_module(package)
+        modules = {
+            "preprocess": importlib.import_module("mnist_net.preprocess"),
+            "data": importlib.import_module("mnist_net.data"),
+        }
         assert Path(package.__file__).resolve().is_relative_to(folder.resolve()), package.__file__
     finally:
-        sys.path.remove(str(folder))
-        for name in [m for m in sys.modules if m == "mnist_net" or m.startswith("mnist_net.")]:
-            del sys.modules[name]
+        forget()
     return modules
 
 
@@ -70,15 +83,17 @@ def drawn_digit() -> Image.Image:
     canvas[60:80, 70:210] = 255
     for row in range(80, 230):
         col = 210 - (row - 80) * 80 // 150
-        canvas[row, col - 12:col + 12] = 255
+        canvas[row, col - 12 : col + 12] = 255
     return Image.fromarray(canvas)
 
 
 def legit_uploads() -> dict[str, bytes]:
     big = photo(4000, 3000)
-    return {"12 MP JPEG (baseline)": encode(big, "JPEG", quality=90),
-            "12 MP JPEG (progressive)": encode(big, "JPEG", quality=90, progressive=True),
-            "280x280 PNG": encode(drawn_digit(), "PNG")}
+    return {
+        "12 MP JPEG (baseline)": encode(big, "JPEG", quality=90),
+        "12 MP JPEG (progressive)": encode(big, "JPEG", quality=90, progressive=True),
+        "280x280 PNG": encode(drawn_digit(), "PNG"),
+    }
 
 
 def png_chunk(kind: bytes, payload: bytes) -> bytes:
@@ -89,10 +104,14 @@ def hostile_uploads() -> dict[str, bytes]:
     """The issue's hostile files, small versions of each kind (refusal time does not depend on their size)."""
     z = zlib.compressobj(6)
     idat = b"".join(z.compress(b"\0\xff" * 500_000) for _ in range(100)) + z.flush()
-    strip = (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 50_000_000, 8, 0, 0, 0, 0))
-             + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b""))
+    strip = (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 50_000_000, 8, 0, 0, 0, 0))
+        + png_chunk(b"IDAT", idat)
+        + png_chunk(b"IEND", b"")
+    )
     prog = encode(Image.new("L", (4000, 3000), 200), "JPEG", progressive=True)
-    second_scan = [i for i in range(len(prog) - 1) if prog[i:i + 2] == b"\xff\xda"][1]
+    second_scan = [i for i in range(len(prog) - 1) if prog[i : i + 2] == b"\xff\xda"][1]
     end = prog.index(b"\xff\xc4", second_scan)  # the next scan's Huffman table
     scans = prog[:end] + prog[second_scan:end] * 20_000 + prog[end:]
     small = encode(Image.new("L", (64, 64), 200), "JPEG")
@@ -100,22 +119,40 @@ def hostile_uploads() -> dict[str, bytes]:
     at = png.index(b"IDAT") - 4
     gif = encode(Image.new("P", (64, 64), 1), "GIF")
     gif_at = 13 + 3 * 2 ** ((gif[10] & 7) + 1)
-    return {"1x50,000,000 PNG": strip, "JPEG with 20,000 scans": scans,
-            "JPEG with 5M empty segments": small[:2] + b"\xff\xe1\x00\x02" * 5_000_000 + small[2:],
-            "PNG with 1.6M chunks": png[:at] + png_chunk(b"teSt", b"") * 1_600_000 + png[at:],
-            "TIFF with 2.5M strips": tiff_with_strips(2_500_000),
-            "GIF with 19 MB of comments": gif[:gif_at] + b"\x21\xfe\x01A\x00" * 3_800_000 + gif[gif_at:]}
+    return {
+        "1x50,000,000 PNG": strip,
+        "JPEG with 20,000 scans": scans,
+        "JPEG with 5M empty segments": small[:2] + b"\xff\xe1\x00\x02" * 5_000_000 + small[2:],
+        "PNG with 1.6M chunks": png[:at] + png_chunk(b"teSt", b"") * 1_600_000 + png[at:],
+        "TIFF with 2.5M strips": tiff_with_strips(2_500_000),
+        "GIF with 19 MB of comments": gif[:gif_at] + b"\x21\xfe\x01A\x00" * 3_800_000 + gif[gif_at:],
+    }
 
 
 def tiff_with_strips(strips: int) -> bytes:
     """A 64x64 greyscale TIFF listing ``strips`` one-row strips, all pointing at the same pixels."""
     pixels = bytes(64 * 64)
     counts_at = 8 + len(pixels) + 4 * strips
-    entries = [(256, 3, 1, 64), (257, 3, 1, 64), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
-               (273, 4, strips, 8 + len(pixels)), (277, 3, 1, 1), (278, 3, 1, 1), (279, 4, strips, counts_at)]
+    entries = [
+        (256, 3, 1, 64),
+        (257, 3, 1, 64),
+        (258, 3, 1, 8),
+        (259, 3, 1, 1),
+        (262, 3, 1, 1),
+        (273, 4, strips, 8 + len(pixels)),
+        (277, 3, 1, 1),
+        (278, 3, 1, 1),
+        (279, 4, strips, counts_at),
+    ]
     ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries) + bytes(4)
-    return (b"II*\0" + struct.pack("<I", counts_at + 4 * strips) + pixels + struct.pack("<I", 8) * strips
-            + struct.pack("<I", 64) * strips + ifd)
+    return (
+        b"II*\0"
+        + struct.pack("<I", counts_at + 4 * strips)
+        + pixels
+        + struct.pack("<I", 8) * strips
+        + struct.pack("<I", 64) * strips
+        + ifd
+    )
 
 
 def timed(fn, *args) -> float:

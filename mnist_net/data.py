@@ -55,8 +55,10 @@ MIRRORS = (
 SIDE = 28  # MNIST images are SIDE x SIDE pixels
 BOX = 20  # MNIST fitted each digit's ink into a BOX x BOX box before centring it in SIDE x SIDE
 IMAGE_MAGIC, LABEL_MAGIC = 0x00000803, 0x00000801
-_FIX_HINT = ("Set MNIST_DIR to a folder holding the four MNIST .gz files "
-             "(or pass --data-dir), or connect to the internet so they can be downloaded.")
+_FIX_HINT = (
+    "Set MNIST_DIR to a folder holding the four MNIST .gz files "
+    "(or pass --data-dir), or connect to the internet so they can be downloaded."
+)
 
 
 class MnistError(RuntimeError):
@@ -80,7 +82,7 @@ def cache_dir() -> Path:
     return Path(base) / "mnist_net" / "mnist"
 
 
-def parse_idx(raw: bytes, name: str = "<bytes>") -> np.ndarray:
+def parse_idx(raw: bytes | memoryview, name: str = "<bytes>") -> np.ndarray:
     """Parse decompressed IDX bytes: images -> (n, rows*cols) uint8, labels -> (n,) uint8."""
     if len(raw) < 8:
         raise MnistError(f"{name}: too short to be an IDX file ({len(raw)} bytes)")
@@ -91,13 +93,16 @@ def parse_idx(raw: bytes, name: str = "<bytes>") -> np.ndarray:
         rows, cols = int.from_bytes(raw[8:12], "big"), int.from_bytes(raw[12:16], "big")
         expected = 16 + count * rows * cols
         if len(raw) != expected:
-            raise MnistError(f"{name}: expected {expected} bytes for {count} images of "
-                             f"{rows}x{cols}, found {len(raw)} (truncated or corrupt)")
+            raise MnistError(
+                f"{name}: expected {expected} bytes for {count} images of "
+                f"{rows}x{cols}, found {len(raw)} (truncated or corrupt)"
+            )
         return np.frombuffer(raw, np.uint8, offset=16).reshape(count, rows * cols)
     if magic == LABEL_MAGIC:
         if len(raw) != 8 + count:
-            raise MnistError(f"{name}: expected {8 + count} bytes for {count} labels, "
-                             f"found {len(raw)} (truncated or corrupt)")
+            raise MnistError(
+                f"{name}: expected {8 + count} bytes for {count} labels, found {len(raw)} (truncated or corrupt)"
+            )
         labels = np.frombuffer(raw, np.uint8, offset=8)
         if labels.size and labels.max() > 9:
             raise MnistError(f"{name}: label {labels.max()} is not a digit")
@@ -150,14 +155,15 @@ def _decompress_verified(path: Path, name: str, keep: bool) -> memoryview | None
     try:
         size = path.stat().st_size
         if size > _max_gz_bytes(name):
-            raise _NotOfficial("size", f"the .gz is {size:,} bytes, more than any gzip of the official "
-                                       f"{cap:,} bytes could be")
+            raise _NotOfficial(
+                "size", f"the .gz is {size:,} bytes, more than any gzip of the official {cap:,} bytes could be"
+            )
         content = bytearray(cap) if keep else None
         for chunk in _gunzip(path):
             if done + len(chunk) > cap:
                 raise _NotOfficial("size", f"it decompresses to more than the official {cap:,} bytes")
             if content is not None:
-                content[done:done + len(chunk)] = chunk
+                content[done : done + len(chunk)] = chunk
             sha.update(chunk)
             done += len(chunk)
     except (OSError, EOFError, zlib.error) as e:
@@ -173,16 +179,24 @@ def _read_verified(path: Path) -> memoryview:
     MnistError naming the file if anything is off. Returns a read-only view of the decompressed bytes.
     """
     try:
-        return _decompress_verified(path, path.name, keep=True)
+        content = _decompress_verified(path, path.name, keep=True)
+        if content is None:  # keep=True always returns the bytes
+            raise RuntimeError(f"{path}: verified but not kept")
+        return content
     except _NotOfficial as e:
         if e.kind == "gzip":
-            raise MnistError(f"{path}: cannot decompress ({e}); the file is truncated or corrupt. "
-                             "Delete it and try again.") from None
+            raise MnistError(
+                f"{path}: cannot decompress ({e}); the file is truncated or corrupt. Delete it and try again."
+            ) from None
         if e.kind == "size":
-            raise MnistError(f"{path}: larger than the official MNIST file ({e}); corrupt, or a gzip bomb. "
-                             "Refused. Delete it and try again.") from None
-        raise MnistError(f"{path}: content hash does not match the official MNIST file "
-                         "(corrupt or a different file). Delete it and try again.") from None
+            raise MnistError(
+                f"{path}: larger than the official MNIST file ({e}); corrupt, or a gzip bomb. "
+                "Refused. Delete it and try again."
+            ) from None
+        raise MnistError(
+            f"{path}: content hash does not match the official MNIST file "
+            "(corrupt or a different file). Delete it and try again."
+        ) from None
 
 
 def _download(name: str, dest_dir: Path, progress: bool) -> Path:
@@ -222,12 +236,10 @@ def _download(name: str, dest_dir: Path, progress: bool) -> Path:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    raise MnistError(f"{name} is not in {dest_dir} and could not be downloaded "
-                     f"({'; '.join(errors)}). {_FIX_HINT}")
+    raise MnistError(f"{name} is not in {dest_dir} and could not be downloaded ({'; '.join(errors)}). {_FIX_HINT}")
 
 
-def find_mnist(data_dir: str | os.PathLike | None = None, download: bool = True,
-               progress: bool = True) -> Path:
+def find_mnist(data_dir: str | os.PathLike | None = None, download: bool = True, progress: bool = True) -> Path:
     """Return a directory holding all four verified-by-name files, downloading into the cache if needed."""
     looked = []
     for cand in (data_dir, os.environ.get("MNIST_DIR")):
@@ -249,8 +261,7 @@ def find_mnist(data_dir: str | os.PathLike | None = None, download: bool = True,
     return d
 
 
-def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = True,
-               progress: bool = True) -> Mnist:
+def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = True, progress: bool = True) -> Mnist:
     """Load the 60k training and 10k test images, verified against the official hashes.
 
     Raises MnistError with a message naming the file, where it looked and how to fix it.
@@ -269,8 +280,10 @@ def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = True,
             try:
                 _download(name, d, progress)
             except MnistError as e:  # say why the file went, not just that it is missing
-                raise MnistError(f"{path} was corrupt (wrong content hash or broken gzip data) and "
-                                 f"has been deleted; a fresh copy could not be downloaded. {e}") from None
+                raise MnistError(
+                    f"{path} was corrupt (wrong content hash, broken gzip data or larger than the official file) and "
+                    f"has been deleted; a fresh copy could not be downloaded. {e}"
+                ) from None
             raw = _read_verified(path)
         arr = parse_idx(raw, str(path))
         if len(arr) != count:
@@ -278,9 +291,12 @@ def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = True,
         arrays[name] = arr
     data_hash = hashlib.sha256("".join(sha for sha, _ in FILES.values()).encode()).hexdigest()[:16]
     return Mnist(
-        X_train=arrays["train-images-idx3-ubyte.gz"], y_train=arrays["train-labels-idx1-ubyte.gz"],
-        X_test=arrays["t10k-images-idx3-ubyte.gz"], y_test=arrays["t10k-labels-idx1-ubyte.gz"],
-        source=str(d), data_hash=data_hash,
+        X_train=arrays["train-images-idx3-ubyte.gz"],
+        y_train=arrays["train-labels-idx1-ubyte.gz"],
+        X_test=arrays["t10k-images-idx3-ubyte.gz"],
+        y_test=arrays["t10k-labels-idx1-ubyte.gz"],
+        source=str(d),
+        data_hash=data_hash,
     )
 
 
@@ -294,6 +310,7 @@ def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.
         val_idx.append(idx[:n_val])
         train_idx.append(idx[n_val:])
     return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
+
 
 # --- images -> the network's inputs -----------------------------------------------------------
 

@@ -33,6 +33,7 @@ import io
 import math
 import re
 import warnings
+from typing import Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -74,6 +75,7 @@ MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 
 # --- 1. any array -> ink map ------------------------------------------------------------------
 
+
 def to_unit_float(image) -> np.ndarray:
     """Validate an image array and scale it to float32 in [0, 1], shape kept.
 
@@ -98,8 +100,7 @@ def to_unit_float(image) -> np.ndarray:
             raise ValueError("image contains NaN or infinite values")
         lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
         if lo < 0 or hi > 255:
-            raise ValueError(f"float image values must be in the range [0, 1] or [0, 255], "
-                             f"got [{lo:g}, {hi:g}]")
+            raise ValueError(f"float image values must be in the range [0, 1] or [0, 255], got [{lo:g}, {hi:g}]")
         arr = arr.astype(np.float32)
         return arr if hi <= 1 else arr / np.float32(255)
     lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
@@ -272,6 +273,7 @@ def ink_map(image) -> np.ndarray | None:
 
 # --- 2. where is the digit? --------------------------------------------------------------------
 
+
 def _components(cells: np.ndarray) -> np.ndarray:
     """Label 8-connected True cells of a small 2-D grid; returns int32 labels 1..k, 0 = empty.
 
@@ -301,8 +303,8 @@ def _components(cells: np.ndarray) -> np.ndarray:
     roots = [root(i) for i in range(len(parent))]
     ids = {r: k for k, r in enumerate(dict.fromkeys(roots), start=1)}
     labels = np.zeros((h, w), np.int32)
-    for r, s, e, rt in zip(run_rows, run_starts, run_ends, roots):
-        labels[r, s:e] = ids[rt]
+    for row, start, end, run_root in zip(run_rows, run_starts, run_ends, roots):
+        labels[row, start:end] = ids[run_root]
     return labels
 
 
@@ -331,14 +333,14 @@ def digit_region(ink: np.ndarray) -> np.ndarray | None:
     keep_parts[0] = False
     # Grow the kept cells by one so faint anti-aliased edges next to the digit stay in.
     kept = np.pad(keep_parts[labels], 1)
-    kept = np.max([kept[i:i + gh, j:j + gw] for i in range(3) for j in range(3)], axis=0)
+    kept = np.max([kept[i : i + gh, j : j + gw] for i in range(3) for j in range(3)], axis=0)
     keep = np.repeat(np.repeat(kept, cell, axis=0), cell, axis=1)[:h, :w]
     ink = np.where(keep, ink, np.float32(0))
     rows = np.nonzero((ink > INK_LEVEL).any(axis=1))[0]
     cols = np.nonzero((ink > INK_LEVEL).any(axis=0))[0]
     if len(rows) == 0:
         return None
-    crop = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     ch, cw = crop.shape
     if max(ch, cw) < MIN_EXTENT * max(h, w) or max(ch, cw) < 2:
         return None
@@ -350,6 +352,7 @@ def digit_region(ink: np.ndarray) -> np.ndarray | None:
 
 
 # --- 3. MNIST normalisation --------------------------------------------------------------------
+
 
 def centre_of_mass(image: np.ndarray) -> tuple[float, float]:
     """(row, col) intensity-weighted mean pixel index of a 2-D array with positive total."""
@@ -371,8 +374,8 @@ def mnist_normalise(crop: np.ndarray) -> np.ndarray | None:
     f = BOX / max(h, w)
     size = (min(BOX, max(1, round(w * f))), min(BOX, max(1, round(h * f))))
     resample = SHRINK if max(h, w) >= BOX else ENLARGE
-    small = Image.fromarray(np.ascontiguousarray(crop, np.float32), mode="F").resize(size, resample)
-    small = np.clip(np.asarray(small, np.float32), 0.0, None)
+    resized = Image.fromarray(np.ascontiguousarray(crop, np.float32), mode="F").resize(size, resample)
+    small = np.clip(np.asarray(resized, np.float32), 0.0, None)
     peak = float(np.percentile(small[small > 0], PEAK_PERCENTILE)) if (small > 0).any() else 0.0
     if peak <= 0:
         return None
@@ -381,7 +384,7 @@ def mnist_normalise(crop: np.ndarray) -> np.ndarray | None:
     top = int(np.clip(round(CENTRE - com_r), 0, SIDE - small.shape[0]))
     left = int(np.clip(round(CENTRE - com_c), 0, SIDE - small.shape[1]))
     out = np.zeros((SIDE, SIDE), np.float32)
-    out[top:top + small.shape[0], left:left + small.shape[1]] = small
+    out[top : top + small.shape[0], left : left + small.shape[1]] = small
     return out.ravel()
 
 
@@ -452,9 +455,15 @@ _WEBP_EXTRA_BYTES = 12
 # The shrunk image (at most max_side squared) as it becomes the returned array: 16-bit images go through float64.
 _FINAL_ARRAY_BYTES = 16
 _ORIENTATION = 0x0112  # the EXIF tag saying how the camera was held
-_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-            8: Image.Transpose.ROTATE_90}
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 # A JPEG marker: 0xFF and a code that is not byte stuffing (00), a restart marker (D0-D7) or fill (FF). Within a
 # scan's entropy-coded data only these end the scan, so searching for them skips the data as libjpeg does.
 _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
@@ -482,11 +491,14 @@ def _check_dimensions(w: int, h: int, max_pixels: int) -> None:
     if w < 1 or h < 1:
         raise _Refused(f"the image has no pixels ({w}x{h})")
     if w * h > max_pixels:
-        raise _Refused(f"the image declares {w}x{h} pixels, more than the limit of {max_pixels}; "
-                       "refused before decoding")
+        raise _Refused(
+            f"the image declares {w}x{h} pixels, more than the limit of {max_pixels}; refused before decoding"
+        )
     if max(w, h) > ASPECT_FREE_SIDE and max(w, h) > MAX_ASPECT * min(w, h):
-        raise _Refused(f"the image is {w}x{h} pixels, a strip more than {MAX_ASPECT} times longer than it is "
-                       "wide, not a photo of a digit; refused before decoding (crop it to the digit)")
+        raise _Refused(
+            f"the image is {w}x{h} pixels, a strip more than {MAX_ASPECT} times longer than it is "
+            "wide, not a photo of a digit; refused before decoding (crop it to the digit)"
+        )
 
 
 def _decode_bytes(size: tuple[int, int], mode: str, fmt: str | None, max_side: int, coefficient_bytes: int = 0) -> int:
@@ -513,9 +525,11 @@ def _decode_bytes(size: tuple[int, int], mode: str, fmt: str | None, max_side: i
 def _check_memory(needed: int, what: str) -> None:
     """Refuse a decode estimated to need more than MAX_DECODE_BYTES."""
     if needed > MAX_DECODE_BYTES:
-        raise _Refused(f"decoding this {what} would take about {needed / 2**20:.0f} MB of memory, more than the "
-                       f"limit of {MAX_DECODE_BYTES / 2**20:.0f} MB; refused before decoding "
-                       "(send a smaller image, or a JPEG)")
+        raise _Refused(
+            f"decoding this {what} would take about {needed / 2**20:.0f} MB of memory, more than the "
+            f"limit of {MAX_DECODE_BYTES / 2**20:.0f} MB; refused before decoding "
+            "(send a smaller image, or a JPEG)"
+        )
 
 
 def _jpeg_coefficient_bytes(frame: bytes) -> int:
@@ -531,8 +545,9 @@ def _jpeg_coefficient_bytes(frame: bytes) -> int:
     if not sampling:
         return 0
     h_max, v_max = max(h for h, _ in sampling), max(v for _, v in sampling)
-    blocks = sum(_ceil_div(_ceil_div(width * h, h_max), 8) * _ceil_div(_ceil_div(height * v, v_max), 8)
-                 for h, v in sampling)
+    blocks = sum(
+        _ceil_div(_ceil_div(width * h, h_max), 8) * _ceil_div(_ceil_div(height * v, v_max), 8) for h, v in sampling
+    )
     return blocks * 64 * 2
 
 
@@ -551,23 +566,27 @@ def _jpeg_coefficients(data: bytes) -> int:
             raise _Refused(f"the JPEG has {found.start() - pos} bytes of junk between its header segments; refused")
         segments += 1
         if segments > MAX_JPEG_SEGMENTS:
-            raise _Refused(f"the JPEG has more than {MAX_JPEG_SEGMENTS} marker segments (a photo has a few dozen); "
-                           "refused before decoding")
+            raise _Refused(
+                f"the JPEG has more than {MAX_JPEG_SEGMENTS} marker segments (a photo has a few dozen); "
+                "refused before decoding"
+            )
         code, body = data[found.start() + 1], found.end()
         if code == _JPEG_EOI:
             break
         if code in _JPEG_NO_LENGTH:
             pos = body
             continue
-        length = int.from_bytes(data[body:body + 2], "big")  # counts its own two bytes
+        length = int.from_bytes(data[body : body + 2], "big")  # counts its own two bytes
         if code in _JPEG_FRAMES and not coefficients:
-            coefficients = _jpeg_coefficient_bytes(data[body + 2:body + length])
+            coefficients = _jpeg_coefficient_bytes(data[body + 2 : body + length])
             progressive = code in _JPEG_PROGRESSIVE
         elif code == _JPEG_SOS:
             scans += 1
             if scans > MAX_JPEG_SCANS:
-                raise _Refused(f"the JPEG has more than {MAX_JPEG_SCANS} scans (a progressive JPEG has about 10), "
-                               "and each takes a pass over the whole image; refused before decoding")
+                raise _Refused(
+                    f"the JPEG has more than {MAX_JPEG_SCANS} scans (a progressive JPEG has about 10), "
+                    "and each takes a pass over the whole image; refused before decoding"
+                )
         pos = body + max(length, 2)  # a bogus length below 2 must not stall the walk
     return coefficients if progressive or scans > 1 else 0
 
@@ -576,12 +595,14 @@ def _check_png_chunks(data: bytes) -> None:
     """Refuse a PNG of more than MAX_PNG_CHUNKS chunks, counted by their lengths without decoding."""
     pos = len(_PNG_SIGNATURE)
     for _ in range(MAX_PNG_CHUNKS):
-        if pos + 8 > len(data) or data[pos + 4:pos + 8] == b"IEND":
+        if pos + 8 > len(data) or data[pos + 4 : pos + 8] == b"IEND":
             return
-        pos += 12 + int.from_bytes(data[pos:pos + 4], "big")  # length, type, data, CRC
+        pos += 12 + int.from_bytes(data[pos : pos + 4], "big")  # length, type, data, CRC
     if pos + 8 <= len(data):
-        raise _Refused(f"the PNG has more than {MAX_PNG_CHUNKS} chunks (a normal one has a few thousand at most); "
-                       "refused before decoding")
+        raise _Refused(
+            f"the PNG has more than {MAX_PNG_CHUNKS} chunks (a normal one has a few thousand at most); "
+            "refused before decoding"
+        )
 
 
 def _check_tiff_ifd(data: bytes) -> None:
@@ -589,23 +610,25 @@ def _check_tiff_ifd(data: bytes) -> None:
 
     Reads only the first IFD's entry count and each entry's tag, type and value count, as Pillow finds them.
     """
-    order = "little" if data[:2] == b"II" else "big"
+    order: Literal["little", "big"] = "little" if data[:2] == b"II" else "big"
     big = data[2] == 43  # BigTIFF: 8-byte counts and offsets
     count_size, entry_size, value_size = (8, 20, 8) if big else (2, 12, 4)
     ifd = int.from_bytes(data[8:16] if big else data[4:8], order)
-    entries = int.from_bytes(data[ifd:ifd + count_size], order)
+    entries = int.from_bytes(data[ifd : ifd + count_size], order)
     if entries > MAX_TIFF_TAGS:
         raise _Refused(f"the TIFF declares {entries} tags (an image has a few dozen); refused before decoding")
     first = ifd + count_size
     for at in range(first, min(len(data), first + entries * entry_size) - entry_size + 1, entry_size):
-        tag, kind = int.from_bytes(data[at:at + 2], order), int.from_bytes(data[at + 2:at + 4], order)
-        count = int.from_bytes(data[at + 4:at + entry_size - value_size], order)
+        tag, kind = int.from_bytes(data[at : at + 2], order), int.from_bytes(data[at + 2 : at + 4], order)
+        count = int.from_bytes(data[at + 4 : at + entry_size - value_size], order)
         if tag in _TIFF_STRIP_TAGS and count > MAX_TIFF_STRIPS:
-            raise _Refused(f"the TIFF is split into {count} strips or tiles, more than {MAX_TIFF_STRIPS}; "
-                           "refused before decoding")
+            raise _Refused(
+                f"the TIFF is split into {count} strips or tiles, more than {MAX_TIFF_STRIPS}; refused before decoding"
+            )
         if kind not in _TIFF_BYTE_TYPES and count > MAX_TIFF_VALUES:
-            raise _Refused(f"the TIFF's tag {tag} holds {count} numbers, more than {MAX_TIFF_VALUES}; "
-                           "refused before decoding")
+            raise _Refused(
+                f"the TIFF's tag {tag} holds {count} numbers, more than {MAX_TIFF_VALUES}; refused before decoding"
+            )
 
 
 def _check_gif_blocks(data: bytes) -> None:
@@ -626,8 +649,10 @@ def _check_gif_blocks(data: bytes) -> None:
                 pos += 1 + data[pos]
             pos += 1
         if blocks > MAX_GIF_BLOCKS:
-            raise _Refused(f"the GIF has more than {MAX_GIF_BLOCKS} blocks of extension data before its image "
-                           "(a GIF has a few); refused before decoding")
+            raise _Refused(
+                f"the GIF has more than {MAX_GIF_BLOCKS} blocks of extension data before its image "
+                "(a GIF has a few); refused before decoding"
+            )
 
 
 def _webp_size(data: bytes) -> tuple[int, int] | None:
@@ -731,8 +756,7 @@ def _open_and_decode(data: bytes, max_pixels: int, max_side: int) -> np.ndarray:
         try:
             im = Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS)
         except UnidentifiedImageError:
-            raise ValueError("not an image this app can read "
-                             "(use PNG, JPEG, GIF, BMP, WEBP or TIFF)") from None
+            raise ValueError("not an image this app can read (use PNG, JPEG, GIF, BMP, WEBP or TIFF)") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ValueError("the image declares an enormous size (a decompression bomb?); refused") from None
         except MemoryError:
@@ -753,8 +777,9 @@ def _open_and_decode(data: bytes, max_pixels: int, max_side: int) -> np.ndarray:
             im.close()
 
 
-def image_from_bytes(data: bytes, max_pixels: int = MAX_UPLOAD_PIXELS, max_side: int = WORK_SIDE,
-                     max_bytes: int = MAX_UPLOAD_BYTES) -> np.ndarray:
+def image_from_bytes(
+    data: bytes, max_pixels: int = MAX_UPLOAD_PIXELS, max_side: int = WORK_SIDE, max_bytes: int = MAX_UPLOAD_BYTES
+) -> np.ndarray:
     """Decode an uploaded image file safely -> uint8 (H, W), (H, W, 3) or (H, W, 4).
 
     Refuses, with a ValueError saying why (and never any other exception): empty or oversized files, anything that
@@ -771,13 +796,22 @@ def image_from_bytes(data: bytes, max_pixels: int = MAX_UPLOAD_PIXELS, max_side:
     if len(data) == 0:
         raise ValueError("the file is empty")
     if len(data) > max_bytes:
-        raise ValueError(f"the file is too large ({len(data) / 1e6:.1f} MB); "
-                         f"the limit is {max_bytes / 1e6:.0f} MB")
+        raise ValueError(f"the file is too large ({len(data) / 1e6:.1f} MB); the limit is {max_bytes / 1e6:.0f} MB")
     try:
         return _open_and_decode(bytes(data), max_pixels, max_side)
     except _Refused as exc:  # callers get exactly ValueError, whatever refused the file
         raise ValueError(str(exc)) from None
 
 
-__all__ = ["canvas_to_input", "image_from_bytes", "ink_map", "digit_region", "mnist_normalise",
-           "centre_of_mass", "to_unit_float", "SIDE", "BOX", "CENTRE"]
+__all__ = [
+    "canvas_to_input",
+    "image_from_bytes",
+    "ink_map",
+    "digit_region",
+    "mnist_normalise",
+    "centre_of_mass",
+    "to_unit_float",
+    "SIDE",
+    "BOX",
+    "CENTRE",
+]

@@ -27,11 +27,16 @@ BUDGET_MB = 200  # memory the child may add; the old code took 300-900 MB on the
 
 def refused(outcome, message: str) -> bool:
     """True if the bounded call raised a ValueError whose message matches ``message``, quickly."""
-    return (outcome.kind == "raised" and outcome.error_type == "ValueError"
-            and re.search(message, outcome.message) is not None and outcome.seconds < QUICK)
+    return (
+        outcome.kind == "raised"
+        and outcome.error_type == "ValueError"
+        and re.search(message, outcome.message) is not None
+        and outcome.seconds < QUICK
+    )
 
 
 # --- builders ----------------------------------------------------------------------------------
+
 
 def _encode(im: Image.Image, fmt: str, **kw) -> bytes:
     buf = io.BytesIO()
@@ -51,8 +56,7 @@ def _png(width: int, height: int, colour_type: int, scanlines) -> bytes:
     z = zlib.compressobj(6)
     idat = b"".join(z.compress(piece) for piece in scanlines) + z.flush()
     ihdr = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat)
-            + _png_chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
 
 
 def _progressive_jpeg(width: int, height: int) -> bytes:
@@ -64,7 +68,7 @@ def _scans(jpeg: bytes) -> list[tuple[int, int]]:
     """(start, end) of each scan of a JPEG that has no embedded thumbnail: SOS segment plus entropy-coded data."""
     out = []
     for found in re.finditer(rb"\xff\xda", jpeg):
-        header_end = found.start() + 2 + int.from_bytes(jpeg[found.start() + 2:found.start() + 4], "big")
+        header_end = found.start() + 2 + int.from_bytes(jpeg[found.start() + 2 : found.start() + 4], "big")
         next_marker = re.compile(rb"\xff[^\x00\xd0-\xd7]").search(jpeg, header_end)
         out.append((found.start(), next_marker.start()))
     return out
@@ -102,17 +106,27 @@ def _exif_that_pillow_cannot_rewrite() -> bytes:
     Reading it is fine, but ImageOps.exif_transpose re-writes the EXIF after rotating, and writing that tag's value
     raises struct.error.
     """
-    entries = [struct.pack(">HHI4s", 0x0112, 3, 1, struct.pack(">H", 6) + b"\0\0"),  # orientation: SHORT 6
-               struct.pack(">HHII", 0x014A, 5, 1, 8 + 2 + 2 * 12 + 4)]  # RATIONAL at the end of the IFD
+    entries = [
+        struct.pack(">HHI4s", 0x0112, 3, 1, struct.pack(">H", 6) + b"\0\0"),  # orientation: SHORT 6
+        struct.pack(">HHII", 0x014A, 5, 1, 8 + 2 + 2 * 12 + 4),
+    ]  # RATIONAL at the end of the IFD
     ifd = struct.pack(">H", len(entries)) + b"".join(entries) + struct.pack(">I", 0)
     return b"Exif\0\0" + b"MM\0*" + struct.pack(">I", 8) + ifd + struct.pack(">II", 1, 1)
 
 
 # --- 1. every failure is a ValueError ----------------------------------------------------------
 
-@pytest.mark.parametrize("error", [struct.error("unpack requires a buffer of 4 bytes"), RuntimeError("boom"),
-                                   ZeroDivisionError("division by zero"), AttributeError("no attribute 'fp'"),
-                                   ValueError("image has wrong mode")])
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        struct.error("unpack requires a buffer of 4 bytes"),
+        RuntimeError("boom"),
+        ZeroDivisionError("division by zero"),
+        AttributeError("no attribute 'fp'"),
+        ValueError("image has wrong mode"),
+    ],
+)
 def test_any_decoder_exception_becomes_a_clear_value_error(error, monkeypatch):
     def broken_load(self):
         raise error
@@ -142,6 +156,7 @@ def test_16_bit_png_larger_than_the_work_side_is_shrunk():
 
 # --- 2. decoding cost is bounded before decoding -------------------------------------------
 
+
 @pytest.mark.parametrize("width,height", [(1, 50_000_000), (50_000_000, 1)])
 def test_long_thin_png_is_refused_before_decoding(width, height):
     if width == 1:
@@ -170,7 +185,7 @@ def test_jpeg_flooded_with_empty_segments_is_refused_quickly():
 
 def test_jpeg_with_megabytes_of_fill_bytes_is_refused_quickly():
     jpeg = _encode(Image.new("L", (64, 64), 200), "JPEG")
-    data = jpeg[:_after_app0(jpeg)] + b"\xff" * 19_000_000 + jpeg[_after_app0(jpeg):]
+    data = jpeg[: _after_app0(jpeg)] + b"\xff" * 19_000_000 + jpeg[_after_app0(jpeg) :]
     outcome = run_bounded(image_from_bytes, data, seconds=DEADLINE, memory_mb=BUDGET_MB)
     assert refused(outcome, "bytes of junk between its header segments"), outcome  # the old code: ~9 s
 
@@ -189,12 +204,26 @@ def _tiff_with_strips(strips: int) -> bytes:
     offsets_at = 8 + len(pixels)
     counts_at = offsets_at + 4 * strips
     ifd_at = counts_at + 4 * strips
-    entries = [(256, 3, 1, 64), (257, 3, 1, 64), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),  # 64x64, 8-bit
-               (273, 4, strips, offsets_at), (277, 3, 1, 1), (278, 3, 1, 1), (279, 4, strips, counts_at)]
-    ifd = (struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries)
-           + struct.pack("<I", 0))
-    return (b"II*\0" + struct.pack("<I", ifd_at) + pixels + struct.pack("<I", 8) * strips
-            + struct.pack("<I", 64) * strips + ifd)
+    entries = [
+        (256, 3, 1, 64),
+        (257, 3, 1, 64),
+        (258, 3, 1, 8),
+        (259, 3, 1, 1),
+        (262, 3, 1, 1),  # 64x64, 8-bit
+        (273, 4, strips, offsets_at),
+        (277, 3, 1, 1),
+        (278, 3, 1, 1),
+        (279, 4, strips, counts_at),
+    ]
+    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries) + struct.pack("<I", 0)
+    return (
+        b"II*\0"
+        + struct.pack("<I", ifd_at)
+        + pixels
+        + struct.pack("<I", 8) * strips
+        + struct.pack("<I", 64) * strips
+        + ifd
+    )
 
 
 def test_tiff_listing_millions_of_strips_is_refused_quickly():
@@ -208,11 +237,19 @@ def test_tiff_with_a_colour_map_of_millions_of_entries_is_refused_quickly():
     pixels = bytes(64 * 64)
     map_at = 8 + len(pixels)
     ifd_at = map_at + 2 * entries_in_map
-    entries = [(256, 3, 1, 64), (257, 3, 1, 64), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 3),  # 8-bit palette
-               (273, 4, 1, 8), (277, 3, 1, 1), (278, 3, 1, 64), (279, 4, 1, len(pixels)),
-               (320, 3, entries_in_map, map_at)]  # ColorMap
-    ifd = (struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries)
-           + struct.pack("<I", 0))
+    entries = [
+        (256, 3, 1, 64),
+        (257, 3, 1, 64),
+        (258, 3, 1, 8),
+        (259, 3, 1, 1),
+        (262, 3, 1, 3),  # 8-bit palette
+        (273, 4, 1, 8),
+        (277, 3, 1, 1),
+        (278, 3, 1, 64),
+        (279, 4, 1, len(pixels)),
+        (320, 3, entries_in_map, map_at),
+    ]  # ColorMap
+    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries) + struct.pack("<I", 0)
     data = b"II*\0" + struct.pack("<I", ifd_at) + pixels + bytes(2 * entries_in_map) + ifd
     outcome = run_bounded(image_from_bytes, data, seconds=DEADLINE, memory_mb=BUDGET_MB)
     assert refused(outcome, "tag 320 holds 9000000 numbers"), outcome  # the old code: 3.8 s, 240 MB
@@ -250,6 +287,7 @@ def test_rgba_png_over_the_memory_budget_is_refused_before_decoding():
 
 # --- 3. ordinary uploads still decode, in bounded time and memory (guards, not attacks) -----------------
 
+
 def _photo(width: int, height: int) -> Image.Image:
     """A smooth, noisy RGB picture: encodes like a photo (not like a flat test card)."""
     rng = np.random.default_rng(0)
@@ -277,9 +315,17 @@ def test_ordinary_progressive_jpeg_with_libjpeg_scans_decodes():
 
 # --- 4. arrays of any dtype: ValueError, never TypeError -------------------------------------------
 
-@pytest.mark.parametrize("array", [np.zeros((28, 28), "m8[s]"), np.ones((28, 28), "m8[D]"),
-                                   np.zeros((28, 28, 3), "m8[ns]"), np.zeros((28, 28, 4), "m8[ms]")],
-                         ids=["m8[s]", "m8[D]", "rgb-m8[ns]", "rgba-m8[ms]"])
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.zeros((28, 28), "m8[s]"),
+        np.ones((28, 28), "m8[D]"),
+        np.zeros((28, 28, 3), "m8[ns]"),
+        np.zeros((28, 28, 4), "m8[ms]"),
+    ],
+    ids=["m8[s]", "m8[D]", "rgb-m8[ns]", "rgba-m8[ms]"],
+)
 def test_timedelta_arrays_are_refused_with_value_error(array):
     # NumPy counts timedelta64 as an integer type: the old code raised TypeError, or took it as pixels.
     for fn in (to_unit_float, canvas_to_input):
@@ -287,8 +333,11 @@ def test_timedelta_arrays_are_refused_with_value_error(array):
             fn(array)
 
 
-@pytest.mark.parametrize("dtype", ["M8[s]", object, "c8", "V4", "U1", "S1", [("a", "u1")]],
-                         ids=["datetime64", "object", "complex", "void", "str", "bytes", "structured"])
+@pytest.mark.parametrize(
+    "dtype",
+    ["M8[s]", object, "c8", "V4", "U1", "S1", [("a", "u1")]],
+    ids=["datetime64", "object", "complex", "void", "str", "bytes", "structured"],
+)
 def test_other_non_numeric_dtypes_stay_refused_with_value_error(dtype):
     # Already refused before the fix; kept so the dtype check cannot let any of them through again.
     for fn in (to_unit_float, canvas_to_input):

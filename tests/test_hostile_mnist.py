@@ -24,8 +24,9 @@ BOMB_MB = 512  # decompressed size of the bombs; each .gz is ~0.5 MB, under any 
 BUDGET_MB = 200  # memory the child may add: real MNIST takes ~55 MB to load now (~110 MB before)
 DEADLINE = 60.0  # seconds
 
-needs_mnist = pytest.mark.skipif(not (MNIST_DIR / "t10k-labels-idx1-ubyte.gz").exists(),
-                                 reason=f"needs the MNIST files in {MNIST_DIR}")
+needs_mnist = pytest.mark.skipif(
+    not (MNIST_DIR / "t10k-labels-idx1-ubyte.gz").exists(), reason=f"needs the MNIST files in {MNIST_DIR}"
+)
 
 
 def gzip_bomb(megabytes: int = BOMB_MB) -> bytes:
@@ -97,8 +98,11 @@ def test_gzip_bomb_in_the_cache_is_deleted_and_replaced_by_a_verified_download(t
     cache = isolate_cache(tmp_path, monkeypatch)
     bad = "train-images-idx3-ubyte.gz"
     folder_with(cache, bad, gzip_bomb())
-    monkeypatch.setattr(data_mod.urllib.request, "urlopen",  # a mirror serving the real files
-                        lambda url, timeout: FakeResponse((MNIST_DIR / url.rsplit("/", 1)[1]).read_bytes()))
+    monkeypatch.setattr(
+        data_mod.urllib.request,
+        "urlopen",  # a mirror serving the real files
+        lambda url, timeout: FakeResponse((MNIST_DIR / url.rsplit("/", 1)[1]).read_bytes()),
+    )
     outcome = run_bounded(load_default, seconds=DEADLINE, memory_mb=BUDGET_MB)
     assert outcome.kind == "returned", outcome
     assert (cache / bad).read_bytes() == (MNIST_DIR / bad).read_bytes()  # the bomb is gone, the real file in place
@@ -128,8 +132,11 @@ def test_gz_larger_than_any_gzip_of_the_official_file_is_refused_unread(tmp_path
     # 2 MB of incompressible bytes stored as gzip: far more than the 60,008-byte labels file can take compressed.
     big = gzip.compress(os.urandom(2_000_000), compresslevel=0)
     folder = folder_with(tmp_path / "my-mnist", "train-labels-idx1-ubyte.gz", big)
-    with pytest.raises(MnistError, match=r"train-labels-idx1-ubyte.gz: larger than the official MNIST file "
-                                         r"\(the .gz is 2,000,\d+ bytes"):
+    with pytest.raises(
+        MnistError,
+        match=r"train-labels-idx1-ubyte.gz: larger than the official MNIST file "
+        r"\(the .gz is 2,000,\d+ bytes",
+    ):
         load_mnist(folder, download=False, progress=False)
 
 
