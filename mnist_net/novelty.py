@@ -205,7 +205,9 @@ def calibrate(model: MLP, assets: NoveltyAssets, max_false_alarm: float = MAX_FA
     d_centre, d_scale = _spread(values)
     partial = Calibration(e_centre, e_scale, d_centre, d_scale, np.inf, ())
     scores = combined_score(logits, values, partial)
-    threshold = max(float(np.quantile(scores[groups == g], 1 - max_false_alarm)) for g in range(len(GROUPS)))
+    threshold = max(
+        float(np.quantile(scores[groups == g], 1 - max_false_alarm, method="higher")) for g in range(len(GROUPS))
+    )
     threshold = float(np.nextafter(threshold, np.inf))  # flag strictly above the quantile's sample
     alarms = tuple(float(np.mean(scores[groups == g] >= threshold)) for g in range(len(GROUPS)))
     return Calibration(e_centre, e_scale, d_centre, d_scale, threshold, alarms)
