@@ -1,23 +1,43 @@
-"""Unpickling untrusted bytes: only plain data and numeric arrays, nothing that runs.
+"""Unpickling untrusted bytes: only plain data and numeric arrays, nothing that runs, at bounded cost.
 
-Model files come from strangers (uploads), so ``safe_loads`` trusts nothing in them:
+Model files come from strangers (uploads to a server that serves every session from one
+process), so ``safe_loads`` trusts nothing in them, and any file up to the size limit is
+loaded or refused in time and memory proportional to its size:
 
 1. Size: at most ``MAX_FILE_BYTES``.
-2. Opcodes: the pickle is scanned *before* it is unpickled; only opcodes for plain data,
-   globals and arrays are admitted, at most ``MAX_OPCODES`` of them, and every declared
-   length must fit in the file (so a header claiming 10^12 bytes allocates nothing).
-3. Globals: the only names it resolves are NumPy's array and dtype reconstructors, and
+2. Opcodes: the pickle is scanned *before* it is unpickled, read exactly as CPython's
+   unpickler will read it; only opcodes for plain data, globals and arrays are admitted,
+   at most ``MAX_OPCODES`` of them, and every declared length must fit in the file (so a
+   header claiming 10^12 bytes allocates nothing). An operation that runs past the end of
+   its frame is refused: the unpickler would skip the frame's rest and read on after it,
+   running as operations bytes that the scan took for data.
+3. Arguments, before anything is built from them: integers of at most ``MAX_INT_BYTES``
+   bytes, strings of at most ``MAX_STRING_BYTES`` bytes, text arguments (names of globals,
+   protocol 0 numbers) of at most ``MAX_LINE_BYTES`` bytes (decimal digits cost quadratic
+   time to parse, and the interpreter's digit limit may be lifted).
+4. Structure: the scan follows the unpickler's stack and memo, one byte (the kind of
+   value) per entry, and refuses
+   - memo indices that do not count up from 0: the unpickler's memo table is as long as
+     the largest index, so a 9-byte file could make it allocate gigabytes;
+   - dict keys that are not str, before the unpickler hashes them: ints equal modulo
+     2**61 - 1 share a hash (tens of thousands cost quadratic time), and a tuple hashes
+     every shared reference it holds; str hashes are salted per process;
+   - APPEND(S) onto anything but a list, SETITEM(S) into anything but a dict (on anything
+     else they call its methods, e.g. an array's element-wise assignment);
+   - more than ``MAX_NODES`` values made, or anything but one value left at STOP.
+5. Globals: the only names it resolves are NumPy's array and dtype reconstructors, and
    they resolve to our own builders, not to NumPy: numeric dtypes only, array sizes
    checked against their data, nothing callable that the file could misuse.
-4. The result is rebuilt as plain dicts, lists, numbers, strings and numeric arrays
+6. The result is rebuilt as plain dicts, lists, numbers, strings and numeric arrays
    (bounded depth and total size, so shared references cannot explode).
 
 What the data must mean (a model's shapes, config, ...) is checked in ``model_io``.
-Non-goals: pickles of classes, pickle protocols below 3.
+Non-goals: pickles of classes, pickle protocols below 3, unpicklers other than CPython's C one.
 """
 
 from __future__ import annotations
 
+import array
 import io
 import itertools
 import math
@@ -32,7 +52,10 @@ MAX_OPCODES = 2_000_000  # a real file has a few thousand; bounds the objects a 
 MAX_NODES = 1_000_000  # values in the data, counting each shared reference again
 MAX_DEPTH = 32
 MAX_STRING = 100_000  # characters; real strings are names, dates and command lines
+MAX_STRING_BYTES = 4 * MAX_STRING  # UTF-8 needs at most 4 bytes a character, so longer is surely too long
+MAX_LINE_BYTES = 256  # text arguments (names of globals, protocol 0 numbers): real ones are below 40
 MAX_INT = 2**63
+MAX_INT_BYTES = 8  # every int in [-MAX_INT, MAX_INT) pickles in at most 8 bytes
 MAX_ARRAY_ELEMENTS = 20_000_000
 _NUMERIC_DTYPES = {"f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "b1"}
 
@@ -50,51 +73,421 @@ class ModelFileError(ValueError):
     """A model file could not be loaded: corrupt, hostile, or not a model. The message says why."""
 
 
-# --- step 2: scan the opcodes before unpickling ------------------------------------------
+# --- steps 2-4: scan the opcodes before unpickling -----------------------------------------
 
-_ALLOWED_OPCODES = frozenset({
-    "PROTO", "FRAME", "STOP", "MARK", "POP", "POP_MARK", "DUP",
-    "MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET",
-    "NONE", "NEWTRUE", "NEWFALSE", "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4",
-    "FLOAT", "BINFLOAT", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8",
-    "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8",
-    "EMPTY_LIST", "APPEND", "APPENDS", "LIST", "EMPTY_TUPLE", "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3",
-    "EMPTY_DICT", "DICT", "SETITEM", "SETITEMS",
-    "GLOBAL", "STACK_GLOBAL", "REDUCE", "BUILD",
-})
+_OPCODES = {op.code.encode("latin-1")[0]: op for op in pickletools.opcodes}
 
 
-_OPCODES = {op.code.encode("latin-1"): op for op in pickletools.opcodes}
+class _Overrun(Exception):
+    """An argument runs past the end of the data, or past the end of the frame it starts in."""
+
+
+def _no_argument(data: bytes, start: int, limit: int):
+    return None, start
+
+
+def _byte(data: bytes, start: int, limit: int):
+    if start >= limit:
+        raise _Overrun
+    return data[start], start + 1
+
+
+def _skip(size: int):
+    """Reader of a ``size``-byte argument whose value the scan does not need (a number)."""
+    def read(data: bytes, start: int, limit: int):
+        end = start + size
+        if end > limit:
+            raise _Overrun
+        return None, end
+    return read
+
+
+def _fixed(size: int, signed: bool = False):
+    """Reader of a ``size``-byte little-endian integer argument."""
+    if size == 1 and not signed:
+        return _byte
+
+    def read(data: bytes, start: int, limit: int):
+        end = start + size
+        if end > limit:
+            raise _Overrun
+        return int.from_bytes(data[start:end], "little", signed=signed), end
+    return read
+
+
+def _counted(size: int, cap: int | None = None, refusal: str = "", signed: bool = False):
+    """Reader of a ``size``-byte length followed by that many bytes; the argument is the length.
+
+    The bytes are skipped, not copied. A length above ``cap`` is refused with ``refusal``
+    (formatted with the length) before anything is built from it.
+    """
+    def read(data: bytes, start: int, limit: int):
+        begin = start + size
+        if begin > limit:
+            raise _Overrun
+        length = int.from_bytes(data[start:begin], "little", signed=signed)
+        if length < 0:
+            raise ModelFileError("not a readable model file (a negative length)")
+        if begin + length > limit:
+            raise _Overrun
+        if cap is not None and length > cap:
+            raise ModelFileError(refusal.format(length))
+        return length, begin + length
+    return read
+
+
+def _lines(count: int, cap: int, refusal: str):
+    """Reader of ``count`` newline-terminated lines of at most ``cap`` bytes each (a longer one is refused).
+
+    The newline is searched for only within the frame, as the unpickler does.
+    """
+    def read(data: bytes, start: int, limit: int):
+        lines = []
+        for _ in range(count):
+            window = min(limit, start + cap + 1)
+            newline = data.find(b"\n", start, window)
+            if newline < 0:
+                if window < limit:
+                    raise ModelFileError(refusal)
+                raise _Overrun
+            lines.append(data[start:newline + 1])
+            start = newline + 1
+        return (lines[0] if count == 1 else lines), start
+    return read
+
+
+def _memo_index(line: bytes) -> int:
+    """The index of a text PUT or GET; only plain digits, which every reader parses alike."""
+    digits = line[:-1]
+    if not digits.isdigit():
+        raise ModelFileError("not a readable model file (a memo index that is not a number)")
+    return int(digits)
+
+
+# What the scan knows of each value: its kind, one byte, so following millions costs megabytes.
+_NONE, _BOOL, _INT, _FLOAT, _STR, _BYTES, _BYTEARRAY, _LIST, _TUPLE, _DICT, _GLOBAL, _BUILT = range(12)
+_KIND_NAMES = ("NoneType", "bool", "int", "float", "str", "bytes", "bytearray", "list", "tuple", "dict",
+               "global", "array or dtype")
+_STORED = 255  # not a kind: in the operation table, "push the kind stored at the argument's memo index"
+_STR_BYTE = bytes([_STR])
+
+_LONG_TEXT = f"refused a pickle operation argument longer than {MAX_LINE_BYTES} bytes"
+_LONG_STRING = f"refused a string of {{}} bytes (a model file's strings have at most {MAX_STRING} characters)"
+_BIG_INT = "refused an integer too large for a model file"
+
+# The admitted opcodes, for plain data, globals and arrays only.
+# name: (argument reader, effect on the stack machine, the kind it pushes if it makes a value)
+_OPERATIONS = {
+    "PROTO": (_fixed(1), "protocol", None),
+    "FRAME": (_fixed(8), None, None),
+    "STOP": (_no_argument, None, None),
+    "MARK": (_no_argument, "mark", None),
+    "POP": (_no_argument, "pop", None),
+    "POP_MARK": (_no_argument, "pop_mark", None),
+    "DUP": (_no_argument, "dup", None),
+    "MEMOIZE": (_no_argument, "memoize", None),
+    "PUT": (_lines(1, MAX_LINE_BYTES, _LONG_TEXT), "put_text", None),
+    "BINPUT": (_fixed(1), "put", None),
+    "LONG_BINPUT": (_fixed(4), "put", None),
+    "GET": (_lines(1, MAX_LINE_BYTES, _LONG_TEXT), "get_text", None),
+    "BINGET": (_fixed(1), None, _STORED),
+    "LONG_BINGET": (_fixed(4), None, _STORED),
+    "NONE": (_no_argument, "new", _NONE),
+    "NEWTRUE": (_no_argument, "new", _BOOL),
+    "NEWFALSE": (_no_argument, "new", _BOOL),
+    "INT": (_lines(1, MAX_LINE_BYTES, _LONG_TEXT), "int_text", None),
+    "BININT": (_skip(4), "new", _INT),
+    "BININT1": (_skip(1), "new", _INT),
+    "BININT2": (_skip(2), "new", _INT),
+    "LONG": (_lines(1, MAX_LINE_BYTES, _LONG_TEXT), "new", _INT),
+    "LONG1": (_counted(1, MAX_INT_BYTES, _BIG_INT), "new", _INT),
+    "LONG4": (_counted(4, MAX_INT_BYTES, _BIG_INT, signed=True), "new", _INT),
+    "FLOAT": (_lines(1, MAX_LINE_BYTES, _LONG_TEXT), "new", _FLOAT),
+    "BINFLOAT": (_skip(8), "new", _FLOAT),
+    "UNICODE": (_lines(1, MAX_STRING_BYTES, _LONG_STRING.format(f"over {MAX_STRING_BYTES}")), "new", _STR),
+    "BINUNICODE": (_counted(4, MAX_STRING_BYTES, _LONG_STRING), "new", _STR),
+    "SHORT_BINUNICODE": (_counted(1), "new", _STR),
+    "BINUNICODE8": (_counted(8, MAX_STRING_BYTES, _LONG_STRING), "new", _STR),
+    "BINBYTES": (_counted(4), "new", _BYTES),
+    "SHORT_BINBYTES": (_counted(1), "new", _BYTES),
+    "BINBYTES8": (_counted(8), "new", _BYTES),
+    "BYTEARRAY8": (_counted(8), "new", _BYTEARRAY),
+    "EMPTY_LIST": (_no_argument, "new", _LIST),
+    "APPEND": (_no_argument, "append", None),
+    "APPENDS": (_no_argument, "appends", None),
+    "LIST": (_no_argument, "list_from_mark", None),
+    "EMPTY_TUPLE": (_no_argument, "new", _TUPLE),
+    "TUPLE": (_no_argument, "tuple_from_mark", None),
+    "TUPLE1": (_no_argument, "tuple1", None),
+    "TUPLE2": (_no_argument, "tuple2", None),
+    "TUPLE3": (_no_argument, "tuple3", None),
+    "EMPTY_DICT": (_no_argument, "new", _DICT),
+    "DICT": (_no_argument, "dict_from_mark", None),
+    "SETITEM": (_no_argument, "setitem", None),
+    "SETITEMS": (_no_argument, "setitems", None),
+    "GLOBAL": (_lines(2, MAX_LINE_BYTES, _LONG_TEXT), "new", _GLOBAL),
+    "STACK_GLOBAL": (_no_argument, "stack_global", None),
+    "REDUCE": (_no_argument, "reduce", None),
+    "BUILD": (_no_argument, "build", None),
+}
+
+
+class _StackMachine:
+    """The unpickler's stack, mark stack and memo, each value replaced by its kind.
+
+    Mirrors CPython's C unpickler (``Modules/_pickle.c``) operation by operation, including
+    its fence: nothing below the latest MARK can be popped, except POP of the MARK itself.
+    Whatever it cannot follow exactly it refuses, so the kinds it sees are the values the
+    unpickler will build, and it can refuse a dict key before the unpickler hashes it.
+    """
+
+    def __init__(self) -> None:
+        self.stack = bytearray()
+        self.marks = array.array("q")  # stack heights at the open MARKs
+        self.memo = bytearray()  # memo[i] is the kind stored at index i; indices count up from 0
+        self.made = 0  # values created (DUP and GET repeat one, they make none)
+
+    # -- the primitives, with the unpickler's underflow rules --
+
+    def _above_fence(self) -> int:
+        """How many values lie above the latest MARK: only those can be popped."""
+        marks = self.marks
+        return len(self.stack) - (marks[-1] if marks else 0)
+
+    def new(self, kind: int) -> None:
+        self.stack.append(kind)
+        self.made += 1
+
+    def take(self, n: int) -> bytearray:
+        """Pop the top ``n`` kinds; like the unpickler, never through a MARK."""
+        if self._above_fence() < n:
+            raise ModelFileError("not a readable model file (pickle stack underflow)")
+        start = len(self.stack) - n
+        kinds = self.stack[start:]
+        del self.stack[start:]
+        return kinds
+
+    def top(self) -> int:
+        if self._above_fence() < 1:
+            raise ModelFileError("not a readable model file (pickle stack underflow)")
+        return self.stack[-1]
+
+    def take_to_mark(self) -> bytearray:
+        """Pop the latest MARK and every kind above it."""
+        if not self.marks:
+            raise ModelFileError("not a readable model file (no MARK for an operation that needs one)")
+        start = self.marks.pop()
+        kinds = self.stack[start:]
+        del self.stack[start:]
+        return kinds
+
+    # -- the operations --
+
+    def protocol(self, version: int) -> None:
+        if not 3 <= version <= 5:
+            raise ModelFileError(f"unsupported pickle protocol {version} (3 to 5 are read)")
+
+    def mark(self, _arg) -> None:
+        self.marks.append(len(self.stack))
+
+    def pop(self, _arg) -> None:
+        if self.marks and self.marks[-1] == len(self.stack):
+            self.marks.pop()
+        else:
+            self.take(1)
+
+    def pop_mark(self, _arg) -> None:
+        self.take_to_mark()
+
+    def dup(self, _arg) -> None:
+        self.stack.append(self.top())
+
+    def memoize(self, _arg) -> None:
+        self.put(len(self.memo))
+
+    def put(self, index: int) -> None:
+        """Store the top kind at ``index``, which may be at most the number stored so far.
+
+        The unpickler's memo is a table as long as the largest index: one huge index in
+        a 9-byte file would make it allocate gigabytes. Dense indices keep it as long as
+        the number of values stored, and picklers only ever write 0, 1, 2, ...
+        """
+        kind = self.top()
+        if index < len(self.memo):
+            self.memo[index] = kind
+        elif index == len(self.memo):
+            self.memo.append(kind)
+        else:
+            raise ModelFileError(f"refused memo index {short_repr(index)}: a pickle stores values at 0, 1, 2, ... "
+                                 f"and this one has stored {len(self.memo)}")
+
+    def put_text(self, line: bytes) -> None:
+        self.put(_memo_index(line))
+
+    def get(self, index: int) -> None:
+        if index >= len(self.memo):
+            raise ModelFileError(f"not a readable model file (memo index {short_repr(index)} was never stored)")
+        self.stack.append(self.memo[index])
+
+    def get_text(self, line: bytes) -> None:
+        self.get(_memo_index(line))
+
+    def int_text(self, line: bytes) -> None:
+        self.new(_BOOL if line in (b"00\n", b"01\n") else _INT)
+
+    def list_from_mark(self, _arg) -> None:
+        self.take_to_mark()
+        self.new(_LIST)
+
+    def tuple_from_mark(self, _arg) -> None:
+        self.take_to_mark()
+        self.new(_TUPLE)
+
+    def tuple1(self, _arg) -> None:
+        self.take(1)
+        self.new(_TUPLE)
+
+    def tuple2(self, _arg) -> None:
+        self.take(2)
+        self.new(_TUPLE)
+
+    def tuple3(self, _arg) -> None:
+        self.take(3)
+        self.new(_TUPLE)
+
+    def dict_from_mark(self, _arg) -> None:
+        _check_dict_items(self.take_to_mark())
+        self.new(_DICT)
+
+    def append(self, _arg) -> None:
+        self.take(1)
+        _check_target(self.top(), _LIST, "APPEND")
+
+    def appends(self, _arg) -> None:
+        self.take_to_mark()
+        _check_target(self.top(), _LIST, "APPENDS")
+
+    def setitem(self, _arg) -> None:
+        _check_dict_items(self.take(2))
+        _check_target(self.top(), _DICT, "SETITEM")
+
+    def setitems(self, _arg) -> None:
+        _check_dict_items(self.take_to_mark())
+        _check_target(self.top(), _DICT, "SETITEMS")
+
+    def stack_global(self, _arg) -> None:
+        if self.take(2) != bytes([_STR, _STR]):
+            raise ModelFileError("not a readable model file (STACK_GLOBAL needs two strings)")
+        self.new(_GLOBAL)
+
+    def reduce(self, _arg) -> None:
+        self.take(2)  # a global (one of ours) and its arguments
+        self.new(_BUILT)  # our globals build only arrays and dtypes, or raise
+
+    def build(self, _arg) -> None:
+        self.take(1)  # the state; the object it is given to stays
+        self.top()
+
+    def stop(self) -> None:
+        if self.made > MAX_NODES:
+            raise ModelFileError(f"not a model file: more than {MAX_NODES} values")
+        if len(self.stack) != 1 or self.marks:
+            raise ModelFileError("not a readable model file (the pickle does not end with exactly one value)")
+
+
+def _check_dict_items(kinds: bytearray) -> None:
+    """Refuse an odd number of items, or a key that is not a str, before the unpickler hashes it.
+
+    Model files only need str keys, whose hashes are salted per process. Ints, floats and
+    tuples hash predictably: ints equal modulo 2**61 - 1 share a hash, so a dict of a few
+    tens of thousands costs quadratic time, and a tuple hashes every shared reference in it
+    (a 200-byte key can take longer than the universe).
+    """
+    if len(kinds) % 2:
+        raise ModelFileError("not a readable model file (odd number of dictionary items)")
+    not_str = kinds[::2].translate(None, _STR_BYTE)
+    if not_str:
+        raise ModelFileError(f"refused a dictionary key of type {_KIND_NAMES[not_str[0]]}: "
+                             "model files only have string keys")
+
+
+def _check_target(kind: int, expected: int, operation: str) -> None:
+    """APPEND(S) only onto lists, SETITEM(S) only into dicts: on anything else they call its methods."""
+    if kind != expected:
+        raise ModelFileError(f"refused pickle operation {operation} on a value of type {_KIND_NAMES[kind]}: "
+                             "model files only add items to lists and dictionaries")
+
+
+def _operation_table(machine: _StackMachine) -> dict[int, tuple]:
+    """Opcode byte -> (name, argument reader or None, bound effect or None, kind pushed or None)."""
+    table = {}
+    for code, op in _OPCODES.items():
+        if op.name in _OPERATIONS:
+            reader, effect, kind = _OPERATIONS[op.name]
+            bound = getattr(machine, effect) if effect not in (None, "new") else None
+            table[code] = (op.name, None if reader is _no_argument else reader, bound, kind)
+    return table
+
+
+def _refuse_opcode(code: int):
+    opcode = _OPCODES.get(code)
+    if opcode is None:
+        raise ModelFileError("not a readable model file (unknown pickle operation or truncated)")
+    raise ModelFileError(f"refused pickle operation {opcode.name}: model files may only "
+                         "contain plain data and numeric arrays")
 
 
 def _scan_opcodes(data: bytes) -> None:
-    """Refuse unknown or unneeded opcodes, too many opcodes, and lengths beyond the data.
+    """Refuse, before anything is unpickled, every file whose unpickling could cost more than its size.
 
-    Like ``pickletools.genops``, but an opcode is checked before its argument is parsed.
+    Reads the pickle exactly as CPython's unpickler will: each opcode is checked before its
+    argument is parsed, arguments are bounded, and frames are followed (an operation
+    running past the end of its frame is refused: the unpickler would drop the frame's
+    rest and read on after it, so bytes the scan took for data would run as operations).
+    The stack machine then checks what each operation does (bounds 2-4 of the module docstring).
     """
-    stream = io.BytesIO(data)
-    try:
-        for _ in range(MAX_OPCODES):
-            opcode = _OPCODES.get(stream.read(1))
-            if opcode is None:
-                raise ModelFileError("not a readable model file (unknown pickle operation or truncated)")
-            if opcode.name not in _ALLOWED_OPCODES:
-                raise ModelFileError(f"refused pickle operation {opcode.name}: model files may only "
-                                     "contain plain data and numeric arrays")
-            if opcode.name == "GLOBAL":  # pickletools would escape-decode these two lines, pickle does not
-                arg = [stream.readline() for _ in range(2)]
-                if not all(line.endswith(b"\n") for line in arg):
-                    raise ModelFileError("not a readable model file (truncated)")
+    machine = _StackMachine()
+    table = _operation_table(machine)
+    stack, memo = machine.stack, machine.memo
+    pos, size = 0, len(data)
+    frame_end = 0  # the current frame's end; pos >= frame_end outside frames
+    for _ in range(MAX_OPCODES):
+        in_frame = pos < frame_end
+        limit = frame_end if in_frame else size
+        if pos >= limit:
+            raise ModelFileError("not a readable model file (truncated)")
+        entry = table.get(data[pos])
+        if entry is None:
+            _refuse_opcode(data[pos])
+        name, read, effect, kind = entry
+        if read is None:
+            arg, after = None, pos + 1
+        else:
+            try:
+                arg, after = read(data, pos + 1, limit)
+            except _Overrun:
+                where = "a pickle operation runs past the end of its frame" if in_frame else "truncated"
+                raise ModelFileError(f"not a readable model file ({where})") from None
+        if kind is not None:  # most operations make a value or repeat a stored one: inline, the hot path
+            if kind != _STORED:
+                stack.append(kind)
+                machine.made += 1
+            elif arg < len(memo):
+                stack.append(memo[arg])
             else:
-                arg = opcode.arg.reader(stream) if opcode.arg is not None else None
-            if opcode.name == "PROTO" and not 3 <= arg <= 5:
-                raise ModelFileError(f"unsupported pickle protocol {arg} (3 to 5 are read)")
-            if opcode.name == "STOP":
-                return
-    except ModelFileError:
-        raise
-    except Exception as e:  # the argument readers report short data as they parse
-        raise ModelFileError(f"not a readable model file ({describe_error(e)})") from None
+                machine.get(arg)  # refuses the unknown index
+        elif effect is not None:
+            effect(arg)
+        elif name == "FRAME":
+            if in_frame:
+                raise ModelFileError("not a readable model file (a frame starts inside another frame)")
+            frame_end = after + arg
+            if frame_end > size:
+                raise ModelFileError("not a readable model file (truncated)")
+        else:  # STOP
+            machine.stop()
+            return
+        pos = after
     raise ModelFileError(f"not a model file: more than {MAX_OPCODES} pickle operations")
 
 
@@ -102,7 +495,7 @@ def describe_error(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"[:200]
 
 
-# --- step 3: the only globals a file may name ------------------------------------------------
+# --- step 5: the only globals a file may name ------------------------------------------------
 # Each resolves to an object of ours that cannot be repurposed: no attribute can be set on
 # it (BUILD on it is refused) and it builds nothing but validated numeric arrays.
 
@@ -248,7 +641,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise ModelFileError("refused a persistent reference in the file")
 
 
-# --- step 4a: rebuild as plain data ---------------------------------------------------------
+# --- step 6: rebuild as plain data ----------------------------------------------------------
 
 _END = object()
 
