@@ -26,8 +26,10 @@ loaded or refused in time and memory proportional to its size:
      else they call its methods, e.g. an array's element-wise assignment);
    - more than ``MAX_NODES`` values made, or anything but one value left at STOP.
 5. Globals: the only names it resolves are NumPy's array and dtype reconstructors, and
-   they resolve to our own builders, not to NumPy: numeric dtypes only, array sizes
-   checked against their data, nothing callable that the file could misuse.
+   they resolve to our own builders, not to NumPy: numeric dtypes only, arguments checked
+   by exact type before any comparison (comparing an array the file made is element-wise),
+   array sizes checked against their data, and all arrays of one load together no larger
+   than the file (one buffer referenced a million times cannot fill a million arrays).
 6. The result is rebuilt as plain dicts, lists, numbers, strings and numeric arrays
    (bounded depth and total size, so shared references cannot explode).
 
@@ -38,6 +40,7 @@ Non-goals: pickles of classes, pickle protocols below 3, unpicklers other than C
 from __future__ import annotations
 
 import array
+import functools
 import io
 import itertools
 import math
@@ -524,6 +527,42 @@ class _NdarrayMarker(_Frozen):
 _NDARRAY = _NdarrayMarker()
 
 
+def _is_exactly(value, expected) -> bool:
+    """``value == expected`` with the same type at every level, in time bounded by ``expected``.
+
+    Arguments come from the file, which may pass an array or a huge container where a
+    number is expected; comparing those costs time in proportion to their size (an
+    array compares element-wise), so types are checked first.
+    """
+    if type(value) is not type(expected):
+        return False
+    if type(expected) is tuple:
+        return len(value) == len(expected) and all(_is_exactly(v, e) for v, e in zip(value, expected))
+    return value == expected
+
+
+def _is_one_of(value, options: tuple) -> bool:
+    return any(_is_exactly(value, option) for option in options)
+
+
+class _ArrayBudget:
+    """Bytes of array data one load may still allocate: at most the file's size.
+
+    Every array's data is in the file, so real files stay within it; without the budget
+    one bytes object, referenced again and again from the memo, could fill a million arrays.
+    """
+
+    __slots__ = ("left",)
+
+    def __init__(self, nbytes: int) -> None:
+        self.left = nbytes
+
+    def spend(self, nbytes: int) -> None:
+        if nbytes > self.left:
+            raise ModelFileError("refused arrays holding more data than the file (one buffer used for many arrays)")
+        self.left -= nbytes
+
+
 class _DtypeSpec:
     """A numeric dtype named by the file; BUILD may only set its byte order."""
 
@@ -536,36 +575,39 @@ class _DtypeSpec:
         if self._built:
             raise ModelFileError("refused a dtype that is rebuilt twice")
         self._built = True
-        if (not isinstance(state, tuple) or len(state) not in (8, 9) or state[0] not in (3, 4)
+        if (type(state) is not tuple or len(state) not in (8, 9) or not _is_one_of(state[0], (3, 4))
                 or any(s is not None for s in state[2:5])):
             raise ModelFileError("refused a structured or malformed dtype")
-        if state[1] in ("<", ">"):
+        if _is_one_of(state[1], ("<", ">")):
             self.dtype = self.dtype.newbyteorder(state[1])
-        elif state[1] not in ("=", "|"):
+        elif not _is_one_of(state[1], ("=", "|")):
             raise ModelFileError("refused a dtype with an unknown byte order")
 
 
 class _ArrayBuilder:
-    """What ``_reconstruct`` returns; BUILD gives it (version, shape, dtype, fortran, data)."""
+    """What ``_reconstruct`` returns, empty; BUILD fills it once with (version, shape, dtype, fortran, data).
 
-    __slots__ = ("array",)
+    ``_frombuffer`` returns one already filled, so that a BUILD on it never reaches NumPy.
+    """
 
-    def __init__(self) -> None:
-        self.array = None
+    __slots__ = ("array", "_budget")
+
+    def __init__(self, budget: _ArrayBudget, array: np.ndarray | None = None) -> None:
+        self.array, self._budget = array, budget
 
     def __setstate__(self, state) -> None:
         if self.array is not None:
             raise ModelFileError("refused an array that is rebuilt twice")
-        if not isinstance(state, tuple) or len(state) != 5 or state[0] != 1:
+        if type(state) is not tuple or len(state) != 5 or not _is_exactly(state[0], 1):
             raise ModelFileError("refused a malformed array")
         _, shape, spec, fortran, raw = state
-        if not isinstance(fortran, bool):
+        if type(fortran) is not bool:
             raise ModelFileError("refused a malformed array")
-        self.array = _array_from(raw, spec, shape, "F" if fortran else "C")
+        self.array = _array_from(raw, spec, shape, "F" if fortran else "C", self._budget)
 
 
 def _numeric_dtype(name, align=False, copy=False) -> _DtypeSpec:
-    if not isinstance(name, str) or len(name) > 4:
+    if type(name) is not str or len(name) > 4:
         raise ModelFileError(f"refused array dtype {short_repr(name)}: only plain numeric arrays are allowed")
     try:
         dt = np.dtype(name)
@@ -576,20 +618,21 @@ def _numeric_dtype(name, align=False, copy=False) -> _DtypeSpec:
     return _DtypeSpec(dt)
 
 
-def _array_from(raw, spec, shape, order) -> np.ndarray:
-    """A fresh, writable array from the file's bytes, after checking its size against them."""
-    if not isinstance(spec, _DtypeSpec):
+def _array_from(raw, spec, shape, order, budget: _ArrayBudget) -> np.ndarray:
+    """A fresh, writable array from the file's bytes, after checking its size against them and the budget."""
+    if type(spec) is not _DtypeSpec:
         raise ModelFileError("refused an array without a plain numeric dtype")
-    if (not isinstance(shape, tuple) or len(shape) > 8
+    if (type(shape) is not tuple or len(shape) > 8
             or not all(type(n) is int and 0 <= n <= MAX_ARRAY_ELEMENTS for n in shape)):
         raise ModelFileError(f"refused an array of shape {short_repr(shape)}")
     count = math.prod(shape)
     if count > MAX_ARRAY_ELEMENTS:
         raise ModelFileError(f"refused an array of {count} elements (limit {MAX_ARRAY_ELEMENTS})")
-    if not isinstance(raw, (bytes, bytearray)) or len(raw) != count * spec.dtype.itemsize:
+    if type(raw) not in (bytes, bytearray) or len(raw) != count * spec.dtype.itemsize:
         raise ModelFileError(f"refused an array of shape {shape} whose data has the wrong size")
-    if order not in ("C", "F"):
+    if not _is_one_of(order, ("C", "F")):
         raise ModelFileError("refused an array with an unknown memory order")
+    budget.spend(len(raw))
     array = np.frombuffer(raw, spec.dtype).reshape(shape, order=order)
     return array.astype(spec.dtype.newbyteorder("="), order="C")  # native order, own copy
 
@@ -604,34 +647,43 @@ class _Constructor(_Frozen):
         return self._build(*args)
 
 
-def _reconstruct(cls, shape, typecode) -> _ArrayBuilder:
+def _reconstruct(budget: _ArrayBudget, cls, shape, typecode) -> _ArrayBuilder:
     # NumPy pickles an empty placeholder and fills it by BUILD; refuse anything else here.
-    if cls is not _NDARRAY or shape != (0,) or typecode != b"b":
+    if cls is not _NDARRAY or not _is_exactly(shape, (0,)) or not _is_exactly(typecode, b"b"):
         raise ModelFileError("refused a malformed array in the file")
-    return _ArrayBuilder()
+    return _ArrayBuilder(budget)
 
 
-def _frombuffer(buf, spec, shape, order) -> np.ndarray:
-    return _array_from(buf, spec, shape, order)  # protocol 5's way of pickling arrays
+def _frombuffer(budget: _ArrayBudget, buf, spec, shape, order) -> _ArrayBuilder:
+    # Protocol 5's way of pickling arrays.
+    return _ArrayBuilder(budget, _array_from(buf, spec, shape, order, budget))
 
 
-_reconstruct_global = _Constructor(_reconstruct)
-_frombuffer_global = _Constructor(_frombuffer)
 _dtype_global = _Constructor(_numeric_dtype)
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct_global,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct_global,
-    ("numpy", "ndarray"): _NDARRAY,
-    ("numpy", "dtype"): _dtype_global,
-    ("numpy.core.numeric", "_frombuffer"): _frombuffer_global,
-    ("numpy._core.numeric", "_frombuffer"): _frombuffer_global,
-}
+
+
+def _loader_globals(budget: _ArrayBudget) -> dict[tuple[str, str], object]:
+    """What each allowed global name resolves to in one load; its array builders share its budget."""
+    reconstruct = _Constructor(functools.partial(_reconstruct, budget))
+    frombuffer = _Constructor(functools.partial(_frombuffer, budget))
+    return {
+        ("numpy.core.multiarray", "_reconstruct"): reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): reconstruct,
+        ("numpy", "ndarray"): _NDARRAY,
+        ("numpy", "dtype"): _dtype_global,
+        ("numpy.core.numeric", "_frombuffer"): frombuffer,
+        ("numpy._core.numeric", "_frombuffer"): frombuffer,
+    }
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file, budget: _ArrayBudget) -> None:
+        super().__init__(file)
+        self._globals = _loader_globals(budget)
+
     def find_class(self, module, name):
         try:
-            return _ALLOWED_GLOBALS[(module, name)]
+            return self._globals[(module, name)]
         except (KeyError, TypeError):
             where = ".".join(s[:60] if isinstance(s, str) else short_repr(s) for s in (module, name))
             raise ModelFileError(f"refused to load {where}: model files may "
@@ -722,7 +774,7 @@ def safe_loads(data: bytes):
         raise ModelFileError(f"unsupported pickle protocol {data[1]} (3 to 5 are read)")
     _scan_opcodes(data)
     try:
-        obj = _RestrictedUnpickler(io.BytesIO(data)).load()
+        obj = _RestrictedUnpickler(io.BytesIO(data), _ArrayBudget(len(data))).load()
     except ModelFileError:
         raise
     except (RecursionError, MemoryError):
