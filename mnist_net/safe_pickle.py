@@ -30,8 +30,9 @@ loaded or refused in time and memory proportional to its size:
    by exact type before any comparison (comparing an array the file made is element-wise),
    array sizes checked against their data, and all arrays of one load together no larger
    than the file (one buffer referenced a million times cannot fill a million arrays).
-6. The result is rebuilt as plain dicts, lists, numbers, strings and numeric arrays
-   (bounded depth and total size, so shared references cannot explode).
+6. The result is rebuilt as plain dicts, lists, numbers, strings and numeric arrays, of
+   bounded depth and total size counting every shared reference again, so they cannot
+   explode; a container shared by many references is walked and copied once.
 
 What the data must mean (a model's shapes, config, ...) is checked in ``model_io``.
 Non-goals: pickles of classes, pickle protocols below 3, unpicklers other than CPython's C one.
@@ -696,6 +697,12 @@ class _RestrictedUnpickler(pickle.Unpickler):
 # --- step 6: rebuild as plain data ----------------------------------------------------------
 
 _END = object()
+_CONTAINERS = (list, tuple, dict)
+
+
+def _items(container):
+    """The values a container holds: a dict's keys and values, a list's or tuple's items."""
+    return itertools.chain.from_iterable(container.items()) if type(container) is dict else iter(container)
 
 
 def _count_values(obj) -> None:
@@ -703,30 +710,55 @@ def _count_values(obj) -> None:
 
     Walks without copying, so a small graph that expands exponentially (each list holding
     the previous one ten times) is refused before anyone, including ``_plain``, expands it.
+    Each container of two or more items is walked once: further references to it reuse its
+    count and height, so the walk costs time in proportion to the distinct containers, not
+    to the values they stand for (smaller containers are walked again, at most MAX_DEPTH
+    steps a reference).
     """
-    budget = MAX_NODES
-    stack = [iter((obj,))]  # one iterator per open container: memory grows with depth only
-    while stack:
-        item = next(stack[-1], _END)
+    if type(obj) not in _CONTAINERS:
+        return
+    known: dict[int, tuple[int, int]] = {}  # id of a walked container of 2+ items -> (values, height)
+    path = [(obj, _items(obj))]  # the open containers, outermost first: memory grows with depth only
+    counts, heights = [1], [1]  # for each open container: its values so far (itself included), its height
+    total = 1  # values so far, each reference counted again
+    while path:
+        container, items = path[-1]
+        item = next(items, _END)
         if item is _END:
-            stack.pop()
+            path.pop()
+            count, height = counts.pop(), heights.pop()
+            if len(container) >= 2:
+                known[id(container)] = (count, height)
+            if path:
+                counts[-1] += count
+                heights[-1] = max(heights[-1], height + 1)
             continue
-        budget -= 1
-        if budget < 0:
-            raise ModelFileError(f"not a model file: more than {MAX_NODES} values")
-        if type(item) in (list, tuple):
-            children = iter(item)
-        elif type(item) is dict:
-            children = itertools.chain.from_iterable(item.items())
+        if type(item) in _CONTAINERS and id(item) not in known:
+            if len(path) >= MAX_DEPTH:
+                raise ModelFileError("not a model file: nesting too deep")
+            path.append((item, _items(item)))
+            counts.append(1)
+            heights.append(1)
+            count = 1
         else:
-            continue
-        if len(stack) > MAX_DEPTH:
-            raise ModelFileError("not a model file: nesting too deep")
-        stack.append(children)
+            count, height = known[id(item)] if type(item) in _CONTAINERS else (1, 0)
+            if len(path) + height > MAX_DEPTH:  # its innermost container would lie that deep
+                raise ModelFileError("not a model file: nesting too deep")
+            counts[-1] += count
+            heights[-1] = max(heights[-1], height + 1)
+        total += count
+        if total > MAX_NODES:
+            raise ModelFileError(f"not a model file: more than {MAX_NODES} values")
 
 
-def _plain(obj):
-    """Copy ``obj`` as dicts (str keys), lists, tuples, scalars and numeric arrays; refuse the rest."""
+def _plain(obj, copies: dict[int, object] | None = None):
+    """Copy ``obj`` as dicts (str keys), lists, tuples, scalars and numeric arrays; refuse the rest.
+
+    A container of two or more items is copied once, and its further references share the
+    copy as they shared the original: copying costs time in proportion to the file.
+    """
+    if copies is None:
+        copies = {}
     kind = type(obj)
     if obj is None or kind in (bool, float):
         return obj
@@ -744,17 +776,22 @@ def _plain(obj):
         if obj.array is None:
             raise ModelFileError("refused an array that was never filled in")
         return obj.array
-    if kind is list or kind is tuple:
-        return kind(_plain(v) for v in obj)
+    if kind not in _CONTAINERS:
+        raise ModelFileError(f"refused a value of type {kind.__name__}: model files may only "
+                             "contain plain data and numeric arrays")
+    if id(obj) in copies:
+        return copies[id(obj)]
     if kind is dict:
         out = {}
         for k, v in obj.items():
             if type(k) is not str:
                 raise ModelFileError(f"refused a dictionary key of type {type(k).__name__}")
-            out[_plain(k)] = _plain(v)
-        return out
-    raise ModelFileError(f"refused a value of type {kind.__name__}: model files may only "
-                         "contain plain data and numeric arrays")
+            out[_plain(k, copies)] = _plain(v, copies)
+    else:
+        out = kind(_plain(v, copies) for v in obj)
+    if len(obj) >= 2:
+        copies[id(obj)] = out
+    return out
 
 
 def safe_loads(data: bytes):
