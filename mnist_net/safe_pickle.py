@@ -21,7 +21,8 @@ loaded or refused in time and memory proportional to its size:
      the largest index, so a 9-byte file could make it allocate gigabytes;
    - dict keys that are not str, before the unpickler hashes them: ints equal modulo
      2**61 - 1 share a hash (tens of thousands cost quadratic time), and a tuple hashes
-     every shared reference it holds; str hashes are salted per process;
+     every shared reference it holds; str hashes are salted per process (unless
+     PYTHONHASHSEED fixes the salt), so colliding keys cannot be precomputed;
    - APPEND(S) onto anything but a list, SETITEM(S) into anything but a dict (on anything
      else they call its methods, e.g. an array's element-wise assignment);
    - more than ``MAX_NODES`` values made, or anything but one value left at STOP.
@@ -53,7 +54,7 @@ import numpy as np
 
 MAX_FILE_BYTES = 200 * 1024 * 1024  # far above any sensible MLP; bounds memory on load
 MAX_OPCODES = 2_000_000  # a real file has a few thousand; bounds the objects a file can make
-MAX_NODES = 1_000_000  # values in the data, counting each shared reference again
+MAX_NODES = 1_000_000  # values a file may make, and in the data counting each shared reference again
 MAX_DEPTH = 32
 MAX_STRING = 100_000  # characters; real strings are names, dates and command lines
 MAX_STRING_BYTES = 4 * MAX_STRING  # UTF-8 needs at most 4 bytes a character, so longer is surely too long
@@ -86,24 +87,10 @@ class _Overrun(Exception):
     """An argument runs past the end of the data, or past the end of the frame it starts in."""
 
 
-def _no_argument(data: bytes, start: int, limit: int):
-    return None, start
-
-
 def _byte(data: bytes, start: int, limit: int):
     if start >= limit:
         raise _Overrun
     return data[start], start + 1
-
-
-def _skip(size: int):
-    """Reader of a ``size``-byte argument whose value the scan does not need (a number)."""
-    def read(data: bytes, start: int, limit: int):
-        end = start + size
-        if end > limit:
-            raise _Overrun
-        return None, end
-    return read
 
 
 def _fixed(size: int, signed: bool = False):
@@ -180,34 +167,35 @@ _LONG_STRING = f"refused a string of {{}} bytes (a model file's strings have at 
 _BIG_INT = "refused an integer too large for a model file"
 
 # The admitted opcodes, for plain data, globals and arrays only.
-# name: (argument reader, effect on the stack machine, the kind it pushes if it makes a value)
+# name: (argument reader, or the width of an argument the scan skips; effect on the stack machine;
+#        the kind it pushes if it makes a value, or _STORED if it pushes one from the memo)
 _OPERATIONS = {
     "PROTO": (_fixed(1), "protocol", None),
     "FRAME": (_fixed(8), None, None),
-    "STOP": (_no_argument, None, None),
-    "MARK": (_no_argument, "mark", None),
-    "POP": (_no_argument, "pop", None),
-    "POP_MARK": (_no_argument, "pop_mark", None),
-    "DUP": (_no_argument, "dup", None),
-    "MEMOIZE": (_no_argument, "memoize", None),
+    "STOP": (0, None, None),
+    "MARK": (0, "mark", None),
+    "POP": (0, "pop", None),
+    "POP_MARK": (0, "pop_mark", None),
+    "DUP": (0, "dup", None),
+    "MEMOIZE": (0, "memoize", None),
     "PUT": (_lines(1, MAX_LINE_BYTES, _LONG_TEXT), "put_text", None),
     "BINPUT": (_fixed(1), "put", None),
     "LONG_BINPUT": (_fixed(4), "put", None),
     "GET": (_lines(1, MAX_LINE_BYTES, _LONG_TEXT), "get_text", None),
-    "BINGET": (_fixed(1), None, _STORED),
-    "LONG_BINGET": (_fixed(4), None, _STORED),
-    "NONE": (_no_argument, "new", _NONE),
-    "NEWTRUE": (_no_argument, "new", _BOOL),
-    "NEWFALSE": (_no_argument, "new", _BOOL),
+    "BINGET": (1, None, _STORED),
+    "LONG_BINGET": (4, None, _STORED),
+    "NONE": (0, "new", _NONE),
+    "NEWTRUE": (0, "new", _BOOL),
+    "NEWFALSE": (0, "new", _BOOL),
     "INT": (_lines(1, MAX_LINE_BYTES, _LONG_TEXT), "int_text", None),
-    "BININT": (_skip(4), "new", _INT),
-    "BININT1": (_skip(1), "new", _INT),
-    "BININT2": (_skip(2), "new", _INT),
+    "BININT": (4, "new", _INT),
+    "BININT1": (1, "new", _INT),
+    "BININT2": (2, "new", _INT),
     "LONG": (_lines(1, MAX_LINE_BYTES, _LONG_TEXT), "new", _INT),
     "LONG1": (_counted(1, MAX_INT_BYTES, _BIG_INT), "new", _INT),
     "LONG4": (_counted(4, MAX_INT_BYTES, _BIG_INT, signed=True), "new", _INT),
     "FLOAT": (_lines(1, MAX_LINE_BYTES, _LONG_TEXT), "new", _FLOAT),
-    "BINFLOAT": (_skip(8), "new", _FLOAT),
+    "BINFLOAT": (8, "new", _FLOAT),
     "UNICODE": (_lines(1, MAX_STRING_BYTES, _LONG_STRING.format(f"over {MAX_STRING_BYTES}")), "new", _STR),
     "BINUNICODE": (_counted(4, MAX_STRING_BYTES, _LONG_STRING), "new", _STR),
     "SHORT_BINUNICODE": (_counted(1), "new", _STR),
@@ -216,23 +204,23 @@ _OPERATIONS = {
     "SHORT_BINBYTES": (_counted(1), "new", _BYTES),
     "BINBYTES8": (_counted(8), "new", _BYTES),
     "BYTEARRAY8": (_counted(8), "new", _BYTEARRAY),
-    "EMPTY_LIST": (_no_argument, "new", _LIST),
-    "APPEND": (_no_argument, "append", None),
-    "APPENDS": (_no_argument, "appends", None),
-    "LIST": (_no_argument, "list_from_mark", None),
-    "EMPTY_TUPLE": (_no_argument, "new", _TUPLE),
-    "TUPLE": (_no_argument, "tuple_from_mark", None),
-    "TUPLE1": (_no_argument, "tuple1", None),
-    "TUPLE2": (_no_argument, "tuple2", None),
-    "TUPLE3": (_no_argument, "tuple3", None),
-    "EMPTY_DICT": (_no_argument, "new", _DICT),
-    "DICT": (_no_argument, "dict_from_mark", None),
-    "SETITEM": (_no_argument, "setitem", None),
-    "SETITEMS": (_no_argument, "setitems", None),
+    "EMPTY_LIST": (0, "new", _LIST),
+    "APPEND": (0, "append", None),
+    "APPENDS": (0, "appends", None),
+    "LIST": (0, "list_from_mark", None),
+    "EMPTY_TUPLE": (0, "new", _TUPLE),
+    "TUPLE": (0, "tuple_from_mark", None),
+    "TUPLE1": (0, "tuple1", None),
+    "TUPLE2": (0, "tuple2", None),
+    "TUPLE3": (0, "tuple3", None),
+    "EMPTY_DICT": (0, "new", _DICT),
+    "DICT": (0, "dict_from_mark", None),
+    "SETITEM": (0, "setitem", None),
+    "SETITEMS": (0, "setitems", None),
     "GLOBAL": (_lines(2, MAX_LINE_BYTES, _LONG_TEXT), "new", _GLOBAL),
-    "STACK_GLOBAL": (_no_argument, "stack_global", None),
-    "REDUCE": (_no_argument, "reduce", None),
-    "BUILD": (_no_argument, "build", None),
+    "STACK_GLOBAL": (0, "stack_global", None),
+    "REDUCE": (0, "reduce", None),
+    "BUILD": (0, "build", None),
 }
 
 
@@ -253,27 +241,25 @@ class _StackMachine:
 
     # -- the primitives, with the unpickler's underflow rules --
 
-    def _above_fence(self) -> int:
-        """How many values lie above the latest MARK: only those can be popped."""
+    def _require(self, n: int) -> None:
+        """Refuse unless ``n`` values lie above the latest MARK: the unpickler touches none below it."""
         marks = self.marks
-        return len(self.stack) - (marks[-1] if marks else 0)
+        if len(self.stack) - (marks[-1] if marks else 0) < n:
+            raise ModelFileError("not a readable model file (pickle stack underflow)")
 
     def new(self, kind: int) -> None:
         self.stack.append(kind)
         self.made += 1
 
     def take(self, n: int) -> bytearray:
-        """Pop the top ``n`` kinds; like the unpickler, never through a MARK."""
-        if self._above_fence() < n:
-            raise ModelFileError("not a readable model file (pickle stack underflow)")
-        start = len(self.stack) - n
-        kinds = self.stack[start:]
-        del self.stack[start:]
+        """Pop the top ``n`` kinds (n >= 1)."""
+        self._require(n)
+        kinds = self.stack[-n:]
+        del self.stack[-n:]
         return kinds
 
     def top(self) -> int:
-        if self._above_fence() < 1:
-            raise ModelFileError("not a readable model file (pickle stack underflow)")
+        self._require(1)
         return self.stack[-1]
 
     def take_to_mark(self) -> bytearray:
@@ -298,16 +284,19 @@ class _StackMachine:
         if self.marks and self.marks[-1] == len(self.stack):
             self.marks.pop()
         else:
-            self.take(1)
+            self._require(1)
+            del self.stack[-1]
 
     def pop_mark(self, _arg) -> None:
         self.take_to_mark()
 
     def dup(self, _arg) -> None:
-        self.stack.append(self.top())
+        self._require(1)
+        self.stack.append(self.stack[-1])
 
     def memoize(self, _arg) -> None:
-        self.put(len(self.memo))
+        self._require(1)
+        self.memo.append(self.stack[-1])
 
     def put(self, index: int) -> None:
         """Store the top kind at ``index``, which may be at most the number stored so far.
@@ -364,20 +353,30 @@ class _StackMachine:
         self.new(_DICT)
 
     def append(self, _arg) -> None:
-        self.take(1)
-        _check_target(self.top(), _LIST, "APPEND")
+        self._require(2)  # the value, and the list below it
+        stack = self.stack
+        del stack[-1]
+        if stack[-1] != _LIST:
+            _refuse_target(stack[-1], "APPEND")
 
     def appends(self, _arg) -> None:
         self.take_to_mark()
-        _check_target(self.top(), _LIST, "APPENDS")
+        if self.top() != _LIST:
+            _refuse_target(self.top(), "APPENDS")
 
     def setitem(self, _arg) -> None:
-        _check_dict_items(self.take(2))
-        _check_target(self.top(), _DICT, "SETITEM")
+        self._require(3)  # key and value, and the dict below them
+        stack = self.stack
+        if stack[-2] != _STR:
+            _check_dict_items(stack[-2:])  # refuses the key
+        if stack[-3] != _DICT:
+            _refuse_target(stack[-3], "SETITEM")
+        del stack[-2:]
 
     def setitems(self, _arg) -> None:
         _check_dict_items(self.take_to_mark())
-        _check_target(self.top(), _DICT, "SETITEMS")
+        if self.top() != _DICT:
+            _refuse_target(self.top(), "SETITEMS")
 
     def stack_global(self, _arg) -> None:
         if self.take(2) != bytes([_STR, _STR]):
@@ -415,21 +414,22 @@ def _check_dict_items(kinds: bytearray) -> None:
                              "model files only have string keys")
 
 
-def _check_target(kind: int, expected: int, operation: str) -> None:
-    """APPEND(S) only onto lists, SETITEM(S) only into dicts: on anything else they call its methods."""
-    if kind != expected:
-        raise ModelFileError(f"refused pickle operation {operation} on a value of type {_KIND_NAMES[kind]}: "
-                             "model files only add items to lists and dictionaries")
+def _refuse_target(kind: int, operation: str):
+    """APPEND(S) go only onto lists, SETITEM(S) only into dicts: on anything else they call its methods."""
+    raise ModelFileError(f"refused pickle operation {operation} on a value of type {_KIND_NAMES[kind]}: "
+                         "model files only add items to lists and dictionaries")
 
 
-def _operation_table(machine: _StackMachine) -> dict[int, tuple]:
-    """Opcode byte -> (name, argument reader or None, bound effect or None, kind pushed or None)."""
-    table = {}
+def _operation_table(machine: _StackMachine) -> list[tuple | None]:
+    """For each opcode byte, None if it is not admitted, else
+    (name, argument reader or None, width of a skipped argument, bound effect or None, kind pushed or None)."""
+    table = [None] * 256
     for code, op in _OPCODES.items():
         if op.name in _OPERATIONS:
             reader, effect, kind = _OPERATIONS[op.name]
+            width, reader = (reader, None) if isinstance(reader, int) else (0, reader)
             bound = getattr(machine, effect) if effect not in (None, "new") else None
-            table[code] = (op.name, None if reader is _no_argument else reader, bound, kind)
+            table[code] = (op.name, reader, width, bound, kind)
     return table
 
 
@@ -453,6 +453,7 @@ def _scan_opcodes(data: bytes) -> None:
     machine = _StackMachine()
     table = _operation_table(machine)
     stack, memo = machine.stack, machine.memo
+    made = 0  # values pushed inline below (the machine counts those its effects make)
     pos, size = 0, len(data)
     frame_end = 0  # the current frame's end; pos >= frame_end outside frames
     for _ in range(MAX_OPCODES):
@@ -460,26 +461,29 @@ def _scan_opcodes(data: bytes) -> None:
         limit = frame_end if in_frame else size
         if pos >= limit:
             raise ModelFileError("not a readable model file (truncated)")
-        entry = table.get(data[pos])
+        entry = table[data[pos]]
         if entry is None:
             _refuse_opcode(data[pos])
-        name, read, effect, kind = entry
-        if read is None:
-            arg, after = None, pos + 1
-        else:
-            try:
+        name, read, width, effect, kind = entry
+        try:
+            if read is None:
+                arg, after = None, pos + 1 + width
+                if after > limit:
+                    raise _Overrun
+            else:
                 arg, after = read(data, pos + 1, limit)
-            except _Overrun:
-                where = "a pickle operation runs past the end of its frame" if in_frame else "truncated"
-                raise ModelFileError(f"not a readable model file ({where})") from None
+        except _Overrun:
+            where = "a pickle operation runs past the end of its frame" if in_frame else "truncated"
+            raise ModelFileError(f"not a readable model file ({where})") from None
         if kind is not None:  # most operations make a value or repeat a stored one: inline, the hot path
             if kind != _STORED:
                 stack.append(kind)
-                machine.made += 1
-            elif arg < len(memo):
-                stack.append(memo[arg])
+                made += 1
             else:
-                machine.get(arg)  # refuses the unknown index
+                index = data[pos + 1] if width == 1 else int.from_bytes(data[pos + 1:after], "little")
+                if index >= len(memo):
+                    machine.get(index)  # refuses it
+                stack.append(memo[index])
         elif effect is not None:
             effect(arg)
         elif name == "FRAME":
@@ -489,6 +493,7 @@ def _scan_opcodes(data: bytes) -> None:
             if frame_end > size:
                 raise ModelFileError("not a readable model file (truncated)")
         else:  # STOP
+            machine.made += made
             machine.stop()
             return
         pos = after
@@ -719,34 +724,38 @@ def _count_values(obj) -> None:
         return
     known: dict[int, tuple[int, int]] = {}  # id of a walked container of 2+ items -> (values, height)
     path = [(obj, _items(obj))]  # the open containers, outermost first: memory grows with depth only
-    counts, heights = [1], [1]  # for each open container: its values so far (itself included), its height
+    starts, heights = [0], [1]  # for each open container: the total before it, its height so far
     total = 1  # values so far, each reference counted again
     while path:
-        container, items = path[-1]
-        item = next(items, _END)
-        if item is _END:
-            path.pop()
-            count, height = counts.pop(), heights.pop()
+        item = next(path[-1][1], _END)
+        if type(item) not in _CONTAINERS:  # a leaf, the common case (or the end of the open container)
+            if item is not _END:
+                total += 1
+                if total > MAX_NODES:
+                    raise ModelFileError(f"not a model file: more than {MAX_NODES} values")
+                continue
+            container = path.pop()[0]
+            count, height = total - starts.pop(), heights.pop()
             if len(container) >= 2:
                 known[id(container)] = (count, height)
-            if path:
-                counts[-1] += count
-                heights[-1] = max(heights[-1], height + 1)
+            if path and heights[-1] <= height:
+                heights[-1] = height + 1
             continue
-        if type(item) in _CONTAINERS and id(item) not in known:
+        seen = known.get(id(item))
+        if seen is None:
             if len(path) >= MAX_DEPTH:
                 raise ModelFileError("not a model file: nesting too deep")
             path.append((item, _items(item)))
-            counts.append(1)
+            starts.append(total)
             heights.append(1)
-            count = 1
+            total += 1
         else:
-            count, height = known[id(item)] if type(item) in _CONTAINERS else (1, 0)
+            count, height = seen
             if len(path) + height > MAX_DEPTH:  # its innermost container would lie that deep
                 raise ModelFileError("not a model file: nesting too deep")
-            counts[-1] += count
-            heights[-1] = max(heights[-1], height + 1)
-        total += count
+            if heights[-1] <= height:
+                heights[-1] = height + 1
+            total += count
         if total > MAX_NODES:
             raise ModelFileError(f"not a model file: more than {MAX_NODES} values")
 
@@ -783,12 +792,16 @@ def _plain(obj, copies: dict[int, object] | None = None):
         return copies[id(obj)]
     if kind is dict:
         out = {}
-        for k, v in obj.items():
-            if type(k) is not str:
-                raise ModelFileError(f"refused a dictionary key of type {type(k).__name__}")
-            out[_plain(k, copies)] = _plain(v, copies)
+        for key, value in obj.items():
+            if type(key) is not str:
+                raise ModelFileError(f"refused a dictionary key of type {type(key).__name__}")
+            if len(key) > MAX_STRING:
+                _plain(key)  # refuses it, saying why
+            out[key] = _plain(value, copies)
     else:
-        out = kind(_plain(v, copies) for v in obj)
+        out = [_plain(value, copies) for value in obj]
+        if kind is tuple:
+            out = tuple(out)
     if len(obj) >= 2:
         copies[id(obj)] = out
     return out
