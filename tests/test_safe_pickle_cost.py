@@ -273,7 +273,7 @@ def dict_attack():
 
 
 def shared_references_attack():
-    """A tuple or list of shared references, used as a dict key, a value, or alone."""
+    """Tuples holding shared tuples, used as a dict key, a value, or alone."""
     def build(args):
         depth, breadth, use = args
         laugh = shared_tuple(depth, breadth)
