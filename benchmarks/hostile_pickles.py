@@ -11,8 +11,8 @@ start, from /proc/self). Then it times loading the real model (assets/default_mo
 with both versions, interleaved, and reports the ratio.
 
 Usage (from the repository root):
-    python benchmarks/hostile_pickles.py                 # every case, before and after (~5 min)
-    python benchmarks/hostile_pickles.py --quick         # no 200 MB cases (~2 min)
+    python benchmarks/hostile_pickles.py                 # every case, before and after (~2 min)
+    python benchmarks/hostile_pickles.py --quick         # no 200 MB cases (~1 min)
     python benchmarks/hostile_pickles.py --no-baseline   # the working tree only
     python benchmarks/hostile_pickles.py --baseline REV  # compare with another revision
 
