@@ -54,6 +54,7 @@ MB = 1024 * 1024
 
 # --- building the cases (protocol 4 opcodes) ---------------------------------------------------
 
+
 def pickle_of(body: bytes) -> bytes:
     return b"\x80\x04" + body + b"."
 
@@ -106,10 +107,26 @@ def arrays_from_one_buffer(count: int, elements: int) -> bytes:
     nbytes = 8 * elements
     body = b"\x8e" + struct.pack("<Q", nbytes) + b"\0" * nbytes + b"\x940"
     body += global_("numpy._core.multiarray", "_reconstruct") + b"\x940" + global_("numpy", "ndarray") + b"\x940"
-    dtype = (global_("numpy", "dtype") + text("f8") + b"\x89\x88\x87R"
-             + b"(K\x03" + text("<") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb")
-    one = (get(1) + get(2) + b"K\x00\x85C\x01b\x87R"
-           + b"(K\x01" + int8(elements) + b"\x85" + dtype + b"\x89" + get(0) + b"tb")
+    dtype = (
+        global_("numpy", "dtype")
+        + text("f8")
+        + b"\x89\x88\x87R"
+        + b"(K\x03"
+        + text("<")
+        + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+    )
+    one = (
+        get(1)
+        + get(2)
+        + b"K\x00\x85C\x01b\x87R"
+        + b"(K\x01"
+        + int8(elements)
+        + b"\x85"
+        + dtype
+        + b"\x89"
+        + get(0)
+        + b"tb"
+    )
     return pickle_of(body + b"(" + one * count + b"l")
 
 
@@ -126,19 +143,35 @@ def cases(quick: bool) -> list[tuple[str, object]]:
         ("memo: LONG_BINPUT 2**31", lambda: pickle_of(b"Nr" + struct.pack("<I", 2**31))),
         ("memo: LONG_BINPUT 2**27", lambda: pickle_of(b"Nr" + struct.pack("<I", 2**27))),  # a 2 GB table
         ("memo: text PUT 2**40", lambda: pickle_of(b"Np%d\n" % 2**40)),
-        ("dict: 30k tuple keys, one hash", lambda: pickle_of(
-            b"".join(int8(i) + b"\x94" for i in small_ints) + b"00000}("
-            + b"".join(b"(" + b"".join(get(c) for c in combo) + b"tN"
-                       for combo in itertools.islice(itertools.product(range(5), repeat=7), 30_000)) + b"u")),
-        ("dict: 30k int keys, one hash", lambda: pickle_of(
-            b"}(" + b"".join(int16(1 + k * HASH_MODULUS) + b"N" for k in range(30_000)) + b"u")),
+        (
+            "dict: 30k tuple keys, one hash",
+            lambda: pickle_of(
+                b"".join(int8(i) + b"\x94" for i in small_ints)
+                + b"00000}("
+                + b"".join(
+                    b"(" + b"".join(get(c) for c in combo) + b"tN"
+                    for combo in itertools.islice(itertools.product(range(5), repeat=7), 30_000)
+                )
+                + b"u"
+            ),
+        ),
+        (
+            "dict: 30k int keys, one hash",
+            lambda: pickle_of(b"}(" + b"".join(int16(1 + k * HASH_MODULUS) + b"N" for k in range(30_000)) + b"u"),
+        ),
         ("dict key: tuple of 10^15 refs", lambda: pickle_of(shared_tuple(15, 10) + b"0}" + get(15) + b"Ns")),
-        ("frame: hidden set, 30k ints", lambda: hidden_behind_a_frame(
-            b"\x8f(" + b"".join(int16(1 + k * HASH_MODULUS) for k in range(30_000)) + b"\x900")),
+        (
+            "frame: hidden set, 30k ints",
+            lambda: hidden_behind_a_frame(
+                b"\x8f(" + b"".join(int16(1 + k * HASH_MODULUS) for k in range(30_000)) + b"\x900"
+            ),
+        ),
         ("frame: hidden memo 2**31", lambda: hidden_behind_a_frame(b"Nr" + struct.pack("<I", 2**31) + b"0")),
         ("shared: tuples for 800k values", lambda: pickle_of(shared_tuple(12, 3))),
-        ("shared: lists for 10^15 values", lambda: pickle_of(
-            b"]\x940" + b"".join(b"(" + get(k) * 10 + b"l\x940" for k in range(15)) + get(15))),
+        (
+            "shared: lists for 10^15 values",
+            lambda: pickle_of(b"]\x940" + b"".join(b"(" + get(k) * 10 + b"l\x940" for k in range(15)) + get(15)),
+        ),
         ("arrays: 5 MB buffer x 100", lambda: arrays_from_one_buffer(100, 625_000)),
         ("2M EMPTY_DICT in a list", lambda: pickle_of(b"(" + b"}" * 1_999_000 + b"l")),
         ("999k nested lists", lambda: pickle_of(b"]" * 999_000 + b"a" * 998_999)),
@@ -154,8 +187,12 @@ def cases(quick: bool) -> list[tuple[str, object]]:
         items += [
             ("arrays: 160 MB buffer x 1000", lambda: arrays_from_one_buffer(1000, 20_000_000)),
             ("LONG4 at the file limit", lambda: pickle_of(b"\x8b" + struct.pack("<i", limit) + b"\x01" * limit)),
-            ("string at the file limit", lambda: pickle_of(
-                b"\x8d" + struct.pack("<Q", limit) + b"a" * (limit - 4) + "\N{GRINNING FACE}".encode())),
+            (
+                "string at the file limit",
+                lambda: pickle_of(
+                    b"\x8d" + struct.pack("<Q", limit) + b"a" * (limit - 4) + "\N{GRINNING FACE}".encode()
+                ),
+            ),
             ("GLOBAL name at the file limit", lambda: pickle_of(b"c" + b"m" * limit + b"\nname\n")),
             ("legit: a 160 MB float64 array", lambda: one_big_array(safe_pickle.MAX_ARRAY_ELEMENTS)),
         ]
@@ -163,6 +200,7 @@ def cases(quick: bool) -> list[tuple[str, object]]:
 
 
 # --- running one load in a capped child -------------------------------------------------------------
+
 
 @dataclass
 class Result:
@@ -236,18 +274,22 @@ def run_in_child(loader, data: bytes, seconds: float, memory_mb: int) -> Result:
 
 def lifting_the_digit_limit(loader):
     """``loader`` run where the interpreter's limit on decimal digits is lifted, as a host application may."""
+
     def load(data):
         sys.set_int_max_str_digits(0)
         return loader(data)
+
     return load
 
 
 # --- the two versions ---------------------------------------------------------------------------------
 
+
 def baseline_module(revision: str):
     """``mnist_net/safe_pickle.py`` as it was at ``revision``, imported under another name."""
-    source = subprocess.run(["git", "show", f"{revision}:mnist_net/safe_pickle.py"], cwd=ROOT, check=True,
-                            capture_output=True).stdout
+    source = subprocess.run(
+        ["git", "show", f"{revision}:mnist_net/safe_pickle.py"], cwd=ROOT, check=True, capture_output=True
+    ).stdout
     path = Path(tempfile.mkdtemp()) / "safe_pickle_baseline.py"
     path.write_bytes(source)
     spec = importlib.util.spec_from_file_location("safe_pickle_baseline", path)
@@ -270,6 +312,7 @@ def time_real_model(versions: dict, repeats: int) -> dict[str, list[float]]:
 
 # --- the report ---------------------------------------------------------------------------------------
 
+
 def size_text(n: int) -> str:
     for unit, scale in (("MB", 1_000_000), ("KB", 1_000)):
         if n >= scale:
@@ -280,7 +323,7 @@ def size_text(n: int) -> str:
 def cell(result: Result, width: int = 52) -> str:
     peak = "    ?" if result.peak_mb is None else f"{result.peak_mb:5.0f}"
     outcome = result.outcome.replace("\n", " ")
-    outcome = outcome if len(outcome) <= width else outcome[:width - 3] + "..."
+    outcome = outcome if len(outcome) <= width else outcome[: width - 3] + "..."
     return f"{outcome:<{width}} {result.seconds:7.3f} s {peak} MB"
 
 
@@ -297,11 +340,14 @@ def main() -> None:
     versions = {"after": safe_pickle}
     if not args.no_baseline:
         versions["before"] = baseline_module(args.baseline)
-    print(f"after: working tree; before: {'(skipped)' if args.no_baseline else args.baseline}; "
-          f"each load in a child with {args.seconds:g} s and {args.memory_mb} MB more address space")
+    print(
+        f"after: working tree; before: {'(skipped)' if args.no_baseline else args.baseline}; "
+        f"each load in a child with {args.seconds:g} s and {args.memory_mb} MB more address space"
+    )
     print("peak = resident memory the load added; * = with the interpreter's decimal digit limit lifted\n")
-    header = f"{'case':<31} {'size':>9}  " + "  ".join(f"{name + ': outcome':<52} {'time':>9} {'peak':>8}"
-                                                      for name in versions)
+    header = f"{'case':<31} {'size':>9}  " + "  ".join(
+        f"{name + ': outcome':<52} {'time':>9} {'peak':>8}" for name in versions
+    )
     print(header)
     print("-" * len(header))
     for name, build in cases(args.quick):
@@ -315,8 +361,10 @@ def main() -> None:
         print(f"{name:<31} {size_text(len(data)):>9}  " + "  ".join(cells), flush=True)
         del data
 
-    print(f"\nthe real model ({DEFAULT_MODEL.name}, {size_text(DEFAULT_MODEL.stat().st_size)}), "
-          f"{args.repeats} loads per version, taking turns:")
+    print(
+        f"\nthe real model ({DEFAULT_MODEL.name}, {size_text(DEFAULT_MODEL.stat().st_size)}), "
+        f"{args.repeats} loads per version, taking turns:"
+    )
     for name, module in versions.items():
         result = run_in_child(module.safe_loads, DEFAULT_MODEL.read_bytes(), args.seconds, args.memory_mb)
         print(f"  {name:<7} peak {result.peak_mb:.0f} MB added" if result.peak_mb is not None else f"  {name}")

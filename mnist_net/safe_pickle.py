@@ -49,6 +49,7 @@ import math
 import pickle
 import pickletools
 import reprlib
+from typing import Any
 
 import numpy as np
 
@@ -103,6 +104,7 @@ def _fixed(size: int, signed: bool = False):
         if end > limit:
             raise _Overrun
         return int.from_bytes(data[start:end], "little", signed=signed), end
+
     return read
 
 
@@ -112,6 +114,7 @@ def _counted(size: int, cap: int | None = None, refusal: str = "", signed: bool 
     The bytes are skipped, not copied. A length above ``cap`` is refused with ``refusal``
     (formatted with the length) before anything is built from it.
     """
+
     def read(data: bytes, start: int, limit: int):
         begin = start + size
         if begin > limit:
@@ -124,6 +127,7 @@ def _counted(size: int, cap: int | None = None, refusal: str = "", signed: bool 
         if cap is not None and length > cap:
             raise ModelFileError(refusal.format(length))
         return length, begin + length
+
     return read
 
 
@@ -132,6 +136,7 @@ def _lines(count: int, cap: int, refusal: str):
 
     The newline is searched for only within the frame, as the unpickler does.
     """
+
     def read(data: bytes, start: int, limit: int):
         lines = []
         for _ in range(count):
@@ -141,9 +146,10 @@ def _lines(count: int, cap: int, refusal: str):
                 if window < limit:
                     raise ModelFileError(refusal)
                 raise _Overrun
-            lines.append(data[start:newline + 1])
+            lines.append(data[start : newline + 1])
             start = newline + 1
         return (lines[0] if count == 1 else lines), start
+
     return read
 
 
@@ -157,8 +163,20 @@ def _memo_index(line: bytes) -> int:
 
 # What the scan knows of each value: its kind, one byte, so following millions costs megabytes.
 _NONE, _BOOL, _INT, _FLOAT, _STR, _BYTES, _BYTEARRAY, _LIST, _TUPLE, _DICT, _GLOBAL, _BUILT = range(12)
-_KIND_NAMES = ("NoneType", "bool", "int", "float", "str", "bytes", "bytearray", "list", "tuple", "dict",
-               "global", "array or dtype")
+_KIND_NAMES = (
+    "NoneType",
+    "bool",
+    "int",
+    "float",
+    "str",
+    "bytes",
+    "bytearray",
+    "list",
+    "tuple",
+    "dict",
+    "global",
+    "array or dtype",
+)
 _STORED = 255  # not a kind: in the operation table, "push the kind stored at the argument's memo index"
 _STR_BYTE = bytes([_STR])
 
@@ -311,8 +329,10 @@ class _StackMachine:
         elif index == len(self.memo):
             self.memo.append(kind)
         else:
-            raise ModelFileError(f"refused memo index {short_repr(index)}: a pickle stores values at 0, 1, 2, ... "
-                                 f"and this one has stored {len(self.memo)}")
+            raise ModelFileError(
+                f"refused memo index {short_repr(index)}: a pickle stores values at 0, 1, 2, ... "
+                f"and this one has stored {len(self.memo)}"
+            )
 
     def put_text(self, line: bytes) -> None:
         self.put(_memo_index(line))
@@ -410,20 +430,23 @@ def _check_dict_items(kinds: bytearray) -> None:
         raise ModelFileError("not a readable model file (odd number of dictionary items)")
     not_str = kinds[::2].translate(None, _STR_BYTE)
     if not_str:
-        raise ModelFileError(f"refused a dictionary key of type {_KIND_NAMES[not_str[0]]}: "
-                             "model files only have string keys")
+        raise ModelFileError(
+            f"refused a dictionary key of type {_KIND_NAMES[not_str[0]]}: model files only have string keys"
+        )
 
 
 def _refuse_target(kind: int, operation: str):
     """APPEND(S) go only onto lists, SETITEM(S) only into dicts: on anything else they call its methods."""
-    raise ModelFileError(f"refused pickle operation {operation} on a value of type {_KIND_NAMES[kind]}: "
-                         "model files only add items to lists and dictionaries")
+    raise ModelFileError(
+        f"refused pickle operation {operation} on a value of type {_KIND_NAMES[kind]}: "
+        "model files only add items to lists and dictionaries"
+    )
 
 
 def _operation_table(machine: _StackMachine) -> list[tuple | None]:
     """For each opcode byte, None if it is not admitted, else
     (name, argument reader or None, width of a skipped argument, bound effect or None, kind pushed or None)."""
-    table = [None] * 256
+    table: list[tuple | None] = [None] * 256
     for code, op in _OPCODES.items():
         if op.name in _OPERATIONS:
             reader, effect, kind = _OPERATIONS[op.name]
@@ -433,12 +456,14 @@ def _operation_table(machine: _StackMachine) -> list[tuple | None]:
     return table
 
 
-def _refuse_opcode(code: int):
+def _refusal_of_opcode(code: int) -> ModelFileError:
+    """The error for an opcode byte that is unknown or not admitted."""
     opcode = _OPCODES.get(code)
     if opcode is None:
-        raise ModelFileError("not a readable model file (unknown pickle operation or truncated)")
-    raise ModelFileError(f"refused pickle operation {opcode.name}: model files may only "
-                         "contain plain data and numeric arrays")
+        return ModelFileError("not a readable model file (unknown pickle operation or truncated)")
+    return ModelFileError(
+        f"refused pickle operation {opcode.name}: model files may only contain plain data and numeric arrays"
+    )
 
 
 def _scan_opcodes(data: bytes) -> None:
@@ -463,7 +488,7 @@ def _scan_opcodes(data: bytes) -> None:
             raise ModelFileError("not a readable model file (truncated)")
         entry = table[data[pos]]
         if entry is None:
-            _refuse_opcode(data[pos])
+            raise _refusal_of_opcode(data[pos])
         name, read, width, effect, kind = entry
         try:
             if read is None:
@@ -480,7 +505,7 @@ def _scan_opcodes(data: bytes) -> None:
                 stack.append(kind)
                 made += 1
             else:
-                index = data[pos + 1] if width == 1 else int.from_bytes(data[pos + 1:after], "little")
+                index = data[pos + 1] if width == 1 else int.from_bytes(data[pos + 1 : after], "little")
                 if index >= len(memo):
                     machine.get(index)  # refuses it
                 stack.append(memo[index])
@@ -507,6 +532,7 @@ def describe_error(e: BaseException) -> str:
 # --- step 5: the only globals a file may name ------------------------------------------------
 # Each resolves to an object of ours that cannot be repurposed: no attribute can be set on
 # it (BUILD on it is refused) and it builds nothing but validated numeric arrays.
+
 
 class _Frozen:
     __slots__ = ()
@@ -581,8 +607,12 @@ class _DtypeSpec:
         if self._built:
             raise ModelFileError("refused a dtype that is rebuilt twice")
         self._built = True
-        if (type(state) is not tuple or len(state) not in (8, 9) or not _is_one_of(state[0], (3, 4))
-                or any(s is not None for s in state[2:5])):
+        if (
+            type(state) is not tuple
+            or len(state) not in (8, 9)
+            or not _is_one_of(state[0], (3, 4))
+            or any(s is not None for s in state[2:5])
+        ):
             raise ModelFileError("refused a structured or malformed dtype")
         if _is_one_of(state[1], ("<", ">")):
             self.dtype = self.dtype.newbyteorder(state[1])
@@ -628,8 +658,11 @@ def _array_from(raw, spec, shape, order, budget: _ArrayBudget) -> np.ndarray:
     """A fresh, writable array from the file's bytes, after checking its size against them and the budget."""
     if type(spec) is not _DtypeSpec:
         raise ModelFileError("refused an array without a plain numeric dtype")
-    if (type(shape) is not tuple or len(shape) > 8
-            or not all(type(n) is int and 0 <= n <= MAX_ARRAY_ELEMENTS for n in shape)):
+    if (
+        type(shape) is not tuple
+        or len(shape) > 8
+        or not all(type(n) is int and 0 <= n <= MAX_ARRAY_ELEMENTS for n in shape)
+    ):
         raise ModelFileError(f"refused an array of shape {short_repr(shape)}")
     count = math.prod(shape)
     if count > MAX_ARRAY_ELEMENTS:
@@ -650,7 +683,7 @@ class _Constructor(_Frozen):
         object.__setattr__(self, "_build", build)
 
     def __call__(self, *args):
-        return self._build(*args)
+        return self._build(*args)  # type: ignore[attr-defined]  # set in __init__, past the frozen __setattr__
 
 
 def _reconstruct(budget: _ArrayBudget, cls, shape, typecode) -> _ArrayBuilder:
@@ -692,8 +725,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return self._globals[(module, name)]
         except (KeyError, TypeError):
             where = ".".join(s[:60] if isinstance(s, str) else short_repr(s) for s in (module, name))
-            raise ModelFileError(f"refused to load {where}: model files may "
-                                 "only contain plain data and numeric arrays") from None
+            raise ModelFileError(
+                f"refused to load {where}: model files may only contain plain data and numeric arrays"
+            ) from None
 
     def persistent_load(self, pid):
         raise ModelFileError("refused a persistent reference in the file")
@@ -786,10 +820,12 @@ def _plain(obj, copies: dict[int, object] | None = None):
             raise ModelFileError("refused an array that was never filled in")
         return obj.array
     if kind not in _CONTAINERS:
-        raise ModelFileError(f"refused a value of type {kind.__name__}: model files may only "
-                             "contain plain data and numeric arrays")
+        raise ModelFileError(
+            f"refused a value of type {kind.__name__}: model files may only contain plain data and numeric arrays"
+        )
     if id(obj) in copies:
         return copies[id(obj)]
+    out: dict[str, Any] | list[Any] | tuple[Any, ...]
     if kind is dict:
         out = {}
         for key, value in obj.items():
@@ -799,9 +835,8 @@ def _plain(obj, copies: dict[int, object] | None = None):
                 _plain(key)  # refuses it, saying why
             out[key] = _plain(value, copies)
     else:
-        out = [_plain(value, copies) for value in obj]
-        if kind is tuple:
-            out = tuple(out)
+        items = [_plain(value, copies) for value in obj]
+        out = tuple(items) if kind is tuple else items
     if len(obj) >= 2:
         copies[id(obj)] = out
     return out
@@ -816,8 +851,9 @@ def safe_loads(data: bytes):
         raise ModelFileError(f"file is {len(data)} bytes, above the {MAX_FILE_BYTES}-byte limit")
     if data[:1] != b"\x80":
         what = " (it is a zip archive)" if data.startswith(b"PK\x03\x04") else ""
-        raise ModelFileError(f"refused: not a model file{what}; it does not start with a pickle "
-                             "header (protocol 3 to 5)")
+        raise ModelFileError(
+            f"refused: not a model file{what}; it does not start with a pickle header (protocol 3 to 5)"
+        )
     if len(data) < 2:
         raise ModelFileError("not a readable model file (truncated)")
     if not 3 <= data[1] <= 5:

@@ -33,6 +33,7 @@ DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "default_mod
 
 # --- building pickles by hand (protocol 4 opcodes) ----------------------------------------------
 
+
 def pickle_of(body: bytes, protocol: int = 4) -> bytes:
     return b"\x80" + bytes([protocol]) + body + b"."
 
@@ -90,12 +91,23 @@ def arrays_sharing_one_buffer(count: int, nbytes: int) -> bytes:
     body += global_("numpy", "ndarray") + b"\x940"  # memo 2
     dtype = global_("numpy", "dtype") + text("u1") + b"\x89\x88\x87R"
     dtype += b"(K\x03" + text("|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
-    one_array = (get(1) + get(2) + b"K\x00\x85C\x01b\x87R"
-                 + b"(K\x01" + int8(nbytes) + b"\x85" + dtype + b"\x89" + get(0) + b"tb")
+    one_array = (
+        get(1)
+        + get(2)
+        + b"K\x00\x85C\x01b\x87R"
+        + b"(K\x01"
+        + int8(nbytes)
+        + b"\x85"
+        + dtype
+        + b"\x89"
+        + get(0)
+        + b"tb"
+    )
     return pickle_of(body + b"(" + one_array * count + b"l")
 
 
 # --- how a case must end ---------------------------------------------------------------------------
+
 
 def assert_refused(data: bytes, match: str, seconds: float = SECONDS, memory_mb: int = MEMORY_MB, fn=safe_loads):
     """``fn(data)`` raises ModelFileError matching ``match`` in a child limited to ``seconds`` and ``memory_mb``."""
@@ -110,6 +122,7 @@ def load_with_digit_limit_lifted(data: bytes):
 
 
 # --- the hostile cases ---------------------------------------------------------------------------
+
 
 def test_a_huge_memo_index_allocates_nothing():
     """9 bytes: LONG_BINPUT 2**31 made the unpickler's memo table 2**32 entries (32 GB)."""
@@ -207,14 +220,14 @@ def test_huge_decimal_integers_are_refused_before_they_are_parsed():
 def test_huge_strings_are_refused_before_they_are_decoded():
     """40 MB of ASCII and one emoji: 4 bytes a character once decoded, twice (scan and unpickler)."""
     raw = b"a" * 40_000_000 + "\N{GRINNING FACE}".encode()
-    assert_refused(pickle_of(b"\x8d" + struct.pack("<Q", len(raw)) + raw), r"refused a string of 40000004 bytes",
-                   memory_mb=50)
+    assert_refused(
+        pickle_of(b"\x8d" + struct.pack("<Q", len(raw)) + raw), r"refused a string of 40000004 bytes", memory_mb=50
+    )
     assert_refused(pickle_of(b"V" + b"a" * 40_000_000 + b"\n"), r"refused a string of over", memory_mb=50)
 
 
 def test_huge_names_of_globals_are_refused_before_they_are_decoded():
-    assert_refused(pickle_of(b"c" + b"m" * 60_000_000 + b"\nname\n"), r"argument longer than 256 bytes",
-                   memory_mb=50)
+    assert_refused(pickle_of(b"c" + b"m" * 60_000_000 + b"\nname\n"), r"argument longer than 256 bytes", memory_mb=50)
 
 
 def test_millions_of_containers_are_refused_before_they_are_built():
@@ -226,8 +239,17 @@ def test_millions_of_containers_are_refused_before_they_are_built():
 def test_build_on_a_protocol_5_array_never_reaches_numpy():
     """Protocol 5 arrays come from ``_frombuffer`` whole; a BUILD on one used to call NumPy's own __setstate__."""
     dtype = global_("numpy", "dtype") + text("f8") + b"\x89\x88\x87R"
-    array = (global_("numpy._core.numeric", "_frombuffer") + b"(" + b"\x96" + struct.pack("<Q", 24) + b"\0" * 24
-             + dtype + b"K\x03\x85" + text("C") + b"tR")
+    array = (
+        global_("numpy._core.numeric", "_frombuffer")
+        + b"("
+        + b"\x96"
+        + struct.pack("<Q", 24)
+        + b"\0" * 24
+        + dtype
+        + b"K\x03\x85"
+        + text("C")
+        + b"tR"
+    )
     assert safe_loads(pickle_of(array)).shape == (3,)
     state = b"(K\x01" + b"K\x03\x85" + b"N\x89" + b"C\x18" + b"\0" * 24 + b"tb"
     assert_refused(pickle_of(array + state), r"rebuilt twice")
@@ -240,17 +262,24 @@ def test_the_real_model_loads_in_bounded_time_and_memory():
 
 # --- property: generated hostile pickles are refused (or loaded) cheaply ---------------------------
 
+
 def memo_attack():
     opcode = st.sampled_from(["LONG_BINPUT", "LONG_BINGET", "PUT", "GET"])
-    return st.tuples(opcode, st.integers(0, 2**32 - 1)).map(lambda a: pickle_of(
-        {"LONG_BINPUT": b"N" + b"r" + struct.pack("<I", a[1]),
-         "LONG_BINGET": b"N0" + b"j" + struct.pack("<I", a[1]),
-         "PUT": b"N" + b"p%d\n" % a[1],
-         "GET": b"N0" + b"g%d\n" % a[1]}[a[0]]))
+    return st.tuples(opcode, st.integers(0, 2**32 - 1)).map(
+        lambda a: pickle_of(
+            {
+                "LONG_BINPUT": b"N" + b"r" + struct.pack("<I", a[1]),
+                "LONG_BINGET": b"N0" + b"j" + struct.pack("<I", a[1]),
+                "PUT": b"N" + b"p%d\n" % a[1],
+                "GET": b"N0" + b"g%d\n" % a[1],
+            }[a[0]]
+        )
+    )
 
 
 def dict_attack():
     """A dict of many keys: colliding ints (big or small), floats, tuples, or (valid) repeated strings."""
+
     def build(args):
         kind, n, batched = args
         if kind == "big ints":
@@ -260,20 +289,27 @@ def dict_attack():
         elif kind == "floats":
             keys = [b"G" + struct.pack(">d", 2.0 ** (61 * k % 1000)) for k in range(n)]
         elif kind == "tuples":
-            keys = [b"(" + b"".join(int8(i) for i in combo) + b"t"
-                    for combo in itertools.islice(itertools.product(small_colliding_ints(), repeat=4), n)]
+            keys = [
+                b"(" + b"".join(int8(i) for i in combo) + b"t"
+                for combo in itertools.islice(itertools.product(small_colliding_ints(), repeat=4), n)
+            ]
         else:  # one str key again and again, from the memo: valid, and cheap
             keys = [text("key") + b"\x94"] + [get(0)] * (n - 1)
         keys = keys[:n]
         if batched:
             return pickle_of(b"}(" + b"".join(k + b"N" for k in keys) + b"u")
         return pickle_of(b"}" + b"".join(k + b"Ns" for k in keys))
-    return st.tuples(st.sampled_from(["big ints", "small ints", "floats", "tuples", "strings"]),
-                     st.integers(1, 30_000), st.booleans()).map(build)
+
+    return st.tuples(
+        st.sampled_from(["big ints", "small ints", "floats", "tuples", "strings"]),
+        st.integers(1, 30_000),
+        st.booleans(),
+    ).map(build)
 
 
 def shared_references_attack():
     """Tuples holding shared tuples, used as a dict key, a value, or alone."""
+
     def build(args):
         depth, breadth, use = args
         laugh = shared_tuple(depth, breadth)
@@ -282,6 +318,7 @@ def shared_references_attack():
         if use == "value":
             return pickle_of(laugh + b"0}" + text("k") + get(depth) + b"s")
         return pickle_of(laugh)
+
     return st.tuples(st.integers(1, 20), st.integers(2, 12), st.sampled_from(["key", "value", "alone"])).map(build)
 
 
@@ -293,6 +330,7 @@ def nesting_attack():
         if container == "tuple":
             return pickle_of(b"N" + b"\x85" * depth)
         return pickle_of(b"}" + (text("k") + b"}") * (depth - 1) + b"s" * (depth - 1))
+
     return st.tuples(st.integers(1, 200_000), st.sampled_from(["list", "tuple", "dict"])).map(build)
 
 
@@ -303,22 +341,25 @@ def buffer_attack():
 def stack_attack():
     """Runs of DUP, MARK, POP or APPENDS onto a huge list."""
     return st.tuples(st.sampled_from([b"2", b"(", b"N0", b"N"]), st.integers(1, 500_000)).map(
-        lambda a: pickle_of(b"]" + b"(" + b"N" + a[0] * a[1] + b"e") if a[0] == b"N"
-        else pickle_of(b"N" + a[0] * a[1]))
+        lambda a: pickle_of(b"]" + b"(" + b"N" + a[0] * a[1] + b"e") if a[0] == b"N" else pickle_of(b"N" + a[0] * a[1])
+    )
 
 
 def hidden_attack(attacks):
     """Any attack's operations hidden behind a frame boundary, or framed with a wrong length."""
+
     def build(args):
         data, trick, delta = args
         if trick == "hide":
             return hide_behind_a_frame(data[2:-1])
         return data[:2] + frame(data[2:], declared=max(0, len(data) - 2 + delta))
+
     return st.tuples(attacks, st.sampled_from(["hide", "frame"]), st.integers(-3, 3)).map(build)
 
 
-ATTACKS = st.one_of(memo_attack(), dict_attack(), shared_references_attack(), nesting_attack(), buffer_attack(),
-                    stack_attack())
+ATTACKS = st.one_of(
+    memo_attack(), dict_attack(), shared_references_attack(), nesting_attack(), buffer_attack(), stack_attack()
+)
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -333,15 +374,22 @@ def test_generated_hostile_pickles_cost_little(data):
 # --- property: real pickles of plain data still load, in every supported protocol ----------------
 
 KEYS = st.text(max_size=20)
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63 - 1), st.floats(allow_nan=False),
-                    st.text(max_size=100))
-ARRAYS = st.builds(lambda shape, dtype, seed: np.random.default_rng(seed).random(shape).astype(dtype),
-                   st.lists(st.integers(0, 5), max_size=3).map(tuple),
-                   st.sampled_from(["f4", "f8", "i4", "u1", "i8"]), st.integers(0, 2**32 - 1))
-PLAIN = st.recursive(st.one_of(SCALARS, ARRAYS),
-                     lambda inner: st.one_of(st.lists(inner, max_size=6), st.lists(inner, max_size=4).map(tuple),
-                                             st.dictionaries(KEYS, inner, max_size=6)),
-                     max_leaves=40)
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False), st.text(max_size=100)
+)
+ARRAYS = st.builds(
+    lambda shape, dtype, seed: np.random.default_rng(seed).random(shape).astype(dtype),
+    st.lists(st.integers(0, 5), max_size=3).map(tuple),
+    st.sampled_from(["f4", "f8", "i4", "u1", "i8"]),
+    st.integers(0, 2**32 - 1),
+)
+PLAIN = st.recursive(
+    st.one_of(SCALARS, ARRAYS),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=6), st.lists(inner, max_size=4).map(tuple), st.dictionaries(KEYS, inner, max_size=6)
+    ),
+    max_leaves=40,
+)
 
 
 def assert_same(loaded, original) -> None:
