@@ -34,7 +34,7 @@ import numpy as np
 
 from .config import ACTIVATIONS, MAX_HIDDEN_LAYERS, MAX_UNITS, TrainConfig
 from .files import write_atomic
-from .history import Progress
+from .history import Progress, thin_history
 from .network import MLP
 from .optim import state_problem
 from .safe_pickle import MAX_FILE_BYTES, MAX_INT, ModelFileError, describe_error, safe_loads, short_repr
@@ -150,6 +150,8 @@ def _checked_history(history) -> list[dict]:
         return []
     if not isinstance(history, list):
         raise ModelFileError("history must be a list")
+    if len(history) > MAX_HISTORY:
+        raise ModelFileError(f"history has {len(history)} records; at most {MAX_HISTORY} are allowed")
     annotations = {f.name: str(f.type) for f in fields(Progress)}
     for i, record in enumerate(history):
         if not isinstance(record, dict) or not all(type(v) in _SCALARS for v in record.values()):
@@ -180,6 +182,10 @@ MAX_META_TEXT = 4000  # characters in one metadata string (a long command line f
 MAX_META_TOTAL = 20_000  # characters of metadata strings in all
 MAX_META_LIST = 64  # items in a list in metadata
 MAX_META_ARRAY = 100_000  # elements of an array in metadata
+# Progress records in a file: ~28 values each, so 30,000 stay well inside the loader's 1M values.
+# Saving thins a longer history to SAVED_HISTORY records, every epoch record kept.
+MAX_HISTORY = 30_000
+SAVED_HISTORY = 20_000
 MAX_HISTORY_TEXT = 32  # characters in a history string (only "batch" / "epoch")
 # Known metadata fields and what each must be; other keys may hold short plain scalars.
 _FRACTION, _SECONDS, _TIME, _TEXT, _FLAG = (
@@ -421,6 +427,7 @@ def model_to_dict(model: MLP) -> dict[str, Any]:
     if model.params_ is None:
         raise ValueError("cannot save a model that has not been fitted")
     state = model.state_dict()
+    state["history"] = thin_history(state["history"], SAVED_HISTORY)
     return {
         "format_version": FORMAT_VERSION,
         "kind": KIND,

@@ -367,3 +367,14 @@ def test_the_app_listens_only_on_this_machine_by_default(tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_a_long_history_is_thinned_on_save_and_a_huge_one_refused_at_load(small_model, tmp_path):
+    record = dict(small_model.history_[-1], kind="batch")
+    model = model_from_bytes(model_to_bytes(small_model))
+    model.history_ = [dict(record, batch=i) for i in range(120_000)] + small_model.history_[-1:]
+    loaded = load_model(save_model(model, tmp_path / "long.pkl"))
+    assert 1 < len(loaded.history_) <= 20_001 and loaded.history_[-1] == small_model.history_[-1]
+    shared = [record] * 35_000  # one dict, 35k references: a small file, a million-value walk
+    outcome = run_bounded(model_from_bytes, edited(small_model, lambda d: d.update(history=shared)), seconds=10)
+    assert outcome.kind == "raised" and "at most 30000" in outcome.message, outcome
