@@ -52,8 +52,10 @@ def import_version(folder: Path):
         package = importlib.util.module_from_spec(spec)
         sys.modules["mnist_net"] = package
         spec.loader.exec_module(package)
+        # image_from_bytes moved from preprocess to uploads; a baseline may have it in either.
+        uploads = (package_dir / "uploads.py").exists()
         modules = {
-            "preprocess": importlib.import_module("mnist_net.preprocess"),
+            "uploads": importlib.import_module("mnist_net.uploads" if uploads else "mnist_net.preprocess"),
             "data": importlib.import_module("mnist_net.data"),
         }
         assert Path(package.__file__).resolve().is_relative_to(folder.resolve()), package.__file__
@@ -184,7 +186,7 @@ def main() -> int:
     if args.baseline:
         versions["baseline"] = import_version(args.baseline)
     versions["this"] = import_version(ROOT)
-    cases = {name: ("preprocess", "image_from_bytes", (data,)) for name, data in legit_uploads().items()}
+    cases = {name: ("uploads", "image_from_bytes", (data,)) for name, data in legit_uploads().items()}
     mnist_dir = os.environ.get("MNIST_DIR")
     if mnist_dir:
         cases["load_mnist"] = ("data", "load_mnist", (mnist_dir, False, False))
@@ -196,7 +198,7 @@ def main() -> int:
     for name, data in hostile_uploads().items():
         start = time.perf_counter()
         try:
-            versions["this"]["preprocess"].image_from_bytes(data)
+            versions["this"]["uploads"].image_from_bytes(data)
             result = "decoded (!)"
         except ValueError as e:
             result = f"ValueError: {str(e)[:70]}"

@@ -13,8 +13,9 @@ from .data import Mnist, MnistError, load_mnist
 from .history import Progress
 from .model_io import ModelFileError, load_model, model_from_bytes, model_to_bytes, save_model
 from .network import MLP
-from .preprocess import canvas_to_input, image_from_bytes
+from .preprocess import canvas_to_input
 from .train import TrainingState, run_training
+from .uploads import image_from_bytes
 
 __all__ = [
     "MLP",

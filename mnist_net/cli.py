@@ -24,8 +24,9 @@ from .history import Progress
 from .metrics import confusion_matrix, per_class_accuracy
 from .model_io import ModelFileError, load_model, save_model
 from .network import MLP
-from .preprocess import canvas_to_input, image_from_bytes
+from .preprocess import canvas_to_input
 from .registry import save_rescue_copy
+from .uploads import image_from_bytes
 
 
 class CliError(Exception):
