@@ -3,15 +3,17 @@
 ``TrainingJob(config, mnist_dir).start()`` starts a child process (multiprocessing's
 "forkserver" context: each run forks from a small, single-threaded server process that has
 already imported NumPy and mnist_net, so a run starts in milliseconds and never inherits the
-web server's threads or memory). The child (``worker.train_in_child``) loads MNIST itself,
-trains, evaluates and sends back progress records and, at the end, the model as bytes of the
-safe file format. A thread in this process reads those messages, so ``snapshot()`` (a
-consistent copy taken under a lock) is cheap and never waits for training. ``stop()`` sets an
-event the child checks after every batch; the model trained so far is still evaluated and
-returned. A child that dies (killed, out of memory) is reported as failed with its exit
-status; it writes no files, so nothing partial is left. Saving is the caller's choice
-(``runs.RunRegistry.keep``). Training runs outside the caller's process, so a web server's
-drawing sessions keep their CPU and GIL, and a crash of a run cannot take the server down.
+web server's threads or memory). Training outside the caller's process leaves a web server's
+drawing sessions their CPU and GIL, and a crash of a run cannot take the server down.
+The child (``worker.train_in_child``) loads MNIST itself, trains, evaluates and sends back
+progress records and, at the end, the model as bytes of the safe file format. A thread in
+this process reads those messages, so ``snapshot()`` (a consistent copy taken under a lock)
+is cheap and never waits for training. ``stop()`` sets an event the child checks after every
+batch; the model trained so far is still evaluated and returned. A child that dies (killed,
+out of memory) is reported as failed with its exit status; it writes no files, so nothing
+partial is left. Saving is the caller's choice: the app keeps a model only when the user
+asks (``runs.RunRegistry.keep``); a job given a ``save_dir`` saves its model there itself,
+from this process, when it arrives.
 Non-goals: several runs per job, resuming a job after the server restarts, scheduling
 (``runs`` decides when a job starts).
 """
@@ -34,10 +36,12 @@ from pathlib import Path
 import numpy as np
 
 from .config import TrainConfig
+from .data import Mnist
 from .history import fraction_done
 from .metrics import Evaluation
 from .model_io import ModelFileError, model_from_bytes
 from .network import MLP
+from .registry import save_new_model
 from .worker import EVALUATING, TRAINING, Result, train_in_child
 
 QUEUED, STARTING = "queued", "starting"
@@ -91,6 +95,8 @@ class JobSnapshot:
     created: float  # time.time() when the job was made
     started: float | None  # when its process started (None while queued)
     finished_at: float | None
+    saved_path: Path | None = None  # where the model was saved (only for a job given a save_dir)
+    save_error: str | None = None  # why that save failed (the model is still in memory)
 
     @property
     def running(self) -> bool:
@@ -132,14 +138,18 @@ def describe_exit(exitcode: int | None) -> str:
 
 @dataclass
 class TrainingJob:
-    """Train ``MLP(config)`` on MNIST from ``mnist_dir`` in a child process; see the module docstring.
+    """Train ``MLP(config)`` on MNIST in a child process; see the module docstring.
 
+    ``data``: the folder holding the four MNIST files, or a loaded ``Mnist`` (its ``source``
+    folder is used: the child loads and checks the files itself; no array is sent across).
+    ``save_dir``: if given, the finished model is saved there under a new name.
     ``on_finish`` (optional) is called once, from the job's reader thread, when the job ends.
     After a run that ends with a model, ``model`` holds it and ``model_bytes`` its file's bytes.
     """
 
     config: TrainConfig
-    mnist_dir: str | os.PathLike
+    data: Mnist | str | os.PathLike
+    save_dir: str | os.PathLike | None = None
     source: str = "train page"
     on_finish: Callable[[TrainingJob], None] | None = None
     model: MLP | None = field(default=None, init=False)
@@ -157,6 +167,13 @@ class TrainingJob:
         self._created = time.time()
         self._started: float | None = None
         self._finished_at: float | None = None
+        self._saved_path: Path | None = None
+        self._save_error: str | None = None
+
+    @property
+    def mnist_dir(self) -> Path:
+        """The folder the child loads MNIST from."""
+        return Path(self.data.source if isinstance(self.data, Mnist) else self.data)
 
     # --- control -------------------------------------------------------------------------
     def start(self) -> TrainingJob:
@@ -169,7 +186,7 @@ class TrainingJob:
             receiver, sender = _context.Pipe(duplex=False)
             process = _context.Process(  # type: ignore[attr-defined]
                 target=train_in_child,
-                args=(self.config.to_dict(), str(Path(self.mnist_dir)), sender, self._stop, self.source),
+                args=(self.config.to_dict(), str(self.mnist_dir), sender, self._stop, self.source),
                 name="mnist-training",
                 daemon=True,  # ended with this process if it exits normally
             )
@@ -248,6 +265,8 @@ class TrainingJob:
                 self._created,
                 self._started,
                 self._finished_at,
+                self._saved_path,
+                self._save_error,
             )
 
     # --- the reader thread -----------------------------------------------------------------
@@ -303,10 +322,17 @@ class TrainingJob:
             status, error = DIVERGED, str(payload)
         else:
             error = str(payload)
+        saved_path, save_error = None, None
+        if result is not None and model is not None and self.save_dir is not None:
+            try:
+                saved_path = save_new_model(model, self.save_dir)
+            except (OSError, ModelFileError) as e:  # full disk, read-only folder: the model stays in memory, usable
+                save_error = f"could not save the model: {e}"
         with self._lock:
             if result is not None:
                 self.model, self.model_bytes = model, result.model_bytes
             self._status, self._error, self._result = status, error, result
+            self._saved_path, self._save_error = saved_path, save_error
             self._finished_at = time.time()
 
     def _finish(self) -> None:

@@ -26,7 +26,7 @@ from pages.ui.style import plain
 state.run_inside_frame()
 
 POLL_SECONDS = 1.0  # at least one update a second for a long run
-FAST_POLL_SECONDS = 0.25  # for a short run, so even a run of a few seconds is seen learning
+FAST_POLL_SECONDS = 0.5  # for a short run, so even a run of a few seconds is seen learning
 SHORT_RUN_SECONDS = 60  # estimated by mnist_net.budget (which errs high)
 CHART_HEIGHT = 280  # pixels, title and legend included
 CHANCE_ACCURACY = 0.2  # at or below this a network has not learned (guessing gets 10%)
