@@ -50,8 +50,8 @@ USER_ID_BYTES = 24  # 192 random bits: 32 URL-safe characters
 _USER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{32}$")
 MAX_NAME = 60  # characters of a run's name as the user typed it
 MAX_SLUG = 40  # characters of that name in a file name
-# What this registry writes: registry.model_filename's name, then -<slug>, then -2, -3... if taken.
-_KEPT_NAME_RE = re.compile(r"^mnist-\d{8}-\d{6}(?:-acc\d+\.\d\d)?(?:-[\w-]{1,40})?\.pkl$")
+# What this registry writes: registry.model_filename's name, then -<slug> (at most 40), then -2, -3... if taken.
+_KEPT_NAME_RE = re.compile(r"^mnist-\d{8}-\d{6}(?:-acc\d+\.\d\d)?(?:-[\w-]{1,48})?\.pkl$")
 
 
 class RunRefused(Exception):

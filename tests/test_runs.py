@@ -132,6 +132,16 @@ def test_keep_rename_and_delete_touch_only_the_file_the_registry_wrote(registry,
     assert registry.get(me, run_id).kept_path is None and registry.get(me, run_id).has_model
     again = registry.keep(me, run_id, "")
     assert again.name.endswith(f"acc{100 * accuracy:.2f}.pkl")  # no name: model_filename's own
+    # A long name (40 characters in the file name) whose file name is taken gets -2, and is still ours.
+    long_name = "a very long name for a network of mine, longer than forty letters"
+    stem = again.name[: again.name.index(".pkl")]
+    taken = again.with_name(f"{stem}-{name_slug(long_name)}.pkl")
+    taken.write_bytes(b"taken")
+    longer = registry.rename(me, run_id, long_name)
+    assert longer.name == taken.name.replace(".pkl", "-2.pkl")
+    registry.delete_kept(me, run_id)
+    assert not longer.exists() and taken.read_bytes() == b"taken"
+    again = registry.keep(me, run_id, "")
     # A file replaced behind the app's back (same name, other content) is left alone.
     again.unlink()
     again.write_bytes(b"not what the app saved")
