@@ -13,8 +13,8 @@ Side by side in one run, same config and data, interleaved and repeated:
 
 Figures per path: wall time from start to result (the CLI's includes starting Python and
 saving; the job's starts at ``start()``, the app's at the click), training-loop time (the
-last progress record's own clock), and CPU seconds: of the process that trained, and, for the
-app, of the server and of the browser meanwhile (sampled from /proc every 50 ms). Ratios are
+last progress record's own clock), and CPU seconds: of the process that trained (booked to the
+fork server that reaps it), and, for the app, of the server and of the browser meanwhile. Ratios are
 against the CLI, medians over the repeats; the load average is printed as it goes. Usage::
 
     OMP_NUM_THREADS=1 MNIST_DIR=../shared/mnist python benchmarks/app_overhead.py [--browser]
@@ -29,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -83,58 +82,38 @@ def process_tree(root: int) -> set[int]:
     return found
 
 
-def python_processes() -> set[int]:
-    """This benchmark's own helper processes (fork server, training jobs), never the browser."""
+def cpu_of(pids, children: bool = False) -> float:
+    """CPU seconds (user + system) of live processes; with ``children``, of the ones they have reaped."""
+    total = 0
+    for pid in pids:
+        if (fields := _stat(pid)) is not None:
+            total += sum(int(f) for f in (fields[13:15] if children else fields[11:13]))
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def browser_processes(me: int) -> set[int]:
+    """Chromium and Playwright's driver: this process's descendants that are not Python."""
     found = set()
-    for entry in Path("/proc").iterdir():
+    for pid in process_tree(me) - {me}:
         try:
-            if entry.name.isdigit() and b"python" in (entry / "cmdline").read_bytes().split(b"\0")[0]:
-                found.add(int(entry.name))
+            if not Path(f"/proc/{pid}/comm").read_text().startswith("python"):
+                found.add(pid)
         except OSError:
             pass
     return found
 
 
-class CpuWatch:
-    """CPU seconds used by the processes of some trees while it runs, per group, sampled every 50 ms.
-
-    ``groups(pids) -> name`` names the group of each process (None: not counted). A process
-    that ends between samples loses at most its last 50 ms.
-    """
-
-    def __init__(self, roots: list[int], group) -> None:
-        self.roots, self.group = roots, group
-        self.first: dict[int, float] = {}
-        self.last: dict[int, float] = {}
-        self.names: dict[int, str] = {}
-        self._done = threading.Event()
-        self._sample()
-        self.first = dict(self.last)
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> None:
-        tick = os.sysconf("SC_CLK_TCK")
-        for root in self.roots:
-            for pid in process_tree(root):
-                fields = _stat(pid)
-                name = self.names.get(pid) or self.group(pid)
-                if fields is None or name is None:
-                    continue
-                self.names[pid] = name
-                self.last[pid] = (int(fields[11]) + int(fields[12])) / tick
-
-    def _loop(self) -> None:
-        while not self._done.wait(0.05):
-            self._sample()
-
-    def stop(self) -> dict[str, float]:
-        self._done.set()
-        self._thread.join()
-        totals: dict[str, float] = {}
-        for pid, cpu in self.last.items():
-            totals[self.names[pid]] = totals.get(self.names[pid], 0.0) + cpu - self.first.get(pid, 0.0)
-        return totals
+def fork_server(root: int) -> int:
+    """The multiprocessing fork server under ``root``: it reaps every training child, so its
+    children's CPU (cutime + cstime) grows by exactly each finished run's CPU."""
+    for pid in process_tree(root):
+        try:
+            fields = _stat(pid)
+            if fields and int(fields[1]) == root and b"forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+        except OSError:
+            pass
+    raise RuntimeError(f"no fork server under process {root}: run one job first")
 
 
 def run_cli(config: TrainConfig, out: Path) -> tuple[float, float, float]:
@@ -164,30 +143,32 @@ def chart_json(history: list[dict]) -> str:
     return "".join(out)
 
 
-def run_job(config: TrainConfig, mnist_dir: str, app_server: int | None) -> tuple[float, float, float]:
+def run_job(config: TrainConfig, mnist_dir: str) -> tuple[float, float, float]:
     """(wall s, training s, training process CPU s) of the app's job, polled as the page polls it."""
-    me = os.getpid()
-    server_side = process_tree(app_server) if app_server else set()
-    mine = python_processes() - server_side  # this process, its fork server, its resource tracker
-
-    def group(pid: int) -> str | None:  # a new python process of ours, not the app's: the training child
-        if pid in mine or (app_server and pid in process_tree(app_server)):
-            return None
-        return "trainer" if pid in python_processes() else None
-
-    watch = CpuWatch([me], group)
     started = time.perf_counter()
     job = TrainingJob(config, mnist_dir).start()
+    server = fork_server(os.getpid())
+    before = cpu_of([server], children=True)
     while job.snapshot().running:
         snap = job.snapshot()
         if snap.history:
             chart_json(snap.history)
         time.sleep(POLL)
     wall = time.perf_counter() - started
-    cpu = watch.stop().get("trainer", 0.0)
     snap = job.snapshot()
     assert snap.error is None, snap.error
-    return wall, training_seconds(snap.history), cpu
+    assert wait_until_reaped(server, before)
+    return wall, training_seconds(snap.history), cpu_of([server], children=True) - before
+
+
+def wait_until_reaped(server: int, before: float, timeout: float = 10) -> bool:
+    """The fork server reaps a finished child at once; wait for its CPU to be booked."""
+    deadline = time.monotonic() + timeout
+    while cpu_of([server], children=True) == before:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 class Browser:
@@ -219,36 +200,36 @@ class Browser:
         page.locator(".st-key-hidden_sizes input").fill("128,64")
         # relu is the page's starting activation (app_start_config)
         server, me = self.proc.pid, os.getpid()
-        server_side = process_tree(server)  # the server, its fork server and resource tracker
-
-        def group(pid: int) -> str | None:
-            if pid == me:
-                return None
-            if pid == server or pid in server_side:
-                return "server"
-            if pid in process_tree(server):
-                return "trainer"
-            return None if pid in python_processes() else "browser"
-
+        forks = fork_server(server) if self.kept else None  # there since the warm-up run
+        browser = browser_processes(me)
         if self.nice:  # the browser yields the CPU, as if it ran on the user's own machine
-            for pid in process_tree(me) - process_tree(server) - {me} - python_processes():
+            for pid in browser:
                 try:
                     os.setpriority(os.PRIO_PROCESS, pid, self.nice)
+                    # Chromium's renderers start sessions of their own, and Linux (autogroup) shares
+                    # the CPU between sessions first: the session's weight is what counts.
+                    Path(f"/proc/{pid}/autogroup").write_text(str(self.nice))
                 except OSError:
                     pass
-        watch = CpuWatch([me], group)
+        before = cpu_of([forks or 0], children=True), cpu_of([server]), cpu_of(browser) + cpu_of(browser, children=True)
         started = time.perf_counter()
         page.locator(".st-key-start button").click()
         page.locator(".st-key-keep_model button").wait_for()  # the results, with the Keep button
         wall = time.perf_counter() - started
-        cpu = watch.stop()
+        if forks is None:  # the warm-up run: no figures
+            forks = fork_server(server)
+        else:
+            assert wait_until_reaped(forks, before[0])
+        browser = browser_processes(me)
+        after = cpu_of([forks], children=True), cpu_of([server]), cpu_of(browser) + cpu_of(browser, children=True)
+        trainer, server_cpu, browser_cpu = (a - b for a, b in zip(after, before))
         page.locator(".st-key-keep_model button").click()
         self.kept += 1
         while len(list((self.work / "models").glob("*.pkl"))) < self.kept:
             time.sleep(0.1)
         saved = max((self.work / "models").glob("*.pkl"), key=lambda p: p.stat().st_mtime_ns)
         history = load_model(saved).history_
-        return wall, training_seconds(history), cpu.get("trainer", 0.0), cpu.get("server", 0.0), cpu.get("browser", 0.0)
+        return wall, training_seconds(history), trainer, server_cpu, browser_cpu
 
     def close(self) -> None:
         self.ctx.close()
@@ -266,7 +247,8 @@ def main() -> None:
         "--nice-browser",
         type=int,
         default=0,
-        help="run Chromium at this niceness (e.g. 10): on a 2-core box, stands in for a browser on another machine",
+        help="run Chromium (and its sessions' scheduling groups) at this niceness, e.g. 19: on a 2-core box, "
+        "stands in for a browser on the user's own machine",
     )
     args = parser.parse_args()
     mnist_dir = str(find_mnist(progress=False))
@@ -278,16 +260,17 @@ def main() -> None:
         f"load average before {os.getloadavg()[0]:.1f}"
     )
     results: dict[str, list[tuple[float, ...]]] = {"cli": [], "job": []}
+    run_job(config_for(300, 1), mnist_dir)  # starts this process's fork server
     browser = Browser(args.nice_browser) if args.browser else None
     if browser is not None:
         results["app"] = []
-        browser.run(300, 1)  # a first tiny run warms the server (imports, fork server) once
+        browser.run(300, 1)  # a first tiny run warms the app server (imports, fork server) once
         browser.kept = 1
     try:
         with tempfile.TemporaryDirectory() as out:
             for r in range(args.repeats):
                 results["cli"].append(run_cli(config, Path(out)))
-                results["job"].append(run_job(config, mnist_dir, browser.proc.pid if browser else None))
+                results["job"].append(run_job(config, mnist_dir))
                 if browser is not None:
                     results["app"].append(browser.run(args.n_train, args.epochs))
                 print(

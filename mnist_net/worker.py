@@ -15,6 +15,7 @@ final message: ``("result", Result)``, ``("diverged", explanation)`` or ``("erro
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class Result:
 
 def train_in_child(config_dict: dict[str, Any], mnist_dir: str, conn, stop_event, source: str) -> None:
     """The child's whole life; see the module docstring. ``conn`` is the sending end of a Pipe."""
+    _own_session()
     try:
         conn.send(_train(TrainConfig.from_dict(config_dict), mnist_dir, conn, stop_event, source))
     except (BrokenPipeError, EOFError, ConnectionError):
@@ -93,3 +95,16 @@ def _train(config: TrainConfig, mnist_dir: str, conn, stop_event, source: str) -
         stopped=stopped,
     )
     return ("result", result)
+
+
+def _own_session() -> None:
+    """Leave the parent's session: its own scheduling group, and no Ctrl-C from the server's terminal.
+
+    Linux (with autogroup) shares the CPU between sessions first: a run left in the web
+    server's session would split one share with every drawing session, and slow them too.
+    The server still ends its runs when it exits (they are daemon processes).
+    """
+    try:
+        os.setsid()
+    except (AttributeError, OSError):  # not on this platform, or already a session leader
+        pass
