@@ -97,6 +97,7 @@ class JobSnapshot:
     finished_at: float | None
     saved_path: Path | None = None  # where the model was saved (only for a job given a save_dir)
     save_error: str | None = None  # why that save failed (the model is still in memory)
+    stopping: bool = False  # asked to stop, not ended yet
 
     @property
     def running(self) -> bool:
@@ -267,6 +268,7 @@ class TrainingJob:
                 self._finished_at,
                 self._saved_path,
                 self._save_error,
+                self._stop.is_set() and self._status not in FINISHED,
             )
 
     # --- the reader thread -----------------------------------------------------------------

@@ -103,6 +103,8 @@ def progress_text(view: RunView) -> str:
         return "Starting: loading MNIST in the training process…"
     if snap.status == EVALUATING:
         return "Training finished, testing on 10,000 unseen digits…"
+    if snap.stopping:
+        return f"Stopping after this batch (epoch {h['epoch']}, batch {h['batch']}), then testing the network as it is…"
     eta = snap.eta or 0
     return (
         f"Epoch {h['epoch']}/{h['epochs']} · batch {h['batch']}/{h['batches_per_epoch']} · "

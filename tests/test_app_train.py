@@ -13,8 +13,8 @@ import pytest
 from conftest import wait_until
 from streamlit.testing.v1 import AppTest
 
+from mnist_net import TrainConfig, load_model
 from mnist_net import data as data_module
-from mnist_net import load_model
 from mnist_net.jobs import DIVERGED, DONE, FAILED, STOPPED
 from mnist_net.registry import list_models
 from mnist_net.runs import new_user_id
@@ -185,6 +185,29 @@ def test_a_reload_finds_the_run_and_can_stop_it_while_others_see_nothing(train_p
     assert any("Stopped in epoch" in c.value and "last whole epoch" in c.value for c in again.caption)
     at.run()  # the first tab sees the same ending
     assert any("stopped early" in w.value for w in at.warning)
+
+
+def test_a_third_run_waits_its_turn_and_says_so(train_page, mnist_dir):
+    at = train_page
+    registry = state.run_registry()
+    others = [new_user_id() for _ in range(registry.max_running)]
+    try:
+        for other in others:  # the server's slots are taken by other people's long runs
+            registry.submit(other, TrainConfig(hidden_sizes=(64,), epochs=100, n_train=20000, batch_size=16), mnist_dir)
+        fill_form(at, hidden_sizes="16", n_train=300, epochs=1, batch_size=32)
+        at.button(key="start").click().run()
+        assert not at.exception and not at.error
+        job = at.session_state["train_job"]
+        assert job.snapshot().status == "queued"
+        [bar] = at.get("progress")
+        assert bar.proto.text.startswith("Waiting for a free slot: 0 runs ahead of yours")
+        at.switch_page("pages/draw.py").run()
+        assert any("waiting for its turn" in i.value for i in at.sidebar.info)
+        registry.stop(others[0], registry.runs(others[0])[0].id)  # a slot frees: this run starts
+        assert job.join(timeout=120) and job.snapshot().status == DONE
+    finally:
+        for other in others:
+            registry.stop_all(other, timeout=60)
 
 
 def test_a_diverging_run_is_reported_with_the_reason(train_page):
