@@ -178,7 +178,7 @@ class RunRegistry:
             account = self._user(user)
             account.started += 1
             run_id = secrets.token_urlsafe(12)
-            job = self._job_factory(config, mnist_dir, None, source=source, on_finish=self._job_finished)
+            job = self._job_factory(config, mnist_dir, save_dir=None, source=source, on_finish=self._job_finished)
             self._runs[run_id] = _Run(run_id, user, account.started, job)
             self._queue.append(run_id)
             self._schedule()
