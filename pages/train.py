@@ -95,9 +95,10 @@ def progress_text(view: RunView) -> str:
     h = snap.latest
     if snap.status == QUEUED:
         ahead = view.queue_position or 0
+        slots = state.run_registry().max_running
         return (
             f"Waiting for a free slot: {ahead} run{'s' if ahead != 1 else ''} ahead of yours "
-            "(the server trains two networks at a time)."
+            f"(the server trains {slots} network{'s' if slots != 1 else ''} at a time)."
         )
     if h is None:
         return "Starting: loading MNIST in the training process…"
