@@ -25,8 +25,10 @@ from pages.ui.style import plain
 
 state.run_inside_frame()
 
+# Each poll costs the server about 0.1 CPU-s and the watching browser about 0.4 (benchmarks/app_overhead.py).
 POLL_SECONDS = 1.0  # at least one update a second for a long run
 FAST_POLL_SECONDS = 0.5  # for a short run, so even a run of a few seconds is seen learning
+WAITING_POLL_SECONDS = 2.0  # for a run waiting for a slot (a class can have many waiting)
 SHORT_RUN_SECONDS = 60  # estimated by mnist_net.budget (which errs high)
 CHART_HEIGHT = 280  # pixels, title and legend included
 CHANCE_ACCURACY = 0.2  # at or below this a network has not learned (guessing gets 10%)
@@ -477,19 +479,22 @@ if start and not running:
 
 
 active_ids = {v.id for v in runs if v.snapshot.running}
+waiting = shown is not None and shown.snapshot.status == QUEUED
 short = shown is not None and estimate_training_cost(shown.config, N_MNIST_TRAIN).seconds < SHORT_RUN_SECONDS
+poll = WAITING_POLL_SECONDS if waiting else FAST_POLL_SECONDS if short else POLL_SECONDS
 
 
-@st.fragment(run_every=(FAST_POLL_SECONDS if short else POLL_SECONDS) if active_ids else None)
+@st.fragment(run_every=poll if active_ids else None)
 def runs_and_live_panel() -> None:
     now = registry.runs(uid)
-    if {v.id for v in now if v.snapshot.running} != active_ids or st.session_state.get(state.SELECTED_RUN_KEY) not in (
-        None,
-        shown.id if shown else None,
-    ):
-        # A run ended (or a Watch was pressed) since the page was drawn: redraw the whole page.
-        st.rerun(scope="app")
     current = next((v for v in now if shown is not None and v.id == shown.id), None)
+    if (
+        {v.id for v in now if v.snapshot.running} != active_ids
+        or st.session_state.get(state.SELECTED_RUN_KEY) not in (None, shown.id if shown else None)
+        or (current is not None and (current.snapshot.status == QUEUED) != waiting)
+    ):
+        # A run ended or started, or a Watch was pressed, since the page was drawn: redraw it all.
+        st.rerun(scope="app")
     show_runs_list(now, current)
     if current is not None and current.snapshot.running:
         show_live(current)
