@@ -15,7 +15,9 @@ Figures per path: wall time from start to result (the CLI's includes starting Py
 saving; the job's starts at ``start()``, the app's at the click), training-loop time (the
 last progress record's own clock), and CPU seconds: of the process that trained (booked to the
 fork server that reaps it), and, for the app, of the server and of the browser meanwhile. Ratios are
-against the CLI, medians over the repeats; the load average is printed as it goes. Usage::
+against the CLI: of the medians over the repeats, and "paired" (the median of each repeat's
+ratio to the CLI run just before it, steadier when the machine's load drifts); the load
+average is printed as it goes. Usage::
 
     OMP_NUM_THREADS=1 MNIST_DIR=../shared/mnist python benchmarks/app_overhead.py [--browser]
 """
@@ -288,9 +290,11 @@ def main() -> None:
     base = [statistics.median(r[i] for r in results["cli"]) for i in range(3)]
     for name, runs in results.items():
         wall, train, cpu = (statistics.median(r[i] for r in runs) for i in range(3))
+        # Per repeat, against the CLI run just before it (the machine's load changes between repeats).
+        paired = [statistics.median(r[i] / c[i] for r, c in zip(runs, results["cli"])) for i in range(3)]
         line = (
-            f"{name:>4}: median wall {wall:6.2f} s (ratio {wall / base[0]:.3f}); "
-            f"training {train:6.2f} s (ratio {train / base[1]:.3f}); "
+            f"{name:>4}: median wall {wall:6.2f} s (ratio {wall / base[0]:.3f}, paired {paired[0]:.3f}); "
+            f"training {train:6.2f} s (ratio {train / base[1]:.3f}, paired {paired[1]:.3f}); "
             f"trainer CPU {cpu:5.2f} s (ratio {cpu / base[2]:.3f})"
         )
         if name == "app":
