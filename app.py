@@ -11,7 +11,8 @@ Non-goals: authentication, multi-user model sharing.
 
 import streamlit as st
 
-from pages.ui.state import FRAME_KEY, training_is_running
+from mnist_net.jobs import QUEUED
+from pages.ui.state import FRAME_KEY, training_is_running, user_runs
 
 st.set_page_config(page_title="Digit recogniser", page_icon="✏️", layout="centered")
 
@@ -24,8 +25,12 @@ with st.sidebar:
     st.divider()
 
 if page.url_path != train_page.url_path and training_is_running():
+    waiting = all(v.snapshot.status == QUEUED for v in user_runs() if v.snapshot.running)
     with st.sidebar:
-        st.info("A network is training. It keeps going while you use this page.", icon=":material/hourglass_top:")
+        if waiting:
+            st.info("Your network is waiting for its turn to train.", icon=":material/hourglass_top:")
+        else:
+            st.info("A network is training. It keeps going while you use this page.", icon=":material/hourglass_top:")
         st.page_link(train_page, label="Watch it train", icon=":material/monitoring:")
 
 # Pages check this flag to know they run inside the frame in this very script run.

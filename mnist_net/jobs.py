@@ -1,39 +1,85 @@
-"""A training run in a background thread, for a UI that polls it.
+"""One training run in a child process, for a UI that polls it.
 
-``TrainingJob`` drives ``iter_training`` in a worker thread, so training outlives the
-web page's script runs (a click or a page switch reruns the script; the thread keeps
-going). The UI asks for a ``snapshot()`` (a consistent copy taken under a lock) as
-often as it likes, and ``stop()`` asks training to end after the current batch. At the
-end the job evaluates the model on the test set, records metrics and provenance on it,
-and saves it into the models folder. The worker never touches the UI.
-Non-goals: several runs per job, processes, resuming a job after the server restarts.
+``TrainingJob(config, mnist_dir).start()`` starts a child process (multiprocessing's
+"forkserver" context: each run forks from a small, single-threaded server process that has
+already imported NumPy and mnist_net, so a run starts in milliseconds and never inherits the
+web server's threads or memory). Training outside the caller's process leaves a web server's
+drawing sessions their CPU and GIL, and a crash of a run cannot take the server down.
+The child (``worker.train_in_child``) loads MNIST itself, trains, evaluates and sends back
+progress records and, at the end, the model as bytes of the safe file format. A thread in
+this process reads those messages, so ``snapshot()`` (a consistent copy taken under a lock)
+is cheap and never waits for training. ``stop()`` sets an event the child checks after every
+batch; the model trained so far is still evaluated and returned. A child that dies (killed,
+out of memory) is reported as failed with its exit status; it writes no files, so nothing
+partial is left. Saving is the caller's choice: the app keeps a model only when the user
+asks (``runs.RunRegistry.keep``); a job given a ``save_dir`` saves its model there itself,
+from this process, when it arrives.
+Non-goals: several runs per job, resuming a job after the server restarts, scheduling
+(``runs`` decides when a job starts).
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
+import sys
 import threading
 import time
-import traceback
+import types
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from multiprocessing.connection import wait
 from pathlib import Path
+
+import numpy as np
 
 from .config import TrainConfig
 from .data import Mnist
 from .history import fraction_done
-from .metrics import Evaluation, evaluate
-from .model_io import ModelFileError
+from .metrics import Evaluation
+from .model_io import ModelFileError, model_from_bytes
 from .network import MLP
 from .registry import save_new_model
+from .worker import EVALUATING, TRAINING, Result, train_in_child
 
-STARTING, TRAINING, EVALUATING, DONE, STOPPED, FAILED = (
-    "starting",
-    "training",
-    "evaluating",
-    "done",
-    "stopped",
-    "failed",
-)
-FINISHED = (DONE, STOPPED, FAILED)
+QUEUED, STARTING = "queued", "starting"
+DONE, STOPPED, DIVERGED, FAILED, CANCELLED = "done", "stopped", "diverged", "failed", "cancelled"
+FINISHED = (DONE, STOPPED, DIVERGED, FAILED, CANCELLED)
+STATUSES = (QUEUED, STARTING, TRAINING, EVALUATING, *FINISHED)  # in the order a run goes through them
+
+# "forkserver" where the platform has it (Linux, macOS), else "spawn": never plain "fork",
+# which would copy a threaded web server mid-flight.
+START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+_context = multiprocessing.get_context(START_METHOD)
+if START_METHOD == "forkserver":
+    # Imported once in the fork server, so every run's child starts with them loaded.
+    _context.set_forkserver_preload(["mnist_net.worker"])
+
+
+_MAIN_LOCK = threading.Lock()
+
+
+@contextmanager
+def _caller_main_hidden() -> Iterator[None]:
+    """While starting a child, show multiprocessing a bare ``__main__``, so the child imports none.
+
+    Spawn and forkserver children re-run the parent's ``__main__`` file (to unpickle objects
+    defined there). A host that runs scripts as ``__main__`` (Streamlit runs the app's script
+    so) would have its whole page run again inside every training process. The child needs
+    nothing from there: its target lives in ``mnist_net.worker``. The caller's module is put
+    back unless the host replaced it meanwhile (a new script run), whose module is then kept.
+    """
+    with _MAIN_LOCK:
+        caller = sys.modules.get("__main__")
+        bare = types.ModuleType("__main__")  # no __file__, no __spec__: nothing to re-run
+        sys.modules["__main__"] = bare
+        try:
+            yield
+        finally:
+            if sys.modules.get("__main__") is bare and caller is not None:
+                sys.modules["__main__"] = caller
 
 
 @dataclass(frozen=True)
@@ -42,15 +88,20 @@ class JobSnapshot:
 
     status: str
     history: list[dict]
-    error: str | None
+    error: str | None  # why it failed, or the explanation of a divergence
     evaluation: Evaluation | None
-    saved_path: Path | None
-    save_error: str | None
-    started: float  # time.time() when the job started
+    mistake_images: np.ndarray | None  # (m, 784) uint8: the test digits of evaluation.mistakes
+    mistake_labels: np.ndarray | None  # (m,) their true digits
+    created: float  # time.time() when the job was made
+    started: float | None  # when its process started (None while queued)
     finished_at: float | None
+    saved_path: Path | None = None  # where the model was saved (only for a job given a save_dir)
+    save_error: str | None = None  # why that save failed (the model is still in memory)
+    stopping: bool = False  # asked to stop, not ended yet
 
     @property
     def running(self) -> bool:
+        """Not finished yet: queued, starting, training or evaluating."""
         return self.status not in FINISHED
 
     @property
@@ -72,95 +123,220 @@ class JobSnapshot:
         return None if h is None or self.finished else float(h["eta"])
 
 
+def describe_exit(exitcode: int | None) -> str:
+    """A child's exit status in words: 'killed by SIGKILL (...)', 'exit code 3'."""
+    if exitcode is None:
+        return "still running"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        why = " (out of memory, or stopped by an administrator)" if -exitcode == signal.SIGKILL else ""
+        return f"killed by {name}{why}"
+    return f"exit code {exitcode}"
+
+
 @dataclass
 class TrainingJob:
-    """Train ``MLP(config)`` on ``data`` in a daemon thread; see the module docstring.
+    """Train ``MLP(config)`` on MNIST in a child process; see the module docstring.
 
-    ``save_dir`` None saves into the default models folder; pass ``autosave=False`` to keep
-    the model only in memory.
+    ``data``: the folder holding the four MNIST files, or a loaded ``Mnist`` (its ``source``
+    folder is used: the child loads and checks the files itself; no array is sent across).
+    ``save_dir``: if given, the finished model is saved there under a new name.
+    ``on_finish`` (optional) is called once, from the job's reader thread, when the job ends.
+    After a run that ends with a model, ``model`` holds it and ``model_bytes`` its file's bytes.
     """
 
     config: TrainConfig
-    data: Mnist
-    save_dir: Path | None = None
-    autosave: bool = True
+    data: Mnist | str | os.PathLike
+    save_dir: str | os.PathLike | None = None
     source: str = "train page"
+    on_finish: Callable[[TrainingJob], None] | None = None
     model: MLP | None = field(default=None, init=False)
+    model_bytes: bytes | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._status = STARTING
+        self._stop = _context.Event()
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._reader: threading.Thread | None = None
+        self._status = QUEUED
         self._history: list[dict] = []
         self._error: str | None = None
-        self._evaluation: Evaluation | None = None
+        self._result: Result | None = None
+        self._created = time.time()
+        self._started: float | None = None
+        self._finished_at: float | None = None
         self._saved_path: Path | None = None
         self._save_error: str | None = None
-        self._started = time.time()
-        self._finished_at: float | None = None
 
+    @property
+    def mnist_dir(self) -> Path:
+        """The folder the child loads MNIST from."""
+        return Path(self.data.source if isinstance(self.data, Mnist) else self.data)
+
+    # --- control -------------------------------------------------------------------------
     def start(self) -> TrainingJob:
-        if self._thread is not None:
-            raise RuntimeError("this job has already been started")
-        self._started = time.time()
-        self._thread = threading.Thread(target=self._run, name="mnist-training", daemon=True)
-        self._thread.start()
+        """Start the child process (once); a job stopped while queued stays cancelled."""
+        with self._lock:
+            if self._status == CANCELLED:
+                return self
+            if self._process is not None:
+                raise RuntimeError("this job has already been started")
+            receiver, sender = _context.Pipe(duplex=False)
+            process = _context.Process(  # type: ignore[attr-defined]
+                target=train_in_child,
+                args=(self.config.to_dict(), str(self.mnist_dir), sender, self._stop, self.source),
+                name="mnist-training",
+                daemon=True,  # ended with this process if it exits normally
+            )
+            self._status, self._started = STARTING, time.time()
+            try:
+                with _caller_main_hidden():
+                    process.start()
+            except Exception as e:  # no process (out of memory, too many processes): a failed run
+                receiver.close()
+                self._status, self._finished_at = FAILED, time.time()
+                self._error = f"the training process could not be started: {e}"
+                failed = True
+            else:
+                failed = False
+                self._process = process
+                self._reader = threading.Thread(
+                    target=self._read, args=(receiver, process), name="mnist-training-reader", daemon=True
+                )
+                self._reader.start()
+            finally:
+                sender.close()  # our copy: the child's end alone keeps the pipe open, so its death ends recv()
+        if failed:
+            self._finish()
         return self
 
     def stop(self) -> None:
-        """Ask training to stop after the current batch; the model so far is still evaluated and saved."""
+        """Ask training to stop after the current batch; the model so far is still evaluated.
+
+        A job that has not started yet is cancelled instead (it never starts).
+        """
+        cancelled = False
+        with self._lock:
+            if self._process is None and self._status == QUEUED:
+                self._status, self._finished_at = CANCELLED, time.time()
+                cancelled = True
         self._stop.set()
+        if cancelled:
+            self._finish()
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait for the thread; True if it has finished."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return self.snapshot().finished
+        """Wait for the job to end (a queued job waits until it is started and ends); True if it has."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            reader = self._reader
+            if reader is not None:
+                reader.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if self.snapshot().finished:
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            if reader is None:
+                time.sleep(0.05)  # still queued: its start comes from whoever schedules it
+
+    @property
+    def status(self) -> str:
+        """The current status (cheaper than a snapshot: no copy of the history)."""
+        with self._lock:
+            return self._status
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id once started (for monitoring; the job never needs it)."""
+        process = self._process
+        return None if process is None else process.pid
 
     def snapshot(self) -> JobSnapshot:
         with self._lock:
+            r = self._result
             return JobSnapshot(
                 self._status,
                 list(self._history),
                 self._error,
-                self._evaluation,
-                self._saved_path,
-                self._save_error,
+                None if r is None else r.evaluation,
+                None if r is None else r.mistake_images,
+                None if r is None else r.mistake_labels,
+                self._created,
                 self._started,
                 self._finished_at,
+                self._saved_path,
+                self._save_error,
+                self._stop.is_set() and self._status not in FINISHED,
             )
 
-    def _set(self, **changes) -> None:
-        with self._lock:
-            for name, value in changes.items():
-                setattr(self, "_" + name, value)
-
-    def _run(self) -> None:
+    # --- the reader thread -----------------------------------------------------------------
+    def _read(self, receiver, process) -> None:
+        """Take the child's messages until its final one or its death, then book the ending."""
+        final: tuple | None = None
         try:
-            model = MLP(self.config)
-            self._set(status=TRAINING)
-            stopped = False
-            for record in model.iter_fit(self.data.X_train, self.data.y_train, stop=self._stop.is_set):
-                with self._lock:
-                    self._history.append(record.to_dict())
-                stopped = stopped or record.stopped
-            self._set(status=EVALUATING)
-            evaluation = evaluate(model, self.data.X_test, self.data.y_test)
-            model.record_results(
-                evaluation.accuracy, time.time() - self._started, self.data.data_hash, self.source, stopped
-            )
-            self.model = model
-            self._set(evaluation=evaluation)
-            if self.autosave:
-                try:
-                    self._set(saved_path=save_new_model(model, self.save_dir))
-                except (OSError, ModelFileError) as e:  # full disk, read-only folder, unsavable weights:
-                    # the model stays in memory, usable and downloadable
-                    self._set(save_error=f"could not save the model: {e}")
-            self._set(status=STOPPED if stopped else DONE, finished_at=time.time())
-        except Exception as e:  # the worker must always end in a state the UI can show
-            message = str(e) or type(e).__name__
-            if not isinstance(e, (ValueError, RuntimeError, OSError)):
-                message = f"{type(e).__name__}: {message}\n{traceback.format_exc(limit=3)}"
-            self._set(status=FAILED, error=message, finished_at=time.time())
+            while final is None:
+                ready = wait([receiver, process.sentinel])
+                if receiver in ready or receiver.poll():
+                    try:
+                        message = receiver.recv()
+                    except (EOFError, OSError):
+                        break  # the child closed its end: it has ended
+                    final = self._take(message)
+                elif process.sentinel in ready:
+                    while final is None and receiver.poll():  # what it sent before it died
+                        final = self._take(receiver.recv())
+                    break
+        except Exception as e:  # a message that cannot be read is a failed run, never a hung one
+            final = ("error", f"could not read the training process's messages: {e}")
+        finally:
+            receiver.close()
+        process.join(timeout=30)
+        if final is None:
+            final = ("error", f"the training process ended unexpectedly: {describe_exit(process.exitcode)}")
+        self._book(final)
+        self._finish()
+
+    def _take(self, message: tuple) -> tuple | None:
+        """Book a progress or status message; return the message if it is the final one."""
+        kind = message[0]
+        with self._lock:
+            if kind == "progress":
+                self._history.append(message[1])
+                return None
+            if kind == "status":
+                self._status = message[1]
+                return None
+        return message
+
+    def _book(self, final: tuple) -> None:
+        kind, payload = final[0], final[1]
+        status, error, result, model = FAILED, None, None, None
+        if kind == "result":
+            try:
+                model = model_from_bytes(payload.model_bytes)  # the safe loader checks what came back
+            except ModelFileError as e:
+                error = f"the trained model could not be read back: {e}"
+            else:
+                status, result = (STOPPED if payload.stopped else DONE), payload
+        elif kind == "diverged":
+            status, error = DIVERGED, str(payload)
+        else:
+            error = str(payload)
+        saved_path, save_error = None, None
+        if result is not None and model is not None and self.save_dir is not None:
+            try:
+                saved_path = save_new_model(model, self.save_dir)
+            except (OSError, ModelFileError) as e:  # full disk, read-only folder: the model stays in memory, usable
+                save_error = f"could not save the model: {e}"
+        with self._lock:
+            if result is not None:
+                self.model, self.model_bytes = model, result.model_bytes
+            self._status, self._error, self._result = status, error, result
+            self._saved_path, self._save_error = saved_path, save_error
+            self._finished_at = time.time()
+
+    def _finish(self) -> None:
+        if self.on_finish is not None:
+            self.on_finish(self)

@@ -3,6 +3,9 @@
 ``run_training(config, state, X, y)`` trains the parameter dict in ``state`` with the pure
 functions of ``functional``, yielding progress records (every ``config.log_every`` batches
 and at each epoch's end), and stops cleanly at the next batch when ``stop()`` returns true.
+A batch whose loss diverges (NaN, or exploded: ``history.loss_diverged``) gets a record of its
+own at once, flagged ``diverged``; the loop does not stop by itself, the caller decides (the
+train page's job stops, the command line trains on as it always did).
 It knows nothing of the MLP class: ``MLP.fit`` / ``MLP.iter_fit`` hand it their state.
 Reads top to bottom: shuffle, (augment), forward, backward, step, log, evaluate, stop.
 """
@@ -21,7 +24,7 @@ from .augment import augment_batch
 from .config import TrainConfig
 from .data import as_input, as_labels, stratified_split, uint8_to_float
 from .functional import Params, accuracy_and_loss, init_params, loss_and_grads
-from .history import Progress
+from .history import Progress, loss_diverged
 from .optim import make_optimizer, state_problem
 
 
@@ -123,6 +126,8 @@ def _training_steps(
     batches = (n + bs - 1) // bs
     start = time.perf_counter()
     seen = 0
+    first_loss: float | None = None
+    diverged_before = False  # only the first diverging batch is flagged
     for epoch in range(1, cfg.epochs + 1):
         order = rng.permutation(n)
         loss_sum = correct = count = 0.0
@@ -139,9 +144,13 @@ def _training_steps(
             correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
             count += len(idx)
             seen += len(idx)
+            if first_loss is None:
+                first_loss = loss
+            diverging = not diverged_before and loss_diverged(loss, first_loss)
+            diverged_before = diverged_before or diverging
             stopping = stop is not None and stop()
             last = b == batches - 1
-            if (b + 1) % cfg.log_every == 0 or last or stopping:
+            if (b + 1) % cfg.log_every == 0 or last or stopping or diverging:
                 elapsed = time.perf_counter() - start
                 rate = seen / elapsed if elapsed > 0 else 0.0
                 remaining = (cfg.epochs - epoch) * n + (n - (b + 1) * bs)
@@ -159,6 +168,7 @@ def _training_steps(
                     elapsed=elapsed,
                     eta=max(remaining, 0) / rate if rate else 0.0,
                     stopped=stopping,
+                    diverged=diverging,
                 )
                 if last and X_val is not None and y_val is not None and len(X_val):
                     record.val_acc, record.val_loss = accuracy_and_loss(params, X_val, y_val, cfg.activation)

@@ -1,9 +1,11 @@
-"""Train page: choose hyperparameters, watch a network learn, then keep or use it.
+"""Train page: choose hyperparameters, watch a network learn, then keep it, use it or drop it.
 
-The run is a ``mnist_net.jobs.TrainingJob`` (a worker thread) kept in session state, so it
-survives clicks and page switches; a fragment polls it for the live chart. The job
-evaluates and saves the model itself. The form starts from ``app_start_config()``. No maths
-here: this page only draws.
+A run is submitted to the server's ``RunRegistry`` (``state.run_registry``) under this
+browser's user id, so a reload or another tab finds it again in "Your runs" (with Watch and
+Stop) and the form comes back with the settings last used. Each run trains in its own
+process (``mnist_net.jobs``); a fragment polls it for the live chart. A finished model stays
+in its run until the user keeps it in the models folder (named), renames or deletes it.
+The form starts from ``app_start_config()``. No maths here: this page only draws.
 """
 
 from dataclasses import replace
@@ -11,20 +13,37 @@ from dataclasses import replace
 import streamlit as st
 
 import mnist_net
-from mnist_net.budget import estimate_training_cost, refusal
+from mnist_net.budget import estimate_training_cost
 from mnist_net.config import ACTIVATIONS, OPTIMIZERS, TrainConfig, app_start_config, parse_hidden_sizes
 from mnist_net.data import FILES, cache_dir, find_mnist
-from mnist_net.history import log_every_for
-from mnist_net.jobs import EVALUATING, FAILED, STOPPED, JobSnapshot, TrainingJob
+from mnist_net.history import USUAL_LEARNING_RATES, log_every_for
+from mnist_net.jobs import CANCELLED, DIVERGED, DONE, EVALUATING, FAILED, QUEUED, STARTING, STOPPED
+from mnist_net.runs import N_MNIST_TRAIN, RunRefused, RunView
 from pages.ui import state
 from pages.ui.charts import accuracy_curve, confusion_chart, enlarged, loss_curve, per_digit_chart
+from pages.ui.style import plain
 
 state.run_inside_frame()
 
-POLL_SECONDS = 1.0  # at least one update a second; more often costs training speed
+# Each poll costs the server about 0.1 CPU-s and the watching browser about 0.4 (benchmarks/app_overhead.py).
+POLL_SECONDS = 1.0  # at least one update a second for a long run
+FAST_POLL_SECONDS = 0.5  # for a short run, so even a run of a few seconds is seen learning
+WAITING_POLL_SECONDS = 2.0  # for a run waiting for a slot (a class can have many waiting)
+SHORT_RUN_SECONDS = 60  # estimated by mnist_net.budget (which errs high)
 CHART_HEIGHT = 280  # pixels, title and legend included
-N_MNIST_TRAIN = 60000
+CHANCE_ACCURACY = 0.2  # at or below this a network has not learned (guessing gets 10%)
 START = app_start_config()
+STATUS_WORDS = {
+    QUEUED: "waiting for a free slot",
+    STARTING: "starting",
+    "training": "training",
+    EVALUATING: "testing",
+    DONE: "done",
+    STOPPED: "stopped early",
+    DIVERGED: "diverged",
+    FAILED: "failed",
+    CANCELLED: "cancelled",
+}
 
 
 def mnist_is_local() -> bool:
@@ -53,6 +72,16 @@ def show_mnist_help(error: Exception) -> None:
         st.code(str(error), language=None)
 
 
+def settings_text(cfg: TrainConfig) -> str:
+    images = f"{cfg.n_train:,}" if cfg.n_train else f"{N_MNIST_TRAIN:,}"
+    epochs = f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
+    return (
+        f"{'→'.join(map(str, cfg.layer_sizes))} · {cfg.activation} · {cfg.optimizer} · "
+        f"learning rate {cfg.learning_rate:g} · batch {cfg.batch_size} · {epochs} · "
+        f"{images} images · {'augmented' if cfg.augment else 'no augmentation'} · seed {cfg.seed}"
+    )
+
+
 def show_history(history: list[dict]) -> None:
     if not history:
         st.caption("Waiting for the first batches…")
@@ -63,12 +92,22 @@ def show_history(history: list[dict]) -> None:
             st.vega_lite_chart(data, spec, width="stretch", height=CHART_HEIGHT)
 
 
-def progress_text(snap: JobSnapshot) -> str:
+def progress_text(view: RunView) -> str:
+    snap = view.snapshot
     h = snap.latest
+    if snap.status == QUEUED:
+        ahead = view.queue_position or 0
+        slots = state.run_registry().max_running
+        return (
+            f"Waiting for a free slot: {ahead} run{'s' if ahead != 1 else ''} ahead of yours "
+            f"(the server trains {slots} network{'s' if slots != 1 else ''} at a time)."
+        )
     if h is None:
-        return "Starting…"
+        return "Starting: loading MNIST in the training process…"
     if snap.status == EVALUATING:
         return "Training finished, testing on 10,000 unseen digits…"
+    if snap.stopping:
+        return f"Stopping after this batch (epoch {h['epoch']}, batch {h['batch']}), then testing the network as it is…"
     eta = snap.eta or 0
     return (
         f"Epoch {h['epoch']}/{h['epochs']} · batch {h['batch']}/{h['batches_per_epoch']} · "
@@ -76,11 +115,97 @@ def progress_text(snap: JobSnapshot) -> str:
     )
 
 
-def show_results(job: TrainingJob, snap: JobSnapshot) -> None:
-    ev, model = snap.evaluation, job.model
+def status_text(view: RunView) -> str:
+    """One line for the runs list: what the run is doing or how it ended."""
+    snap = view.snapshot
+    words = STATUS_WORDS.get(snap.status, snap.status)
+    if snap.status == QUEUED:
+        return f"{words} ({view.queue_position or 0} ahead)"
+    if snap.running:
+        return f"{words}, {snap.fraction_done:.0%}"
+    if snap.evaluation is not None:
+        words += f" · test accuracy {snap.evaluation.accuracy:.2%}"
+    if view.kept_path is not None:
+        words += " · kept"
+    return words
+
+
+def show_runs_list(runs: list[RunView], shown: RunView | None) -> None:
+    st.subheader("Your runs")
+    st.caption(
+        "Your runs stay here when you reload the page or open the app in another tab of this browser. "
+        "Nobody else sees them."
+    )
+    registry, uid = state.run_registry(), state.user_id()
+    for view in runs:
+        with st.container(border=True, key=f"run_{view.id}"):
+            text, buttons = st.columns([4, 2], vertical_alignment="center")
+            marker = " (shown below)" if shown is not None and view.id == shown.id else ""
+            text.markdown(f"**{plain(view.label)}**{marker} · {plain(status_text(view))}")
+            text.caption(settings_text(view.config))
+            with buttons:
+                row = st.container(horizontal=True, horizontal_alignment="right")
+                if shown is None or view.id != shown.id:
+                    row.button("Watch", key=f"watch_{view.id}", icon=":material/visibility:",
+                               on_click=state.show_run, args=(view.id,))  # fmt: skip
+                if view.snapshot.running:
+                    row.button("Stop", key=f"stop_{view.id}", icon=":material/stop_circle:",
+                               on_click=registry.stop, args=(uid, view.id))  # fmt: skip
+
+
+def show_live(view: RunView) -> None:
+    doing = "waiting" if view.snapshot.status == QUEUED else "training…"
+    st.subheader(f"{plain(view.label)}: {doing}")
+    st.caption(settings_text(view.config) + ". You can reload, switch pages or close the tab: training keeps going.")
+    bar, button = st.columns([5, 1], vertical_alignment="center")
+    bar.progress(view.snapshot.fraction_done, text=progress_text(view))
+    button.button(
+        "Stop",
+        icon=":material/stop_circle:",
+        key="stop",
+        on_click=state.run_registry().stop,
+        args=(state.user_id(), view.id),
+        width="stretch",
+    )
+    st.space("small")  # room for the charts' hover toolbar, so it never covers the progress bar
+    show_history(view.snapshot.history)
+
+
+def moment_text(view: RunView) -> str:
+    """Which moment each figure belongs to, for a run that ended early."""
+    history = view.snapshot.history
+    last = history[-1]
+    epochs = [h for h in history if h.get("val_acc") is not None]
+    val = (
+        f"at the end of epoch {epochs[-1]['epoch']}, the last whole epoch"
+        if epochs
+        else "not measured (no whole epoch)"
+    )
+    return (
+        f"Stopped in epoch {last['epoch']} of {last['epochs']}, after batch {last['batch']} of "
+        f"{last['batches_per_epoch']}. Test accuracy, the charts below and the model are the network at that moment; "
+        f"validation accuracy was measured {val}; training time and images per second run up to the stop."
+    )
+
+
+def show_results(view: RunView) -> None:
+    snap = view.snapshot
+    ev = snap.evaluation
+    registry, uid = state.run_registry(), state.user_id()
+    model = registry.model(uid, view.id)
+    if ev is None or model is None:
+        return
     if snap.status == STOPPED:
         st.warning(
             "Training was stopped early. The results are for the network as it was then.", icon=":material/stop_circle:"
+        )
+    elif ev.accuracy <= CHANCE_ACCURACY:
+        usual = USUAL_LEARNING_RATES.get(view.config.optimizer)
+        st.warning(
+            f"The network did not learn: it got **{ev.accuracy:.2%}** of {ev.n:,} unseen test digits right, "
+            f"about what guessing gets (10%). The learning rate ({view.config.learning_rate:g}) is probably too "
+            f"high{f' (about {usual:g} usually works for {view.config.optimizer})' if usual else ''}.",
+            icon=":material/trending_flat:",
         )
     else:
         st.success(
@@ -94,6 +219,8 @@ def show_results(job: TrainingJob, snap: JobSnapshot) -> None:
     c2.metric("Validation accuracy", f"{val:.2%}" if val is not None else "–")
     c3.metric("Training time", f"{last['elapsed']:.0f} s")
     c4.metric("Images per second", f"{last['samples_per_s']:,.0f}")
+    if snap.status == STOPPED:
+        st.caption(moment_text(view))
 
     st.subheader("Learning curves")
     show_history(snap.history)
@@ -102,44 +229,120 @@ def show_results(job: TrainingJob, snap: JobSnapshot) -> None:
     left, right = st.columns(2)
     left.altair_chart(per_digit_chart(ev), width="stretch", height=330)
     right.altair_chart(confusion_chart(ev), width="stretch", height=330)
-    if len(ev.mistakes):
+    if len(ev.mistakes) and snap.mistake_images is not None and snap.mistake_labels is not None:
         st.caption("The test digits it got most confidently wrong:")
         columns = st.columns(len(ev.mistakes))
-        for col, idx, said, p in zip(columns, ev.mistakes, ev.mistake_predicted, ev.mistake_probability):
-            col.image(
-                enlarged(job.data.X_test[idx]),
-                width="stretch",
-                caption=f"is {job.data.y_test[idx]}, said {said} ({p:.0%})",
-            )
+        for col, image, label, said, p in zip(
+            columns, snap.mistake_images, snap.mistake_labels, ev.mistake_predicted, ev.mistake_probability
+        ):
+            col.image(enlarged(image), width="stretch", caption=f"is {label}, said {said} ({p:.0%})")
+    show_keep(view, model)
 
+
+def show_keep(view: RunView, model: mnist_net.MLP) -> None:
+    registry, uid = state.run_registry(), state.user_id()
     st.subheader("Keep it")
-    if snap.saved_path is not None:
-        st.caption(f"Saved as `{snap.saved_path}`")
-    elif snap.save_error:
-        st.error(f"The model is kept for this session but was not saved: {snap.save_error}")
+    if view.kept_path is None:
+        st.caption(
+            "This model lives only in this run until you keep it: it is gone when the server restarts, or when "
+            "newer runs push it off your list. Kept models go into the models folder, which everyone's Draw page lists."
+        )
+        name_col, keep_col = st.columns([3, 1], vertical_alignment="bottom")
+        name = name_col.text_input("Name", value=f"run {view.number}", key=f"keep_name_{view.id}", max_chars=60)
+        if keep_col.button("Keep", type="primary", icon=":material/save:", key="keep_model", width="stretch"):
+            try:
+                registry.keep(uid, view.id, name)
+            except RunRefused as e:
+                st.error(str(e), icon=":material/error:")
+            else:
+                st.rerun()
+    else:
+        st.caption(f"Kept in the models folder as `{plain(view.kept_path.name)}`.")
+        name_col, rename_col, delete_col = st.columns([3, 1, 1], vertical_alignment="bottom")
+        name = name_col.text_input(
+            "Name", value=view.name or "", key=f"rename_{view.id}_{view.kept_path.name}", max_chars=60
+        )
+        rename = rename_col.button("Rename", icon=":material/edit:", key="rename_model", width="stretch")
+        delete = delete_col.button("Delete file", icon=":material/delete:", key="delete_kept", width="stretch")
+        try:
+            if rename:
+                registry.rename(uid, view.id, name)
+                st.rerun()
+            if delete:
+                registry.delete_kept(uid, view.id)
+                st.rerun()
+        except RunRefused as e:
+            st.error(str(e), icon=":material/error:")
     left, right = st.columns(2)
     use = left.button(
         "Use this model on the Draw page", type="primary", icon=":material/draw:", key="use_model", width="stretch"
     )
+    job = registry.job(uid, view.id)
     right.download_button(
         "Download model (.pkl)",
-        data=mnist_net.model_to_bytes(model),
-        file_name=snap.saved_path.name if snap.saved_path else "mnist-model.pkl",
+        data=(job.model_bytes if job is not None else None) or b"",
+        file_name=view.kept_path.name if view.kept_path else f"mnist-run-{view.number}.pkl",
         mime="application/octet-stream",
         icon=":material/download:",
         key="download_model",
         width="stretch",
     )
     if use:
-        st.session_state[state.MODEL_CHOICE_KEY] = state.SESSION_MODEL_CHOICE
+        state.use_run_model(view.id)
         st.switch_page("pages/draw.py")
+
+
+def show_ending(view: RunView) -> None:
+    """A finished run: its results, or why there are none."""
+    snap = view.snapshot
+    st.subheader(plain(view.label))
+    st.caption(settings_text(view.config))
+    if snap.status == DIVERGED:
+        st.error(snap.error or "Training diverged.", icon=":material/trending_up:")
+        st.caption("The network was stopped there: its weights are no use, so there is nothing to test or keep.")
+        show_history(snap.history)
+    elif snap.status == FAILED:
+        st.error(f"Training failed: {snap.error}", icon=":material/error:")
+    elif snap.status == CANCELLED:
+        st.info("This run was stopped before it started.", icon=":material/block:")
+    else:
+        show_results(view)
+    st.button(
+        "Remove this run from the list",
+        icon=":material/playlist_remove:",
+        key="forget_run",
+        on_click=forget,
+        args=(view.id,),
+        help="A model you kept stays in the models folder.",
+    )
+
+
+def forget(run_id: str) -> None:
+    state.run_registry().forget(state.user_id(), run_id)
+    state.show_run(None)
+
+
+def form_default(saved: dict, key: str, fallback, choices=None):
+    """The form's starting value: what this user last submitted (if still valid), else the app's."""
+    value = saved.get(key, fallback)
+    if choices is not None and value not in choices:
+        return fallback
+    if type(value) is not type(fallback):
+        return fallback
+    return value
 
 
 st.title("Train a network")
 st.caption("Train a fresh network on MNIST's handwritten digits and watch it learn, live.")
+with st.sidebar:
+    state.remember_user()  # sets the id cookie on a first visit (an invisible element)
 
-job = state.training_job()
-running = state.training_is_running()
+uid = state.user_id()
+registry = state.run_registry()
+runs = registry.runs(uid)
+shown = state.shown_run(runs)
+running = any(v.snapshot.running for v in runs)
+saved = registry.settings(uid)
 
 if not running and not mnist_is_local():
     st.info(
@@ -149,39 +352,49 @@ if not running and not mnist_is_local():
     )
 
 settings = st.expander(
-    "Settings" if job is None else "Settings: change them and train again", expanded=job is None, icon=":material/tune:"
+    "Settings" if not runs else "Settings: change them and train again",
+    expanded=not runs,
+    icon=":material/tune:",
 )
 with settings, st.form("train_form", border=False):
     left, right = st.columns(2)
     hidden = left.text_input(
         "Hidden layer sizes",
-        ",".join(map(str, START.hidden_sizes)),
+        form_default(saved, "hidden_sizes", ",".join(map(str, START.hidden_sizes))),
         key="hidden_sizes",
         persist_state="session",
         help="Units in each hidden layer, comma-separated. 128,64 gives 784→128→64→10.",
     )
     activation = left.selectbox(
-        "Activation", ACTIVATIONS, index=ACTIVATIONS.index(START.activation), key="activation", persist_state="session"
+        "Activation",
+        ACTIVATIONS,
+        index=ACTIVATIONS.index(form_default(saved, "activation", START.activation, ACTIVATIONS)),
+        key="activation",
+        persist_state="session",
     )
     optimizer = left.selectbox(
-        "Optimiser", OPTIMIZERS, index=OPTIMIZERS.index(START.optimizer), key="optimizer", persist_state="session"
+        "Optimiser",
+        OPTIMIZERS,
+        index=OPTIMIZERS.index(form_default(saved, "optimizer", START.optimizer, OPTIMIZERS)),
+        key="optimizer",
+        persist_state="session",
     )
     lr = left.number_input(
         "Learning rate",
         min_value=1e-5,
         max_value=5.0,
-        value=START.learning_rate,
+        value=min(5.0, max(1e-5, form_default(saved, "learning_rate", START.learning_rate))),
         step=1e-4,
         format="%.4f",
         key="learning_rate",
         persist_state="session",
-        help="About 0.001 for adam, 0.05 for momentum, 0.1 for sgd.",
+        help="About " + ", ".join(f"{v:g} for {k}" for k, v in reversed(USUAL_LEARNING_RATES.items())) + ".",
     )
     n_train = right.number_input(
         "Training images",
         min_value=100,
         max_value=N_MNIST_TRAIN,
-        value=START.n_train or N_MNIST_TRAIN,
+        value=min(N_MNIST_TRAIN, max(100, form_default(saved, "n_train", START.n_train or N_MNIST_TRAIN))),
         step=1000,
         key="n_train",
         persist_state="session",
@@ -192,7 +405,7 @@ with settings, st.form("train_form", border=False):
         "Epochs",
         min_value=1,
         max_value=200,
-        value=START.epochs,
+        value=min(200, max(1, form_default(saved, "epochs", START.epochs))),
         key="epochs",
         persist_state="session",
         help="Passes over the training images.",
@@ -201,7 +414,7 @@ with settings, st.form("train_form", border=False):
         "Batch size",
         min_value=1,
         max_value=4096,
-        value=START.batch_size,
+        value=min(4096, max(1, form_default(saved, "batch_size", START.batch_size))),
         step=16,
         key="batch_size",
         persist_state="session",
@@ -210,14 +423,14 @@ with settings, st.form("train_form", border=False):
         "Seed",
         min_value=0,
         max_value=2**31 - 1,
-        value=START.seed,
+        value=min(2**31 - 1, max(0, form_default(saved, "seed", START.seed))),
         key="seed",
         persist_state="session",
         help="Same settings and seed give the same network.",
     )
     augment = st.toggle(
         "Augment: randomly shift, rotate, scale and thicken the digits while training",
-        value=START.augment,
+        value=form_default(saved, "augment", START.augment),
         key="augment",
         persist_state="session",
         help="Slower to learn, but copes better with digits drawn by hand on the canvas.",
@@ -238,49 +451,56 @@ def config_from_form() -> TrainConfig:
 
 
 if start and not running:
+    registry.remember_settings(
+        uid,
+        {
+            "hidden_sizes": str(hidden), "activation": activation, "optimizer": optimizer,
+            "learning_rate": float(lr), "n_train": int(n_train), "epochs": int(epochs),
+            "batch_size": int(batch_size), "seed": int(seed), "augment": bool(augment),
+        },
+    )  # fmt: skip
     try:
         config = config_from_form()
     except ValueError as e:
         st.error(f"Please check the settings: {e}", icon=":material/warning:")
     else:
-        if problem := refusal(estimate_training_cost(config, N_MNIST_TRAIN)):
-            st.error(f"This server cannot run that: {problem}.", icon=":material/block:")
+        try:
+            with st.spinner("Finding MNIST…"):
+                folder = state.mnist_folder()
+        except mnist_net.MnistError as e:
+            show_mnist_help(e)
         else:
             try:
-                with st.spinner("Loading MNIST…"):
-                    data = state.get_mnist()
-            except mnist_net.MnistError as e:
-                show_mnist_help(e)
+                state.start_training(config, folder)
+            except RunRefused as e:
+                st.error(str(e), icon=":material/block:")
             else:
-                state.start_training(TrainingJob(config, data))
-                st.rerun()  # redraw with the form folded away and disabled while it trains
+                st.rerun()  # redraw with the form folded away and the new run shown
 
 
-@st.fragment(run_every=POLL_SECONDS if running else None)
-def live_panel() -> None:
-    snap = job.snapshot()
-    if snap.finished:
-        # The run ended since the page last drew: redraw the whole page with the results.
+active_ids = {v.id for v in runs if v.snapshot.running}
+waiting = shown is not None and shown.snapshot.status == QUEUED
+short = shown is not None and estimate_training_cost(shown.config, N_MNIST_TRAIN).seconds < SHORT_RUN_SECONDS
+poll = WAITING_POLL_SECONDS if waiting else FAST_POLL_SECONDS if short else POLL_SECONDS
+
+
+@st.fragment(run_every=poll if active_ids else None)
+def runs_and_live_panel() -> None:
+    now = registry.runs(uid)
+    current = next((v for v in now if shown is not None and v.id == shown.id), None)
+    if (
+        {v.id for v in now if v.snapshot.running} != active_ids
+        or st.session_state.get(state.SELECTED_RUN_KEY) not in (None, shown.id if shown else None)
+        or (current is not None and (current.snapshot.status == QUEUED) != waiting)
+    ):
+        # A run ended or started, or a Watch was pressed, since the page was drawn: redraw it all.
         st.rerun(scope="app")
-    cfg = job.config
-    st.subheader("Training…")
-    st.caption(
-        f"{'→'.join(map(str, cfg.layer_sizes))} · {cfg.activation} · {cfg.optimizer} · "
-        f"learning rate {cfg.learning_rate:g} · batch {cfg.batch_size} · "
-        f"{'augmented' if cfg.augment else 'no augmentation'}. "
-        "You can switch pages: training keeps going."
-    )
-    bar, button = st.columns([5, 1], vertical_alignment="center")
-    bar.progress(snap.fraction_done, text=progress_text(snap))
-    button.button("Stop", icon=":material/stop_circle:", key="stop", on_click=job.stop, width="stretch")
-    show_history(snap.history)
+    show_runs_list(now, current)
+    if current is not None and current.snapshot.running:
+        show_live(current)
 
 
-if running:
-    live_panel()
-elif job is not None:
-    snap = job.snapshot()
-    if snap.status == FAILED:
-        st.error(f"Training failed: {snap.error}", icon=":material/error:")
-    else:
-        show_results(job, snap)
+if runs:
+    runs_and_live_panel()
+    if shown is not None and not shown.snapshot.running:
+        show_ending(shown)

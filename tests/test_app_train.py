@@ -1,7 +1,11 @@
 """The train page under Streamlit's AppTest: a real tiny training, live panel, stop, results,
-saved file, "use this model", bad settings, and missing MNIST."""
+keeping the model (named), renaming and deleting it, "use this model", the runs list found
+again after a reload (a new session with the same browser id) and stopped from there, another
+user who sees nothing, a diverging run, a killed training process, bad settings, missing MNIST."""
 
+import os
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -9,29 +13,41 @@ import pytest
 from conftest import wait_until
 from streamlit.testing.v1 import AppTest
 
+from mnist_net import TrainConfig, load_model
 from mnist_net import data as data_module
-from mnist_net import load_model
-from mnist_net.jobs import DONE, STOPPED
+from mnist_net.jobs import DIVERGED, DONE, FAILED, STOPPED
 from mnist_net.registry import list_models
+from mnist_net.runs import new_user_id
+from pages.ui import state
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+def open_train_page(user: str | None = None) -> AppTest:
+    """A fresh session on the train page; ``user`` is the id its browser's cookie would carry.
+
+    AppTest cannot send cookies, so the test puts the id where the page keeps the cookie's id
+    for the session: a reload is a new session of the same browser, i.e. the same id.
+    """
+    at = AppTest.from_file(APP, default_timeout=120)
+    if user is not None:
+        at.session_state[state.USER_ID_KEY] = user
+    at.switch_page("pages/train.py").run()
+    assert not at.exception
+    return at
 
 
 @pytest.fixture
 def train_page(mnist_dir, models_dir, monkeypatch):
     monkeypatch.setenv("MNIST_DIR", str(mnist_dir))
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.switch_page("pages/train.py").run()
-    assert not at.exception
+    user = new_user_id()
+    at = open_train_page(user)
     yield at
-    job = at.session_state["train_job"] if "train_job" in at.session_state else None
-    if job is not None:  # never leave a worker thread training after a test
-        job.stop()
-        job.join(timeout=60)
+    state.run_registry().stop_all(user, timeout=60)  # never leave a training process running after a test
 
 
 def fill_form(at, **values):
-    for key, value in values.items():
+    for key, value in values.items():  # the text box or the number box of that key
         widget = at.text_input(key=key) if key == "hidden_sizes" else at.number_input(key=key)
         widget.set_value(value)
 
@@ -59,10 +75,17 @@ def test_tiny_training_history_chart_saved_file_and_use(train_page, models_dir):
     shown = {m.label: m.value for m in at.metric}
     assert shown["Test accuracy"] == f"{snap.evaluation.accuracy:.2%}"
     assert any("unseen test digits" in s.value for s in at.success)
-    # Saved into the models folder, atomically, with the accuracy in its name, loadable.
+    # Nothing is saved until the user keeps it; kept, it goes into the models folder, named.
+    assert list_models() == []
+    [name_box] = [t for t in at.text_input if t.key.startswith("keep_name_")]
+    name_box.set_value("tiny one")
+    at.button(key="keep_model").click().run()
+    assert not at.exception and not at.error
     [saved] = list_models()
-    assert saved.path == snap.saved_path and saved.path.parent == models_dir
-    assert f"acc{100 * snap.evaluation.accuracy:.2f}" in saved.name
+    [view] = state.run_registry().runs(at.session_state[state.USER_ID_KEY])
+    assert saved.path == view.kept_path and saved.path.parent == models_dir
+    assert f"acc{100 * snap.evaluation.accuracy:.2f}-tiny-one.pkl" in saved.name
+    assert any(saved.name in c.value for c in at.caption)
     reloaded = load_model(saved.path)
     assert reloaded.metrics_["test_accuracy"] == snap.evaluation.accuracy
     assert reloaded.info_["source"] == "train page" and reloaded.info_["trained_at"]
@@ -109,12 +132,122 @@ def test_live_panel_then_stop(train_page):
     assert not at.button(key="start").disabled
 
 
+def test_keep_rename_and_delete_from_the_page(train_page, models_dir):
+    at = train_page
+    fill_form(at, hidden_sizes="16", n_train=300, epochs=1, batch_size=32)
+    at.button(key="start").click().run()
+    assert at.session_state["train_job"].join(timeout=120)
+    at.run()
+    at.button(key="keep_model").click().run()
+    [saved] = list_models()
+    assert saved.name.endswith("-run-1.pkl")  # the name offered: "run 1"
+    [rename_box] = [t for t in at.text_input if t.key.startswith("rename_")]
+    rename_box.set_value("sevens only")
+    at.button(key="rename_model").click().run()
+    assert not at.exception and not at.error
+    [renamed] = list_models()
+    assert renamed.name.endswith("-sevens-only.pkl") and not saved.path.exists()
+    assert "sevens only" in " ".join(m.value for m in at.markdown)  # the runs list shows the name
+    at.button(key="delete_kept").click().run()
+    assert list_models() == [] and not any(models_dir.iterdir())
+    assert at.button(key="keep_model")  # the model is still in the run, and can be kept again
+    at.button(key="forget_run").click().run()
+    assert not at.exception and "train_job" not in at.session_state
+    assert state.run_registry().runs(at.session_state[state.USER_ID_KEY]) == []
+
+
+def test_a_reload_finds_the_run_and_can_stop_it_while_others_see_nothing(train_page):
+    at = train_page
+    user = at.session_state[state.USER_ID_KEY]
+    fill_form(at, hidden_sizes="48", n_train=20000, epochs=100, batch_size=16)
+    at.button(key="start").click().run()
+    job = at.session_state["train_job"]
+    assert wait_until(lambda: job.snapshot().history, timeout=60)
+    # Reload: a new session from the same browser finds the run, its progress and its settings.
+    again = open_train_page(user)
+    assert again.session_state["train_job"] is job
+    assert any("Run 1" in m.value and "training" in m.value for m in again.markdown)
+    [bar] = again.get("progress")
+    assert re.match(r"Epoch \d+/100 · batch", bar.proto.text)
+    assert again.text_input(key="hidden_sizes").value == "48" and again.number_input(key="epochs").value == 100
+    assert again.button(key="start").disabled
+    # Another browser (another id) sees no run and no settings.
+    stranger = open_train_page(new_user_id())
+    assert "train_job" not in stranger.session_state and not stranger.get("progress")
+    assert stranger.text_input(key="hidden_sizes").value == "128,64"
+    assert not [b for b in stranger.button if b.key.startswith("stop")]
+    # Stopped from the reloaded page, with the runs list's own Stop button.
+    again.button(key=f"stop_{[v.id for v in state.run_registry().runs(user)][0]}").click().run()
+    assert job.join(timeout=60)
+    again.run()
+    assert job.snapshot().status == STOPPED
+    assert any("stopped early" in w.value for w in again.warning)
+    assert any("Stopped in epoch" in c.value and "last whole epoch" in c.value for c in again.caption)
+    at.run()  # the first tab sees the same ending
+    assert any("stopped early" in w.value for w in at.warning)
+
+
+def test_a_third_run_waits_its_turn_and_says_so(train_page, mnist_dir):
+    at = train_page
+    registry = state.run_registry()
+    others = [new_user_id() for _ in range(registry.max_running)]
+    try:
+        for other in others:  # the server's slots are taken by other people's long runs
+            registry.submit(other, TrainConfig(hidden_sizes=(64,), epochs=100, n_train=20000, batch_size=16), mnist_dir)
+        fill_form(at, hidden_sizes="16", n_train=300, epochs=1, batch_size=32)
+        at.button(key="start").click().run()
+        assert not at.exception and not at.error
+        job = at.session_state["train_job"]
+        assert job.snapshot().status == "queued"
+        [bar] = at.get("progress")
+        assert bar.proto.text.startswith("Waiting for a free slot: 0 runs ahead of yours")
+        at.switch_page("pages/draw.py").run()
+        assert any("waiting for its turn" in i.value for i in at.sidebar.info)
+        registry.stop(others[0], registry.runs(others[0])[0].id)  # a slot frees: this run starts
+        assert job.join(timeout=120) and job.snapshot().status == DONE
+    finally:
+        for other in others:
+            registry.stop_all(other, timeout=60)
+
+
+def test_a_diverging_run_is_reported_with_the_reason(train_page):
+    at = train_page
+    fill_form(at, hidden_sizes="128,64", n_train=2000, epochs=5, batch_size=32, learning_rate=5.0)
+    at.selectbox(key="optimizer").set_value("sgd")
+    at.button(key="start").click().run()
+    job = at.session_state["train_job"]
+    assert job.join(timeout=120)
+    at.run()
+    assert job.snapshot().status == DIVERGED
+    assert not at.success and not at.exception
+    [error] = at.error
+    assert "diverged" in error.value and "learning rate (5) is probably too high" in error.value
+    assert len(charts(at)) == 2  # the curves up to the divergence
+    assert not at.get("download_button") and "keep_model" not in [b.key for b in at.button]
+
+
+def test_a_killed_training_process_is_reported_failed_and_saves_nothing(train_page, models_dir):
+    at = train_page
+    fill_form(at, hidden_sizes="64", n_train=20000, epochs=100, batch_size=16)
+    at.button(key="start").click().run()
+    job = at.session_state["train_job"]
+    assert wait_until(lambda: job.snapshot().history, timeout=60)
+    os.kill(job.pid, signal.SIGKILL)
+    assert job.join(timeout=60)
+    at.run()
+    assert job.snapshot().status == FAILED
+    assert any("Training failed" in e.value and "SIGKILL" in e.value for e in at.error)
+    assert not models_dir.exists() or not any(models_dir.iterdir())
+    assert not at.button(key="start").disabled  # and the next run can start
+
+
 def test_bad_settings_show_a_message(train_page):
     at = train_page
     fill_form(at, hidden_sizes="64, lots")
     at.button(key="start").click().run()
     assert not at.exception
     assert "train_job" not in at.session_state
+    assert state.run_registry().runs(at.session_state[state.USER_ID_KEY]) == []
     assert any("Please check the settings" in e.value and "whole numbers" in e.value for e in at.error)
 
 

@@ -46,6 +46,7 @@ def test_train_start_stop_shows_chart(app_url, browser_page):
     page.locator(".st-key-stop button").click()
     page.get_by_text("Training was stopped early").wait_for(timeout=60_000)
     page.get_by_text("Test accuracy").first.wait_for()
+    page.get_by_text(re.compile(r"Stopped in epoch \d+ of 30, after batch \d+ of 430")).wait_for()
     page.locator('[data-testid="stVegaLiteChart"]').nth(2).wait_for()  # curves, per digit, confusion
     screenshot(page, "train_done.png")
     page.locator(".st-key-use_model button").click()

@@ -6,6 +6,7 @@ an ``Evaluation``); these only say how to draw them.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import altair as alt
@@ -38,23 +39,39 @@ def probability_chart(proba: np.ndarray, digit: int) -> alt.Chart:
     )
 
 
+def epoch_axis_end(last_epoch: float) -> int:
+    """The epoch axis runs from 0 to the end of the epoch in progress (at least 1)."""
+    return max(1, math.ceil(last_epoch - 1e-9))
+
+
 def learning_curve(
-    history: list[dict], columns: dict[str, str], title: str, percent: bool, legend_corner: str
+    history: list[dict], columns: dict[str, str], title: str, percent: bool
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """(data, Vega-Lite spec) of one line per series; validation points appear once per epoch.
 
-    The legend sits inside the plot, in the corner the curves leave empty (accuracy rises,
-    loss falls). A plain Vega-Lite spec, not Altair: it is redrawn at every poll while
-    training, so it must be cheap; the history is thinned to a bounded number of points.
+    The epoch axis shows whole epochs, up to the end of the epoch in progress; the legend sits
+    above the plot, never over a curve; padding keeps the last labels inside the chart. A plain
+    Vega-Lite spec, not Altair: it is redrawn at every poll while training, so it must be cheap;
+    the history is thinned to a bounded number of points.
     """
     table = pd.DataFrame(history_columns(thin_history(history)))
     long = table.melt(id_vars="epoch", value_vars=list(columns), var_name="series").dropna()
+    long = long[np.isfinite(long["value"])]  # a diverged run's infinite loss cannot be drawn
     long["series"] = long["series"].map(columns)
+    end = epoch_axis_end(float(table["epoch"].max()) if len(table) else 1.0)
     spec = {
-        "title": title,
+        "title": {"text": title, "anchor": "start", "offset": 0},
+        "padding": {"left": 4, "top": 4, "right": 16, "bottom": 4},
         "mark": {"type": "line", "point": {"size": 25}},
         "encoding": {
-            "x": {"field": "epoch", "type": "quantitative", "title": "epoch"},
+            "x": {
+                "field": "epoch",
+                "type": "quantitative",
+                "title": "epoch",
+                "scale": {"domain": [0, end], "nice": False},
+                # Whole epochs only. (Explicit tick "values" with a "d" format lose some ticks in Vega.)
+                "axis": {"tickMinStep": 1, "format": "d"},
+            },
             "y": {
                 "field": "value",
                 "type": "quantitative",
@@ -67,7 +84,7 @@ def learning_curve(
                 "type": "nominal",
                 "title": None,
                 "scale": {"domain": ["training", "validation"], "range": [BLUE, ORANGE]},
-                "legend": {"orient": legend_corner},
+                "legend": {"orient": "top", "direction": "horizontal", "offset": 0, "padding": 0},
             },
             "tooltip": [
                 {"field": "series"},
@@ -80,19 +97,11 @@ def learning_curve(
 
 
 def accuracy_curve(history: list[dict]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    return learning_curve(
-        history,
-        {"train_acc": "training", "val_acc": "validation"},
-        "Accuracy",
-        percent=True,
-        legend_corner="bottom-right",
-    )
+    return learning_curve(history, {"train_acc": "training", "val_acc": "validation"}, "Accuracy", percent=True)
 
 
 def loss_curve(history: list[dict]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    return learning_curve(
-        history, {"loss": "training", "val_loss": "validation"}, "Loss", percent=False, legend_corner="top-right"
-    )
+    return learning_curve(history, {"loss": "training", "val_loss": "validation"}, "Loss", percent=False)
 
 
 def per_digit_chart(ev: Evaluation) -> alt.LayerChart:

@@ -1,8 +1,17 @@
-"""Session-state keys, the frame guard and the models a page can use.
+"""Session-state keys, the frame guard, who the user is, their runs, and the models a page can use.
 
 Every ``st.session_state`` key the app uses is a named constant here, so the frame, the
 pages and the tests agree on them. The frame guard lets a page run without ``app.py``
 (a deep link on a fresh server) by running the frame instead.
+
+Who the user is: a Streamlit session ends on every reload, so the user's identity lives in
+the browser, as a cookie holding a random id (``mnist_net.runs.new_user_id``, 192 bits).
+A cookie rather than the URL's query string: every tab of the browser sends it, a reload
+keeps it, and it is never shown, so a URL projected for a class or pasted into a chat does
+not hand out the right to stop someone's run. The server reads it from the request
+(``st.context.cookies``) and accepts only the shape of its own ids; the page sets it with a
+two-line script (``remember_user``). The runs themselves live in one server-wide
+``RunRegistry`` (``run_registry``), which only ever shows a user their own runs.
 """
 
 from __future__ import annotations
@@ -14,16 +23,22 @@ from pathlib import Path
 import streamlit as st
 
 import mnist_net
+from mnist_net.config import TrainConfig
+from mnist_net.data import find_mnist
 from mnist_net.jobs import TrainingJob
 from mnist_net.model_io import default_model_path
 from mnist_net.registry import file_version
+from mnist_net.runs import RunRegistry, RunView, new_user_id, valid_user_id
 
 APP_SCRIPT = Path(__file__).resolve().parents[2] / "app.py"
 
 # --- session-state keys --------------------------------------------------------------------
 FRAME_KEY = "app_frame_ran"  # true while app.py's frame runs the page in this script run
-JOB_KEY = "train_job"  # the current (or last) TrainingJob of this session
-PREVIOUS_MODEL_KEY = "previous_session_model"  # the model of the job before it, for the draw page
+JOB_KEY = "train_job"  # the TrainingJob of the run the train page shows (kept in step by show_run)
+PREVIOUS_MODEL_KEY = "previous_session_model"  # a model set by older code; the draw page's last resort
+USER_ID_KEY = "user_id"  # this browser's user id (from its cookie, or made in this session)
+SELECTED_RUN_KEY = "selected_run"  # id of the run the train page shows (None: the newest)
+USED_RUN_KEY = "used_run"  # id of the run whose model the draw page uses ("use this model")
 MODEL_CHOICE_KEY = "model_choice"  # the draw page's model picker
 UPLOADED_MODEL_KEY = "uploaded_model"  # (file_id, model) of the last uploaded model file
 CANVAS_GENERATION_KEY = "canvas_generation"  # Clear mounts a fresh canvas under a new key
@@ -32,6 +47,8 @@ INPUT_MODE_KEY = "input_mode"
 # Test seam: AppTest cannot draw on the canvas, so a test may put an (H, W, 4) RGBA array here.
 INJECTED_CANVAS_KEY = "injected_canvas_image"
 SESSION_MODEL_CHOICE = "session"  # the picker's value for "the model trained in this session"
+USER_COOKIE = "mnist_net_user"  # the browser cookie holding the user id
+COOKIE_DAYS = 365
 
 
 def run_inside_frame() -> None:
@@ -46,29 +63,115 @@ def run_inside_frame() -> None:
         st.stop()
 
 
+# --- who the user is, and their runs -------------------------------------------------------
+@st.cache_resource(show_spinner=False)
+def run_registry() -> RunRegistry:
+    """The server's one registry of training runs (shared by every session; thread-safe)."""
+    return RunRegistry()
+
+
+def known_user_id() -> str | None:
+    """This browser's user id if it has one already (this session's, else its cookie's), else None."""
+    uid = st.session_state.get(USER_ID_KEY)
+    if valid_user_id(uid):
+        return uid
+    cookie = st.context.cookies.get(USER_COOKIE)
+    if valid_user_id(cookie):
+        st.session_state[USER_ID_KEY] = cookie
+        return cookie
+    return None
+
+
+def user_id() -> str:
+    """This browser's user id, made now if it has none (``remember_user`` then stores it in the browser)."""
+    uid = known_user_id()
+    if uid is None:
+        uid = st.session_state[USER_ID_KEY] = new_user_id()
+    return uid
+
+
+def remember_user() -> None:
+    """Store the user id in a browser cookie if the browser did not send it (first visit).
+
+    A first-party cookie for this site's paths, a year long, never sent to other sites
+    (SameSite=Strict), Secure behind https. The id is ours (URL-safe characters only).
+    """
+    uid = user_id()
+    if st.context.cookies.get(USER_COOKIE) == uid:
+        return
+    script = (
+        f"<script>document.cookie = '{USER_COOKIE}={uid}; path=/; max-age={COOKIE_DAYS * 86400}; samesite=strict'"
+        " + (location.protocol === 'https:' ? '; secure' : '');</script>"
+    )
+    st.html(script, unsafe_allow_javascript=True, width="content")
+
+
+def user_runs() -> list[RunView]:
+    """The user's runs, newest first (none before they have an id)."""
+    uid = known_user_id()
+    return [] if uid is None else run_registry().runs(uid)
+
+
+def shown_run(runs: list[RunView]) -> RunView | None:
+    """The run the train page shows: the one picked with Watch, else the newest. Keeps JOB_KEY in step."""
+    chosen = st.session_state.get(SELECTED_RUN_KEY)
+    view = next((v for v in runs if v.id == chosen), None)
+    if view is None:  # none picked, or the picked one is gone: the newest
+        st.session_state[SELECTED_RUN_KEY] = None
+        view = runs[0] if runs else None
+    uid = known_user_id()
+    job = None if view is None or uid is None else run_registry().job(uid, view.id)
+    if job is None:
+        st.session_state.pop(JOB_KEY, None)
+    else:
+        st.session_state[JOB_KEY] = job
+    return view
+
+
+def show_run(run_id: str | None) -> None:
+    """Make the train page show this run (a Watch button's callback)."""
+    st.session_state[SELECTED_RUN_KEY] = run_id
+
+
 def training_job() -> TrainingJob | None:
+    """The job of the run the train page shows (or last showed) in this session."""
     return st.session_state.get(JOB_KEY)
 
 
 def training_is_running() -> bool:
-    job = training_job()
-    return job is not None and job.snapshot().running
+    """Whether this user has a run training or waiting (in any tab)."""
+    return any(v.snapshot.running for v in user_runs())
 
 
 def session_model() -> mnist_net.MLP | None:
-    """The model trained on the Train page in this session (the latest finished one)."""
-    job = training_job()
-    if job is not None and job.model is not None:
-        return job.model
+    """The draw page's "trained in this session" model: the run picked with "use this model",
+    else the user's newest run that has a model (runs outlive the session: a reload keeps them)."""
+    uid = known_user_id()
+    if uid is not None:
+        registry = run_registry()
+        used = st.session_state.get(USED_RUN_KEY)
+        model = registry.model(uid, used) if used else None
+        if model is not None:
+            return model
+        for view in registry.runs(uid):
+            if view.has_model:
+                model = registry.model(uid, view.id)
+                if model is not None:
+                    return model
     return st.session_state.get(PREVIOUS_MODEL_KEY)
 
 
-def start_training(job: TrainingJob) -> None:
-    """Make ``job`` the session's run, keeping the last run's model for the draw page."""
-    previous = training_job()
-    if previous is not None and previous.model is not None:
-        st.session_state[PREVIOUS_MODEL_KEY] = previous.model
-    st.session_state[JOB_KEY] = job.start()
+def use_run_model(run_id: str) -> None:
+    """Make this run's model the draw page's model."""
+    st.session_state[USED_RUN_KEY] = run_id
+    st.session_state[MODEL_CHOICE_KEY] = SESSION_MODEL_CHOICE
+
+
+def start_training(config: TrainConfig, mnist_dir: str) -> str:
+    """Submit a run for this user and show it; returns its id. RunRefused says why it cannot start."""
+    run_id = run_registry().submit(user_id(), config, mnist_dir)
+    show_run(run_id)
+    return run_id
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -98,6 +201,14 @@ def uploaded_model(file) -> mnist_net.MLP:
     model = mnist_net.model_from_bytes(file.getvalue())
     st.session_state[UPLOADED_MODEL_KEY] = (file.file_id, model)
     return model
+
+
+def mnist_folder() -> str:
+    """The folder holding the four MNIST files, downloading them first if needed; MnistError if impossible.
+
+    Only the folder: each run's process loads and checks the files itself.
+    """
+    return str(find_mnist(download=True, progress=False))
 
 
 def get_mnist() -> mnist_net.Mnist:

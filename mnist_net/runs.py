@@ -1,0 +1,462 @@
+"""The server's training runs: who started what, which may run now, and which models are kept.
+
+A ``RunRegistry`` is one thread-safe object per server (the app holds it in
+``st.cache_resource``). Every run belongs to a user, named by an unguessable id
+(``new_user_id``, 192 random bits) that the app keeps in the browser; every method takes
+that id and only ever shows, stops or changes that user's runs. A run is a
+``jobs.TrainingJob`` (a child process) plus what the user decided about it. Bounds:
+
+- at most ``max_running`` runs train at once on the whole server (2: this machine has 2
+  cores); later ones wait in a first-come queue of at most ``max_waiting`` and start as
+  soon as a slot frees. Waiting beats refusing for a class pressing Start together: every
+  run gets its turn and the page says how many are ahead of it;
+- one unfinished run per user (``max_active_per_user``), so nobody fills the queue;
+- at most ``max_runs_per_user`` runs listed per user and ``max_runs`` in all, and at most
+  ``max_model_bytes`` of finished models in memory: the oldest finished runs are dropped
+  first (a kept model stays in the models folder);
+- runs the server's budget refuses (``budget.refusal``) never start.
+
+A finished model lives only in its run until the user keeps it: ``keep`` saves it into the
+models folder under a name made by ``registry.model_filename`` plus the user's name for it;
+``rename`` and ``delete_kept`` act only on the very file this registry wrote (same folder,
+same name pattern, same inode and times), never on another path.
+Non-goals: persistence across server restarts, accounts, sharing runs between users.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import threading
+import unicodedata
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .budget import estimate_training_cost, refusal
+from .config import TrainConfig
+from .data import FILES
+from .files import fsync_directory, write_new
+from .jobs import FINISHED, QUEUED, JobSnapshot, TrainingJob
+from .network import MLP
+from .registry import SUFFIX, file_version, model_filename, models_dir
+
+N_MNIST_TRAIN = FILES["train-images-idx3-ubyte.gz"][1]
+USER_ID_BYTES = 24  # 192 random bits: 32 URL-safe characters
+_USER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{32}$")
+MAX_NAME = 60  # characters of a run's name as the user typed it
+MAX_SLUG = 40  # characters of that name in a file name
+# What this registry writes: registry.model_filename's name, then -<slug> (at most 40), then -2, -3... if taken.
+_KEPT_NAME_RE = re.compile(r"^mnist-\d{8}-\d{6}(?:-acc\d+\.\d\d)?(?:-[\w-]{1,48})?\.pkl$")
+
+
+class RunRefused(Exception):
+    """A run or an action on it that the server will not do; the message says why, for a person."""
+
+
+def new_user_id() -> str:
+    """A fresh, unguessable user id (URL- and cookie-safe)."""
+    return secrets.token_urlsafe(USER_ID_BYTES)
+
+
+def valid_user_id(text: object) -> bool:
+    """Whether ``text`` has the shape of an id from ``new_user_id`` (anything else is ignored)."""
+    return isinstance(text, str) and bool(_USER_ID_RE.match(text))
+
+
+def name_slug(name: str) -> str:
+    """A user's name for a run as a safe piece of a file name: letters, digits, - and _ only.
+
+    "My best net!" -> "My-best-net". Never contains a dot or a slash, so it cannot leave
+    the models folder or change the suffix.
+    """
+    text = unicodedata.normalize("NFC", str(name))[:MAX_NAME]
+    slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in text)
+    slug = re.sub(r"-{2,}", "-", slug).strip("-_")
+    return re.sub(r"[^\w-]", "", slug)[:MAX_SLUG].strip("-_")
+
+
+def kept_file_names(when: datetime, test_accuracy: float | None, name: str) -> Iterator[str]:
+    """``model_filename``'s name with ``-<slug>`` before the suffix, then -2, -3... for a taken name."""
+    stem = model_filename(when, test_accuracy)[: -len(SUFFIX)]
+    slug = name_slug(name)
+    base = f"{stem}-{slug}" if slug else stem
+    yield base + SUFFIX
+    for attempt in range(2, 1000):
+        yield f"{base}-{attempt}{SUFFIX}"
+
+
+@dataclass(frozen=True)
+class RunView:
+    """What a page shows of one run at one moment."""
+
+    id: str
+    number: int  # 1, 2, 3... per user, in the order they started
+    name: str | None  # the user's name for it (given when kept)
+    config: TrainConfig
+    snapshot: JobSnapshot
+    kept_path: Path | None  # its file in the models folder, once kept
+    queue_position: int | None  # runs ahead of it while it waits for a slot
+    model_bytes: int  # size of its model file's bytes (0: no model)
+
+    @property
+    def label(self) -> str:
+        return self.name or f"Run {self.number}"
+
+    @property
+    def has_model(self) -> bool:
+        return self.model_bytes > 0
+
+
+@dataclass
+class _Run:
+    id: str
+    user: str
+    number: int
+    job: TrainingJob
+    name: str | None = None
+    kept_path: Path | None = None
+    kept_version: tuple[int, ...] = ()
+    files_lock: threading.Lock = field(default_factory=threading.Lock)  # keep / rename / delete, one at a time
+
+
+@dataclass
+class _User:
+    started: int = 0  # runs ever started (numbers the next one)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+class RunRegistry:
+    """All runs of a server; thread-safe. See the module docstring for the rules and bounds."""
+
+    def __init__(
+        self,
+        max_running: int = 2,
+        max_waiting: int = 16,
+        max_active_per_user: int = 1,
+        max_runs_per_user: int = 10,
+        max_runs: int = 200,
+        max_model_bytes: int = 2 * 1024**3,
+        max_users: int = 2000,
+        job_factory: Callable[..., TrainingJob] = TrainingJob,
+    ) -> None:
+        self.max_running, self.max_waiting = max_running, max_waiting
+        self.max_active_per_user, self.max_runs_per_user = max_active_per_user, max_runs_per_user
+        self.max_runs, self.max_model_bytes, self.max_users = max_runs, max_model_bytes, max_users
+        self._job_factory = job_factory
+        self._lock = threading.RLock()  # re-entered when a job ends while the registry starts another
+        self._runs: dict[str, _Run] = {}  # insertion order: oldest first
+        self._queue: deque[str] = deque()  # ids of runs waiting for a slot
+        self._users: OrderedDict[str, _User] = OrderedDict()  # least recently used first
+
+    # --- starting and stopping -------------------------------------------------------------
+    def submit(self, user: str, config: TrainConfig, mnist_dir: str | os.PathLike, source: str = "train page") -> str:
+        """Register a run of ``config`` for ``user``; it starts now or when a slot frees. Returns its id.
+
+        Raises RunRefused (with a message for a person) if the server will not run it.
+        """
+        _check_user(user)
+        if problem := refusal(estimate_training_cost(config, N_MNIST_TRAIN)):
+            raise RunRefused(f"This server cannot run that: {problem}.")
+        with self._lock:
+            mine = [r for r in self._runs.values() if r.user == user]
+            if sum(not _finished(r) for r in mine) >= self.max_active_per_user:
+                raise RunRefused(
+                    "You already have a run training or waiting: stop it, or wait for it to finish, "
+                    "before starting another."
+                )
+            if self._running_count() >= self.max_running and len(self._queue) >= self.max_waiting:
+                raise RunRefused(
+                    f"The server is busy: {self._running_count()} networks are training and "
+                    f"{len(self._queue)} more are waiting. Try again when one has finished."
+                )
+            self._make_room(user)
+            account = self._user(user)
+            account.started += 1
+            run_id = secrets.token_urlsafe(12)
+            job = self._job_factory(config, mnist_dir, save_dir=None, source=source, on_finish=self._job_finished)
+            self._runs[run_id] = _Run(run_id, user, account.started, job)
+            self._queue.append(run_id)
+            self._schedule()
+        return run_id
+
+    def stop(self, user: str, run_id: str) -> bool:
+        """Ask ``user``'s run to stop after its current batch (a waiting run is cancelled). False if not theirs."""
+        with self._lock:
+            run = self._owned(user, run_id)
+        if run is None:
+            return False
+        run.job.stop()  # outside the lock: cancelling a waiting job calls back into the registry
+        return True
+
+    def stop_all(self, user: str | None = None, timeout: float = 60) -> None:
+        """Stop every run (of ``user``, or all) and wait for them to end: for shutting down and tests."""
+        with self._lock:
+            runs = [r for r in self._runs.values() if user is None or r.user == user]
+        for run in runs:
+            run.job.stop()
+        for run in runs:
+            run.job.join(timeout)
+
+    # --- what a user sees ------------------------------------------------------------------
+    def runs(self, user: str) -> list[RunView]:
+        """``user``'s runs, newest first (an unknown or malformed id has none)."""
+        if not valid_user_id(user):
+            return []
+        with self._lock:
+            self._schedule()
+            if user in self._users:
+                self._users.move_to_end(user)
+            return [self._view(r) for r in reversed(self._runs.values()) if r.user == user]
+
+    def get(self, user: str, run_id: str) -> RunView | None:
+        with self._lock:
+            run = self._owned(user, run_id)
+            return None if run is None else self._view(run)
+
+    def job(self, user: str, run_id: str) -> TrainingJob | None:
+        """The job behind ``user``'s run (its model, its bytes), or None."""
+        with self._lock:
+            run = self._owned(user, run_id)
+            return None if run is None else run.job
+
+    def model(self, user: str, run_id: str) -> MLP | None:
+        job = self.job(user, run_id)
+        return None if job is None else job.model
+
+    def active(self, user: str) -> list[RunView]:
+        """``user``'s unfinished runs (training, evaluating, starting or waiting)."""
+        return [v for v in self.runs(user) if v.snapshot.running]
+
+    def running_count(self) -> int:
+        with self._lock:
+            return self._running_count()
+
+    # --- settings that survive a reload -----------------------------------------------------
+    def settings(self, user: str) -> dict[str, Any]:
+        """The train form's values ``user`` last submitted (empty if none)."""
+        if not valid_user_id(user):
+            return {}
+        with self._lock:
+            account = self._users.get(user)
+            return {} if account is None else dict(account.settings)
+
+    def remember_settings(self, user: str, values: dict[str, Any]) -> None:
+        """Keep the train form's values for ``user`` (plain, small values only)."""
+        _check_user(user)
+        plain = {str(k)[:64]: v for k, v in list(values.items())[:32] if isinstance(v, (bool, int, float, str))}
+        plain = {k: v[:200] if isinstance(v, str) else v for k, v in plain.items()}
+        with self._lock:
+            self._user(user).settings = plain
+
+    # --- keeping, renaming, deleting, forgetting ---------------------------------------------
+    def keep(self, user: str, run_id: str, name: str, directory: str | os.PathLike | None = None) -> Path:
+        """Save the run's model into the models folder (default ``registry.models_dir()``) as ``name``.
+
+        The file name is ``model_filename``'s (time, accuracy) plus the name's slug; no file is
+        ever overwritten. RunRefused if the run is not ``user``'s, has no model or is kept already.
+        """
+        run = self._owned_or_refuse(user, run_id)
+        with run.files_lock:
+            if run.kept_path is not None:
+                raise RunRefused(f"This run is kept already, as {run.kept_path.name}.")
+            job = run.job
+            if job.model is None or job.model_bytes is None:
+                raise RunRefused("This run has no trained model to keep.")
+            folder = Path(directory) if directory is not None else models_dir()
+            accuracy = job.model.metrics_.get("test_accuracy")
+            names = kept_file_names(datetime.now(UTC), accuracy, name)
+            try:
+                path = write_new(folder, names, job.model_bytes)
+            except OSError as e:
+                problem = e.strerror or e
+                raise RunRefused(f"The model could not be saved: {problem}. It is still here in the run.") from None
+            run.kept_path, run.kept_version = path, file_version(os.stat(path, follow_symlinks=False))
+            run.name = _clean_name(name)
+            return path
+
+    def rename(self, user: str, run_id: str, name: str) -> Path | None:
+        """Give the run a new name; a kept run's file is renamed to match (never over another file)."""
+        run = self._owned_or_refuse(user, run_id)
+        with run.files_lock:
+            new_name = _clean_name(name)
+            if run.kept_path is None:
+                run.name = new_name
+                return None
+            old = self._checked_own_file(run)
+            stamp = _KEPT_STEM_RE.match(old.name)
+            base = stamp.group(0) if stamp else old.stem
+            slug = name_slug(name)
+            stem = f"{base}-{slug}" if slug else base
+            candidates = [f"{stem}{SUFFIX}", *(f"{stem}-{i}{SUFFIX}" for i in range(2, 1000))]
+            for candidate in candidates:
+                target = old.with_name(candidate)
+                if target == old:
+                    break
+                try:
+                    _move_without_overwriting(old, target)
+                except FileExistsError:
+                    continue
+                except OSError as e:
+                    raise RunRefused(f"The file could not be renamed: {e.strerror or e}.") from None
+                run.kept_path, run.kept_version = target, file_version(os.stat(target, follow_symlinks=False))
+                break
+            run.name = new_name
+            return run.kept_path
+
+    def delete_kept(self, user: str, run_id: str) -> None:
+        """Delete the file ``keep`` wrote for this run (the model stays in the run, unkept)."""
+        run = self._owned_or_refuse(user, run_id)
+        with run.files_lock:
+            if run.kept_path is None:
+                return
+            path = self._checked_own_file(run)
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise RunRefused(f"The file could not be deleted: {e.strerror or e}.") from None
+            fsync_directory(path.parent)
+            run.kept_path, run.kept_version = None, ()
+
+    def forget(self, user: str, run_id: str) -> None:
+        """Take a finished run off ``user``'s list (a kept file stays in the models folder)."""
+        with self._lock:
+            run = self._owned(user, run_id)
+            if run is None:
+                return
+            if not _finished(run):
+                raise RunRefused("Stop this run before removing it from the list.")
+            del self._runs[run_id]
+
+    # --- internals -------------------------------------------------------------------------
+    def _owned(self, user: str, run_id: str) -> _Run | None:
+        run = self._runs.get(run_id) if isinstance(run_id, str) else None
+        if run is None or not valid_user_id(user) or not secrets.compare_digest(run.user, user):
+            return None
+        return run
+
+    def _owned_or_refuse(self, user: str, run_id: str) -> _Run:
+        with self._lock:
+            run = self._owned(user, run_id)
+        if run is None:
+            raise RunRefused("There is no such run in your list (it may have been removed).")
+        return run
+
+    def _checked_own_file(self, run: _Run) -> Path:
+        """The run's kept file, if it is still exactly the file this registry wrote; RunRefused if not."""
+        path = run.kept_path
+        assert path is not None
+        if not _KEPT_NAME_RE.match(path.name) or path.is_symlink():
+            raise RunRefused("That file was not saved by this app, so it is left alone.")
+        try:
+            version = file_version(os.stat(path, follow_symlinks=False))
+        except FileNotFoundError:
+            run.kept_path, run.kept_version = None, ()
+            raise RunRefused("The saved file is gone already (someone removed it from the models folder).") from None
+        if version != run.kept_version:
+            raise RunRefused("The saved file was changed since this app saved it, so it is left alone.")
+        return path
+
+    def _user(self, user: str) -> _User:
+        account = self._users.get(user)
+        if account is None:
+            account = self._users[user] = _User()
+            # Bounded: forget the least recently seen users that have no runs left.
+            with_runs = {r.user for r in self._runs.values()}
+            idle = [u for u in self._users if u not in with_runs and u != user]
+            for old in idle[: len(self._users) - self.max_users]:
+                del self._users[old]
+        self._users.move_to_end(user)
+        return account
+
+    def _running_count(self) -> int:
+        return sum(1 for r in self._runs.values() if r.job.status not in (QUEUED, *FINISHED))
+
+    def _schedule(self) -> None:
+        """Start waiting runs while slots are free (first come, first served); drop cancelled ones."""
+        with self._lock:
+            self._queue = deque(i for i in self._queue if i in self._runs and not _finished(self._runs[i]))
+            while self._queue and self._running_count() < self.max_running:
+                self._runs[self._queue.popleft()].job.start()
+
+    def _job_finished(self, job: TrainingJob) -> None:
+        """Called by a job's reader thread when it ends: free its slot, bound the memory of models."""
+        with self._lock:
+            self._schedule()
+            finished = [r for r in self._runs.values() if _finished(r) and r.job.model_bytes]
+            total = sum(2 * len(r.job.model_bytes or b"") for r in finished)  # the bytes and the arrays
+            for run in finished:  # oldest first; never the model that just arrived
+                if total <= self.max_model_bytes:
+                    break
+                if run.job is not job:
+                    total -= 2 * len(run.job.model_bytes or b"")
+                    del self._runs[run.id]
+
+    def _make_room(self, user: str) -> None:
+        """Drop the oldest finished runs so one more fits the per-user and the total bounds."""
+        mine = [r for r in self._runs.values() if r.user == user]
+        droppable = [r for r in mine if _finished(r)]
+        while len(mine) >= self.max_runs_per_user and droppable:
+            oldest = droppable.pop(0)
+            mine.remove(oldest)
+            del self._runs[oldest.id]
+        finished = [r for r in self._runs.values() if _finished(r)]
+        while len(self._runs) >= self.max_runs and finished:
+            del self._runs[finished.pop(0).id]
+        if len(self._runs) >= self.max_runs:
+            raise RunRefused("The server is busy: too many runs are going. Try again when one has finished.")
+
+    def _view(self, run: _Run) -> RunView:
+        snap = run.job.snapshot()
+        position = None
+        if snap.status == QUEUED and run.id in self._queue:
+            position = self._queue.index(run.id)
+        return RunView(
+            run.id,
+            run.number,
+            run.name,
+            run.job.config,
+            snap,
+            run.kept_path,
+            position,
+            len(run.job.model_bytes or b""),
+        )
+
+
+_KEPT_STEM_RE = re.compile(r"^mnist-\d{8}-\d{6}(?:-acc\d+\.\d\d)?")
+
+
+def _finished(run: _Run) -> bool:
+    return run.job.status in FINISHED
+
+
+def _check_user(user: str) -> None:
+    if not valid_user_id(user):
+        raise ValueError("not a user id from new_user_id()")
+
+
+def _clean_name(name: str) -> str | None:
+    """The name as shown: printable characters only, at most MAX_NAME of them; None if empty."""
+    text = "".join(c for c in unicodedata.normalize("NFC", str(name)) if c.isprintable()).strip()[:MAX_NAME]
+    return text or None
+
+
+def _move_without_overwriting(old: Path, new: Path) -> None:
+    """Rename ``old`` to ``new``; FileExistsError if ``new`` exists (a hard link refuses to replace)."""
+    try:
+        os.link(old, new)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here: check, then rename (the folder is only ours to write)
+        if os.path.lexists(new):
+            raise FileExistsError(new) from None
+        os.rename(old, new)
+    else:
+        os.unlink(old)
+    fsync_directory(new.parent)

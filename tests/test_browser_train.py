@@ -1,0 +1,77 @@
+"""The runs list in a real browser: a reload and a second tab find a running training again
+(via the browser's id cookie) and can stop it; a browser without that cookie sees nothing; the
+settings come back after the reload; a stopped run can be kept under a name."""
+
+import re
+
+import pytest
+from browser_kit import screenshot
+
+pytestmark = pytest.mark.browser
+
+RUNNING = re.compile(r"Epoch \d+/30 · batch")
+
+
+def user_cookie(context) -> dict | None:
+    return next((c for c in context.cookies() if c["name"] == "mnist_net_user"), None)
+
+
+def test_reload_and_another_tab_find_the_run_and_stop_it_others_see_nothing(app_url, browser_page):
+    from playwright.sync_api import expect
+
+    page = browser_page
+    context = page.context
+    page.goto(app_url + "/train")
+    page.get_by_role("heading", name="Train a network").wait_for()
+    page.locator(".st-key-n_train input").fill("60000")
+    page.locator(".st-key-epochs input").fill("30")
+    page.locator(".st-key-hidden_sizes input").fill("96,48")
+    page.locator(".st-key-start button").click()
+    page.get_by_text(RUNNING).wait_for(timeout=60_000)
+    cookie = user_cookie(context)
+    assert cookie is not None and re.fullmatch(r"[A-Za-z0-9_-]{32}", cookie["value"])
+    assert cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+
+    # Reload: a new Streamlit session, the same browser. The run, its progress and the settings are there.
+    page.reload()
+    page.get_by_role("heading", name="Your runs").wait_for()
+    rows = page.locator('[class*="st-key-run_"]')
+    expect(rows).to_have_count(1)
+    expect(rows).to_contain_text(re.compile(r"Run 1 \(shown below\) · training, \d+%.*784→96→48→10"))
+    page.get_by_text(RUNNING).wait_for()
+    expect(page.locator(".st-key-hidden_sizes input")).to_have_value("96,48")
+    expect(page.locator(".st-key-epochs input")).to_have_value("30")
+    page.locator('[data-testid="stVegaLiteChart"]').first.wait_for()
+    screenshot(page, "train_reloaded.png")
+
+    # A second tab of the same browser finds it too, and stops it from the runs list.
+    tab = context.new_page()
+    tab.goto(app_url + "/train")
+    tab.get_by_role("heading", name="Your runs").wait_for()
+    tab.locator('[class*="st-key-stop_"] button').click()
+    tab.get_by_text("Training was stopped early").wait_for(timeout=60_000)
+    expect(tab.get_by_text(re.compile(r"Stopped in epoch \d+ of 30"))).to_be_visible()
+    page.get_by_text("Training was stopped early").wait_for(timeout=30_000)  # the first tab sees it end
+
+    # Another browser (no id cookie) sees no run at all, and gets the app's own settings.
+    saved = context.cookies()
+    context.clear_cookies()
+    tab.goto(app_url + "/train")
+    tab.locator(".st-key-start button").wait_for()
+    expect(tab.locator(".st-key-hidden_sizes input")).to_have_value("128,64")
+    expect(tab.get_by_role("heading", name="Your runs")).to_have_count(0)
+    expect(tab.get_by_text("Training was stopped early")).to_have_count(0)
+    screenshot(tab, "train_other_user.png")
+    assert user_cookie(context)["value"] != cookie["value"]  # it was given an id of its own
+
+    # The first browser again: keep the stopped run under a name.
+    context.clear_cookies()
+    context.add_cookies(saved)
+    tab.reload()
+    tab.get_by_text("Training was stopped early").wait_for()
+    tab.locator('[class*="st-key-keep_name_"] input').fill("class demo")
+    tab.locator(".st-key-keep_model button").click()
+    expect(
+        tab.get_by_text(re.compile(r"Kept in the models folder as mnist-\d{8}-\d{6}-acc[\d.]+-class-demo\.pkl"))
+    ).to_be_visible()
+    tab.close()

@@ -1,0 +1,193 @@
+"""The server's run registry with real training processes: users see and control only their own
+runs, at most N train at once (the rest wait their turn), bounds per user and in all, budget
+refusals, and keep / rename / delete touching only the file the registry itself wrote."""
+
+import re
+from datetime import UTC, datetime
+
+import pytest
+from conftest import wait_until
+
+from mnist_net import TrainConfig, load_model
+from mnist_net.jobs import CANCELLED, DONE, QUEUED, STOPPED
+from mnist_net.registry import list_models, model_filename
+from mnist_net.runs import RunRefused, RunRegistry, kept_file_names, name_slug, new_user_id, valid_user_id
+
+
+def tiny(seed: int = 0) -> TrainConfig:
+    return TrainConfig(hidden_sizes=(16,), activation="relu", epochs=1, n_train=300, batch_size=32, seed=seed)
+
+
+def long_run() -> TrainConfig:
+    """Minutes of training unless stopped."""
+    return TrainConfig(hidden_sizes=(64,), epochs=100, n_train=20000, batch_size=16, log_every=1)
+
+
+@pytest.fixture
+def registry():
+    reg = RunRegistry()
+    yield reg
+    reg.stop_all(timeout=60)  # never leave a training process behind
+
+
+def finished(registry, user, run_id, timeout=120):
+    assert wait_until(lambda: registry.get(user, run_id).snapshot.finished, timeout=timeout)
+    return registry.get(user, run_id)
+
+
+def test_user_ids_are_unguessable_and_only_our_own_shape_is_accepted():
+    ids = {new_user_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(valid_user_id(i) and len(i) == 32 for i in ids)
+    for bad in ("", "abc", "x" * 31, "x" * 33, "../" + "x" * 29, "x" * 31 + "\n", None, 12345, ["x" * 32]):
+        assert not valid_user_id(bad)
+    reg = RunRegistry()
+    assert reg.runs("not an id") == [] and reg.settings("nope") == {}
+    with pytest.raises(ValueError):
+        reg.submit("not an id", tiny(), "/nowhere")
+
+
+def test_each_user_sees_and_controls_only_their_own_runs(registry, mnist_dir, models_dir):
+    alice, bob = new_user_id(), new_user_id()
+    run_id = registry.submit(alice, long_run(), mnist_dir)
+    assert [v.id for v in registry.runs(alice)] == [run_id]
+    assert wait_until(lambda: registry.get(alice, run_id).snapshot.history, timeout=60)
+    # Bob knows nothing of it, even given its id: he cannot see, stop, keep, rename or forget it.
+    assert registry.runs(bob) == [] and registry.get(bob, run_id) is None and registry.job(bob, run_id) is None
+    assert registry.stop(bob, run_id) is False
+    assert registry.get(alice, run_id).snapshot.running
+    for action in (lambda: registry.keep(bob, run_id, "mine"), lambda: registry.rename(bob, run_id, "x")):
+        with pytest.raises(RunRefused, match="no such run"):
+            action()
+    registry.forget(bob, run_id)
+    assert registry.get(alice, run_id) is not None
+    # Alice stops it; the model trained so far is evaluated and stays in the run, unsaved.
+    assert registry.stop(alice, run_id)
+    view = finished(registry, alice, run_id)
+    assert view.snapshot.status == STOPPED and view.has_model and view.kept_path is None
+    assert list_models() == []
+
+
+def test_at_most_max_running_train_at_once_and_the_rest_wait_their_turn(mnist_dir):
+    registry = RunRegistry(max_running=1)
+    try:
+        first, second, third = new_user_id(), new_user_id(), new_user_id()
+        a = registry.submit(first, long_run(), mnist_dir)
+        b = registry.submit(second, tiny(), mnist_dir)
+        c = registry.submit(third, tiny(), mnist_dir)
+        assert registry.running_count() == 1
+        waiting = registry.get(second, b)
+        assert waiting.snapshot.status == QUEUED and waiting.queue_position == 0 and waiting.snapshot.started is None
+        assert registry.get(third, c).queue_position == 1
+        # The third gives up while waiting: cancelled, never started, and the second moves on first.
+        registry.stop(third, c)
+        assert registry.get(third, c).snapshot.status == CANCELLED
+        assert wait_until(lambda: registry.get(first, a).snapshot.history, timeout=60)
+        assert registry.get(second, b).snapshot.status == QUEUED  # still waiting: the slot is taken
+        registry.stop(first, a)
+        assert finished(registry, second, b).snapshot.status == DONE  # started as soon as the slot freed
+        assert registry.get(third, c).snapshot.started is None
+    finally:
+        registry.stop_all(timeout=60)
+
+
+def test_one_unfinished_run_per_user_a_bounded_queue_and_the_budget(mnist_dir):
+    registry = RunRegistry(max_running=1, max_waiting=1)
+    try:
+        me, other, third = new_user_id(), new_user_id(), new_user_id()
+        registry.submit(me, long_run(), mnist_dir)
+        with pytest.raises(RunRefused, match="already have a run"):
+            registry.submit(me, tiny(), mnist_dir)
+        registry.submit(other, tiny(), mnist_dir)  # waits
+        with pytest.raises(RunRefused, match="server is busy"):
+            registry.submit(third, tiny(), mnist_dir)
+        with pytest.raises(RunRefused, match="cannot run that.*hours"):
+            registry.submit(third, TrainConfig(hidden_sizes=(4096, 2048), epochs=10_000), mnist_dir)
+    finally:
+        registry.stop_all(timeout=60)
+
+
+def test_keep_rename_and_delete_touch_only_the_file_the_registry_wrote(registry, mnist_dir, models_dir):
+    me = new_user_id()
+    run_id = registry.submit(me, tiny(), mnist_dir)
+    view = finished(registry, me, run_id)
+    assert view.snapshot.status == DONE and list_models() == []  # nothing saved until kept
+    path = registry.keep(me, run_id, "My best net!")
+    accuracy = view.snapshot.evaluation.accuracy
+    assert path.parent == models_dir
+    assert re.fullmatch(rf"mnist-\d{{8}}-\d{{6}}-acc{100 * accuracy:.2f}-My-best-net\.pkl", path.name), path.name
+    assert load_model(path).metrics_["test_accuracy"] == accuracy
+    assert registry.get(me, run_id).name == "My best net!" and registry.get(me, run_id).label == "My best net!"
+    with pytest.raises(RunRefused, match="kept already"):
+        registry.keep(me, run_id, "again")
+    # Rename: the same file under a new name, never over another file.
+    blocker = path.with_name(path.name.replace("My-best-net", "sevens"))
+    blocker.write_bytes(b"someone else's file")
+    renamed = registry.rename(me, run_id, "sevens")
+    assert renamed.name == blocker.name.replace(".pkl", "-2.pkl") and not path.exists()
+    assert blocker.read_bytes() == b"someone else's file"
+    assert load_model(renamed).metrics_["test_accuracy"] == accuracy
+    # Delete: only that file; the model stays in the run, which can be kept again.
+    registry.delete_kept(me, run_id)
+    assert not renamed.exists() and blocker.exists()
+    assert registry.get(me, run_id).kept_path is None and registry.get(me, run_id).has_model
+    again = registry.keep(me, run_id, "")
+    assert again.name.endswith(f"acc{100 * accuracy:.2f}.pkl")  # no name: model_filename's own
+    # A long name (40 characters in the file name) whose file name is taken gets -2, and is still ours.
+    long_name = "a very long name for a network of mine, longer than forty letters"
+    stem = again.name[: again.name.index(".pkl")]
+    taken = again.with_name(f"{stem}-{name_slug(long_name)}.pkl")
+    taken.write_bytes(b"taken")
+    longer = registry.rename(me, run_id, long_name)
+    assert longer.name == taken.name.replace(".pkl", "-2.pkl")
+    registry.delete_kept(me, run_id)
+    assert not longer.exists() and taken.read_bytes() == b"taken"
+    again = registry.keep(me, run_id, "")
+    # A file replaced behind the app's back (same name, other content) is left alone.
+    again.unlink()
+    again.write_bytes(b"not what the app saved")
+    with pytest.raises(RunRefused, match="changed since"):
+        registry.delete_kept(me, run_id)
+    with pytest.raises(RunRefused, match="changed since"):
+        registry.rename(me, run_id, "other")
+    assert again.read_bytes() == b"not what the app saved"
+
+
+def test_a_name_never_leaves_the_models_folder():
+    for name in ("../../etc/passwd", "a/b\\c", ".hidden", "x.pkl", "ünïcode ok", "\x00\n\t", "-" * 80, "a" * 500):
+        slug = name_slug(name)
+        assert "/" not in slug and "\\" not in slug and "." not in slug and len(slug) <= 40
+        assert all(c.isalnum() or c in "-_" for c in slug)
+    assert name_slug("../../etc/passwd") == "etc-passwd" and name_slug("ünïcode ok") == "ünïcode-ok"
+    first = next(kept_file_names(datetime(2026, 11, 28, 11, 5, 12, tzinfo=UTC), 0.9763, "../x"))
+    assert first == model_filename(datetime(2026, 11, 28, 11, 5, 12, tzinfo=UTC), 0.9763).replace(".pkl", "-x.pkl")
+
+
+def test_oldest_finished_runs_make_room_and_models_in_memory_are_bounded(mnist_dir):
+    registry = RunRegistry(max_runs_per_user=2)
+    me = new_user_id()
+    try:
+        ids = []
+        for seed in range(3):
+            ids.append(registry.submit(me, tiny(seed), mnist_dir))
+            finished(registry, me, ids[-1])
+        assert [v.id for v in registry.runs(me)] == [ids[2], ids[1]]  # newest first; the oldest dropped
+        assert [v.number for v in registry.runs(me)] == [3, 2]
+        # A memory budget smaller than two models keeps only the newest model's run.
+        small = RunRegistry(max_model_bytes=1)
+        first = small.submit(me, tiny(), mnist_dir)
+        finished(small, me, first)
+        second = small.submit(me, tiny(1), mnist_dir)
+        finished(small, me, second)
+        assert [v.id for v in small.runs(me)] == [second]
+    finally:
+        registry.stop_all(timeout=60)
+
+
+def test_settings_are_kept_per_user_and_bounded():
+    registry = RunRegistry()
+    me, other = new_user_id(), new_user_id()
+    registry.remember_settings(
+        me, {"hidden_sizes": "64", "epochs": 3, "augment": True, "bad": object(), "x": "y" * 999}
+    )
+    assert registry.settings(me) == {"hidden_sizes": "64", "epochs": 3, "augment": True, "x": "y" * 200}
+    assert registry.settings(other) == {}
