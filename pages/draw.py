@@ -1,25 +1,36 @@
 """Draw page (the landing page): draw or upload a digit and see what the network thinks.
 
-Every stroke on the canvas reruns this script; the picture goes through the same
-``mnist_net`` pipeline as an uploaded image (``canvas_to_input`` -> ``predict_proba``
--> ``assess``). The model is chosen in the sidebar. No maths here: this page only draws.
+A stroke reruns only the drawing panel (``st.fragment``: canvas, its buttons, the answer),
+not the model picker with its file listing. The drawing is kept in session state
+(``pages.ui.canvas``), so it is still there after another page or an upload, and it is read
+again by whichever model is chosen. Drawing and upload go through the same ``mnist_net``
+pipeline (``canvas_to_input`` -> ``predict_proba`` -> ``assess``). No maths here.
 """
 
 import numpy as np
 import streamlit as st
-from streamlit_drawable_canvas import st_canvas
 
 import mnist_net
 from mnist_net.confidence import assess
+from mnist_net.uploads import MAX_UPLOAD_BYTES
 from mnist_net.registry import list_models, model_facts
-from pages.ui import state
+from pages.ui import canvas, state
 from pages.ui.charts import enlarged, probability_chart
-from pages.ui.style import PREDICTION_CSS, plain, prediction_html
+from pages.ui.style import PREDICTION_CSS, answer_bar_html, plain, prediction_html
 
 state.run_inside_frame()
 
-CANVAS_SIDE = 280
 IMAGE_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
+UPLOAD_LIMIT_MB = MAX_UPLOAD_BYTES // 2**20  # Streamlit's MB are MiB
+DRAW, UPLOAD = "Draw", "Upload an image"
+DRAW_PROMPT = "Draw a digit from 0 to 9 in the black box: the network guesses after every stroke."
+BAR_PROMPT = "Draw a digit below: the network's answer shows here."
+KEEP_DRAWING = "I can't see a digit yet: keep drawing."
+BAR_KEEP_DRAWING = "No digit yet: keep drawing."
+UPLOAD_PROMPT = (
+    f"Upload a photo or scan of one digit (PNG, JPEG, GIF, BMP, WEBP or TIFF, up to {UPLOAD_LIMIT_MB} MB): "
+    "dark ink on light paper or light on dark, the network reads it like a drawing."
+)
 
 
 def choose_model() -> mnist_net.MLP | None:
@@ -79,70 +90,79 @@ def choose_model() -> mnist_net.MLP | None:
     return model
 
 
-def canvas_input() -> tuple[np.ndarray | None, int]:
-    """The canvas and its controls -> (RGBA image or None, number of strokes)."""
-    generation = st.session_state.setdefault(state.CANVAS_GENERATION_KEY, 0)
-    st.space(34)  # room for the canvas's own toolbar (undo, redo, delete), which floats above it
-    result = st_canvas(
-        stroke_width=st.session_state.get(state.STROKE_WIDTH_KEY, 18),
-        stroke_color="#FFFFFF",
-        background_color="#000000",
-        width=CANVAS_SIDE,
-        height=CANVAS_SIDE,
-        drawing_mode="freedraw",
-        update_streamlit=True,
-        return_image_data=True,
-        key=f"canvas_{generation}",
-    )
-    st.slider(
-        "Pen width",
-        min_value=6,
-        max_value=40,
-        value=18,
-        key=state.STROKE_WIDTH_KEY,
-        persist_state="session",
-        width=CANVAS_SIDE,
-    )
-    # A new key gives a fresh, empty canvas.
-    st.button(
-        "Clear",
-        icon=":material/ink_eraser:",
-        key="clear",
-        width=CANVAS_SIDE,
-        on_click=lambda: st.session_state.update({state.CANVAS_GENERATION_KEY: generation + 1}),
-    )
-    strokes = len((result.json_data or {}).get("objects") or [])
-    image = result.image_data
-    if image is None:
-        image = st.session_state.get(state.INJECTED_CANVAS_KEY)
-    return image, strokes
+@st.fragment
+def drawing_panel(model: mnist_net.MLP | None) -> None:
+    """The canvas, Undo, Clear, pen width and the answer: all that a stroke reruns."""
+    bar = st.container(key="answer_bar")  # the answer above the canvas, on phones only (PREDICTION_CSS)
+    left, right = st.columns([1, 1], gap="large")
+    with left:
+        drawing = canvas.digit_canvas(st.session_state.get(state.STROKE_WIDTH_KEY, 18))
+        with st.container(horizontal=True, width=canvas.SIDE, key="canvas_buttons"):
+            st.button("Undo", icon=":material/undo:", key="undo", on_click=canvas.undo, width="stretch")
+            st.button("Clear", icon=":material/ink_eraser:", key="clear", on_click=canvas.clear, width="stretch")
+        st.slider(
+            "Pen width",
+            min_value=6,
+            max_value=40,
+            value=18,
+            key=state.STROKE_WIDTH_KEY,
+            persist_state="session",
+            width=canvas.SIDE,
+        )
+    strokes = len(drawing.strokes)
+    x, read = drawing.network_input, drawing.read
+    injected = st.session_state.get(state.INJECTED_CANVAS_KEY)
+    if injected is not None and strokes == 0:
+        x, read = mnist_net.canvas_to_input(injected), True  # AppTest: the canvas renders nothing there
+    with right:
+        if read:
+            show_prediction(model, x, strokes, DRAW_PROMPT, bar)
+        else:  # after Undo, until the canvas reports the strokes left (rarely: each stroke is read as drawn)
+            bar.markdown(answer_bar_html(None, False, "Reading your drawing…", strokes), unsafe_allow_html=True)
+            st.caption("Reading your drawing…")
 
 
-def upload_input() -> np.ndarray | None:
-    file = st.file_uploader("A picture of one digit", type=IMAGE_TYPES, key="digit_upload")
-    if file is None:
-        return None
-    try:
-        image = mnist_net.image_from_bytes(file.getvalue())
-    except ValueError as e:
-        st.error(f"Could not use **{plain(file.name)}**: {plain(e)}", icon=":material/error:")
-        return None
-    st.image(image, caption=file.name, width=160)
-    return image
+def upload_panel(model: mnist_net.MLP | None) -> None:
+    """A picture of a digit -> the answer. A refused picture is taken off the uploader (new key)."""
+    generation = st.session_state.setdefault(state.DIGIT_UPLOAD_GENERATION_KEY, 0)
+    key = "digit_upload" if generation == 0 else f"digit_upload_{generation}"
+    left, right = st.columns([1, 1], gap="large")
+    with left:
+        file = st.file_uploader(
+            "A picture of one digit",
+            type=IMAGE_TYPES,
+            key=key,
+            max_upload_size=UPLOAD_LIMIT_MB,
+            on_change=st.session_state.pop,
+            args=(state.UPLOAD_PROBLEM_KEY, None),
+            help=f"Up to {UPLOAD_LIMIT_MB} MB. One digit, any size; a square-ish crop reads best.",
+        )
+        image = x = None
+        if file is not None:
+            try:
+                image = mnist_net.image_from_bytes(file.getvalue())
+                x = mnist_net.canvas_to_input(image)
+            except ValueError as e:
+                st.session_state[state.UPLOAD_PROBLEM_KEY] = (file.name, str(e))
+                st.session_state[state.DIGIT_UPLOAD_GENERATION_KEY] = generation + 1
+                st.rerun()
+            st.image(image, caption=file.name, width=160)
+        problem = st.session_state.get(state.UPLOAD_PROBLEM_KEY)
+        if problem is not None:
+            st.error(f"Could not use **{plain(problem[0])}**: {plain(problem[1])}", icon=":material/error:")
+    with right:
+        show_prediction(model, x, 0, UPLOAD_PROMPT if image is None else "I can't find a digit in that picture.")
 
 
-def show_prediction(model: mnist_net.MLP | None, image: np.ndarray | None, strokes: int) -> None:
-    prompt = "Draw a digit from 0 to 9 in the black box: the network guesses as you draw."
-    if image is None:
-        st.info(prompt, icon=":material/draw:")
-        return
-    try:
-        x = mnist_net.canvas_to_input(image)
-    except ValueError as e:
-        st.error(f"Could not read that picture: {plain(e)}", icon=":material/error:")
-        return
+def show_prediction(model: mnist_net.MLP | None, x: np.ndarray | None, strokes: int, prompt: str, bar=None) -> None:
+    """The answer for network input ``x`` (None: ``prompt``, or "keep drawing" after strokes)."""
     if x is None:
-        st.info(prompt if strokes == 0 else "I can't see a digit yet: keep drawing.", icon=":material/draw:")
+        st.info(prompt if strokes == 0 else KEEP_DRAWING, icon=":material/draw:")
+        if bar is not None:
+            bar.markdown(
+                answer_bar_html(None, False, BAR_PROMPT if strokes == 0 else BAR_KEEP_DRAWING, strokes),
+                unsafe_allow_html=True,
+            )
         return
     if model is None:
         st.warning("No model to ask: choose or train one first.", icon=":material/warning:")
@@ -157,32 +177,33 @@ def show_prediction(model: mnist_net.MLP | None, image: np.ndarray | None, strok
             f"Not sure: a {digit} ({verdict.probability:.0%}) "
             f"or a {verdict.runner_up} ({verdict.runner_up_probability:.0%})?"
         )
+    if bar is not None:
+        bar.markdown(answer_bar_html(digit, verdict.sure, headline, strokes), unsafe_allow_html=True)
     st.markdown(prediction_html(digit, verdict.sure, headline, strokes), unsafe_allow_html=True)
-    st.altair_chart(probability_chart(proba, digit), width="stretch", height=190)
+    data, spec = probability_chart(proba, digit)
+    st.vega_lite_chart(data, spec, width="stretch", height=190)
     st.image(enlarged(x, 5), clamp=True, width=140, caption="What the network sees (28×28)")
 
 
 st.html(PREDICTION_CSS)
 st.title("Draw a digit")
-st.caption("Draw one digit, 0 to 9, with your mouse or finger. The network guesses after every stroke.")
+intro = st.empty()
 
 with st.sidebar:
     model = choose_model()
 
 source = st.segmented_control(
     "Input",
-    ["Draw", "Upload an image"],
-    default="Draw",
+    [DRAW, UPLOAD],
+    default=DRAW,
     required=True,
     key=state.INPUT_MODE_KEY,
     label_visibility="collapsed",
     persist_state="session",
 )
-drawing = source != "Upload an image"
-left, right = st.columns([1, 1], gap="large")
-with left:
-    image, strokes = canvas_input() if drawing else (upload_input(), 0)
-with right:
-    if drawing:
-        st.space(34)  # line up with the canvas, which sits below its toolbar's space
-    show_prediction(model, image, strokes)
+if source == UPLOAD:
+    intro.caption("Upload a picture of one handwritten digit, 0 to 9: the network reads it like a drawing.")
+    upload_panel(model)
+else:
+    intro.caption("Draw one digit, 0 to 9, with your mouse or finger. The network guesses after every stroke.")
+    drawing_panel(model)

@@ -2,16 +2,21 @@
 
 A pytest plugin (``pytest_plugins`` in conftest.py), so any ``tests/test_browser*.py`` file
 can use the fixtures ``app_url`` (``streamlit run app.py`` on a free localhost port, MNIST
-from MNIST_DIR, an empty temporary models folder) and ``browser_page`` (a desktop-sized page),
-and the helpers ``draw``, ``screenshot`` and ``shown_prediction``. Browser tests never skip
-in CI (CI=true): a missing browser is a failure there.
+from MNIST_DIR, an empty temporary models folder), ``browser_page`` (a desktop-sized page) and
+``phone_page`` (390x844, touch), and the helpers ``draw`` (mouse), ``touch_draw`` (real touch
+events), ``screenshot``, ``shown_prediction``, ``shown_answer``, ``ink_at``, ``watch_answers``
+/ ``answer_delays`` (mouse-up to answer, timed in the page) and ``cpu_load``. Browser tests
+never skip in CI (CI=true): a missing browser is a failure there.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -73,24 +78,48 @@ def app_url(tmp_path_factory, mnist_for_app):
 
 
 @pytest.fixture(scope="module")
-def browser_page(tmp_path_factory):
+def playwright_driver():
+    """One Playwright per test module, shared by its pages (a second one cannot run alongside)."""
     sync_playwright = require_browser()
-    profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 900},
-        )
-        try:
-            page = context.new_page()
-            page.set_default_timeout(60_000)
-            yield page
-        finally:
-            context.close()
-            shutil.rmtree(profile, ignore_errors=True)
+        yield pw
+
+
+@contextmanager
+def chromium_page(pw, profile: Path, **options):
+    """A page in a fresh headless Chromium with its own profile folder, removed afterwards."""
+    context = pw.chromium.launch_persistent_context(
+        str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, **options
+    )
+    try:
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        yield page
+    finally:
+        context.close()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser_page(tmp_path_factory, playwright_driver):
+    with chromium_page(
+        playwright_driver, tmp_path_factory.mktemp("chromium-profile"), viewport={"width": 1280, "height": 900}
+    ) as page:
+        yield page
+
+
+@pytest.fixture(scope="module")
+def phone_page(tmp_path_factory, playwright_driver):
+    """A phone: 390x844 CSS pixels, touch screen, mobile viewport, device pixel ratio 3."""
+    with chromium_page(
+        playwright_driver,
+        tmp_path_factory.mktemp("chromium-phone-profile"),
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=3,
+        is_mobile=True,
+        has_touch=True,
+    ) as page:
+        yield page
 
 
 def draw(page, strokes, canvas=None) -> None:
@@ -107,6 +136,109 @@ def draw(page, strokes, canvas=None) -> None:
         for x, y in points[1:]:
             page.mouse.move(x, y, steps=8)
         page.mouse.up()
+
+
+def canvas_points(page, stroke) -> list[tuple[float, float]]:
+    """A stroke in canvas fractions -> page coordinates (CSS pixels) on the page's canvas."""
+    box = page.locator("canvas.upper-canvas").bounding_box()
+    return [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
+
+
+def touch_draw(page, strokes, steps: int = 8, finger: float = 10) -> None:
+    """Draw strokes with a finger: real touch events through the DevTools protocol.
+
+    (``page.touchscreen`` can only tap.) ``finger`` is the contact's radius in CSS pixels (a
+    fingertip's is about 10; the browser may move a touch near an edge onto a nearby element).
+    Each segment is split into ``steps`` moves, like ``draw``.
+    """
+    cdp = page.context.new_cdp_session(page)
+
+    def touch(kind: str, points: list[tuple[float, float]]) -> None:
+        contact = [{"x": x, "y": y, "radiusX": finger, "radiusY": finger, "id": 1} for x, y in points]
+        cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": contact})
+
+    try:
+        for stroke in strokes:
+            points = canvas_points(page, stroke)
+            touch("touchStart", points[:1])
+            for (x0, y0), (x1, y1) in zip(points, points[1:]):
+                for i in range(1, steps + 1):
+                    touch("touchMove", [(x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps)])
+            touch("touchEnd", [])
+    finally:
+        cdp.detach()
+
+
+def ink_at(page, x: float, y: float, radius: int = 3) -> int:
+    """The brightest pixel (0-255) of the drawing within ``radius`` px of canvas fraction (x, y)."""
+    return page.locator("canvas.dc-canvas.lower-canvas").evaluate(
+        """(canvas, [x, y, r]) => {
+            const cx = Math.round(x * canvas.width), cy = Math.round(y * canvas.height);
+            const left = Math.max(0, cx - r), top = Math.max(0, cy - r);
+            const d = canvas.getContext("2d").getImageData(left, top, 2 * r + 1, 2 * r + 1).data;
+            let most = 0;
+            for (let i = 0; i < d.length; i += 4) most = Math.max(most, d[i]);
+            return most;
+        }""",
+        [x, y, radius],
+    )
+
+
+def shown_answer(page, strokes: int, timeout_ms: int = 30_000) -> str | None:
+    """Wait until the page has read a drawing of ``strokes`` strokes; the digit it shows, or None.
+
+    Reads the answer bar, which is in the page on every screen size (shown on phones only)
+    and always carries the stroke count, also when there is no digit to show.
+    """
+    selector = f'.answer-bar[data-strokes="{strokes}"]'
+    page.wait_for_selector(selector, state="attached", timeout=timeout_ms)
+    return page.get_attribute(selector, "data-digit")
+
+
+def watch_answers(page) -> None:
+    """Start timing, in the page itself, from each pen-up (mouse or finger) to the answer shown.
+
+    ``answer_delays`` returns the times: from the last mouseup/touchend to the moment a
+    ``.prediction`` block for a new stroke count enters the page (a MutationObserver).
+    """
+    page.evaluate(
+        """() => {
+            if (window.answerTimes) return;
+            window.answerTimes = [];
+            let penUp = null, lastSeen = null;
+            const up = () => { penUp = performance.now(); };
+            window.addEventListener("mouseup", up, true);
+            window.addEventListener("touchend", up, true);
+            new MutationObserver(() => {
+                const shown = document.querySelector(".prediction[data-strokes]");
+                const strokes = shown && shown.getAttribute("data-strokes");
+                if (strokes && strokes !== lastSeen && penUp !== null) {
+                    window.answerTimes.push((performance.now() - penUp) / 1000);
+                    penUp = null;
+                }
+                lastSeen = strokes;
+            }).observe(document.body, { childList: true, subtree: true, attributes: true });
+        }"""
+    )
+
+
+def answer_delays(page) -> list[float]:
+    return page.evaluate("() => window.answerTimes.slice()")
+
+
+@contextmanager
+def cpu_load(processes: int | None = None):
+    """Keep every core busy (one busy-looping process each) for the duration; stopped by PID."""
+    busy = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes or os.cpu_count() or 2)
+    ]
+    try:
+        yield
+    finally:
+        for proc in busy:
+            proc.kill()
+        for proc in busy:
+            proc.wait()
 
 
 def screenshot(page, name: str) -> None:

@@ -18,6 +18,7 @@ from mnist_net.registry import save_new_model
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 INJECT = "injected_canvas_image"  # the page's test seam (pages/draw.py INJECTED_CANVAS_KEY)
 PROMPT = "Draw a digit from 0 to 9 in the black box"
+UPLOAD_PROMPT = "Upload a photo or scan of one digit"
 
 
 def as_canvas(digit_784: np.ndarray) -> np.ndarray:
@@ -117,7 +118,9 @@ def test_not_sure_state_follows_the_confidence_rule(app, saved, small_model, mni
 def test_upload_path_uses_the_same_pipeline(app, saved, small_model, mnist):
     pick(app, f"file:{saved.name}")
     app.button_group(key="input_mode").set_value("Upload an image").run()
-    assert any(PROMPT in i.value for i in app.info)  # nothing uploaded yet
+    # Nothing uploaded yet: upload mode's own words, not the canvas's ("the black box" is not on the page).
+    assert any(UPLOAD_PROMPT in i.value for i in app.info)
+    assert not any(PROMPT in i.value for i in app.info)
     digit_784 = mnist.X_test[0]  # a 7
     png = as_png(digit_784)
     app.file_uploader(key="digit_upload").set_value(("seven.png", png, "image/png")).run()

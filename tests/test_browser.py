@@ -10,7 +10,8 @@ import re
 
 import numpy as np
 import pytest
-from browser_kit import DIGITS, draw, screenshot, shown_prediction
+from browser_kit import DIGITS, draw, ink_at, screenshot, shown_prediction
+from conftest import wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -66,27 +67,19 @@ def test_draw_digits_with_the_mouse(app_url, browser_page):
     prompt.wait_for()
     screenshot(page, "draw_empty.png")
     latencies = []
-    clears = 0
     for round_ in range(2):
         for digit, strokes in DIGITS.items():
-            # Clear mounts a fresh canvas (key canvas_<n>): draw only once that one is live,
-            # or the strokes land on the old canvas as it is being replaced.
-            canvas = page.locator(f".st-key-canvas_{clears} canvas.upper-canvas")
-            canvas.wait_for()
-            # A fresh canvas reports its empty state once after mounting; a person takes longer
-            # than this to start drawing, and a stroke made during that report can be dropped
-            # (seen twice in about 70 test draws).
-            page.wait_for_timeout(400)
-            draw(page, strokes, canvas)
+            draw(page, strokes)
             shown, seconds = shown_prediction(page, len(strokes))
             latencies.append((digit, seconds))
             if round_ == 0:
                 screenshot(page, f"draw_{digit}.png")
             assert shown == digit, f"drew a {digit}, the page shows {shown}"
+            # Clear keeps the canvas mounted: the next digit is drawn as soon as it shows empty.
             page.locator(".st-key-clear button").click()
-            clears += 1
             prompt.wait_for()
             expect(page.locator(".prediction")).to_have_count(0)
+            assert wait_until(lambda: ink_at(page, 0.5, 0.5, radius=140) == 0, timeout=30)
     times = [t for _, t in latencies]
     print(
         "\nmouse-up -> prediction shown (s): "

@@ -41,7 +41,11 @@ SELECTED_RUN_KEY = "selected_run"  # id of the run the train page shows (None: t
 USED_RUN_KEY = "used_run"  # id of the run whose model the draw page uses ("use this model")
 MODEL_CHOICE_KEY = "model_choice"  # the draw page's model picker
 UPLOADED_MODEL_KEY = "uploaded_model"  # (file_id, model) of the last uploaded model file
-CANVAS_GENERATION_KEY = "canvas_generation"  # Clear mounts a fresh canvas under a new key
+CANVAS_GENERATION_KEY = "canvas_generation"  # unused since Clear keeps the canvas mounted (pages.ui.canvas)
+CANVAS_KEY = "canvas"  # the drawing canvas (one key for good: Undo and Clear never remount it)
+DRAWING_KEY = "drawing"  # pages.ui.canvas.Drawing: the strokes and what the network reads in them
+DIGIT_UPLOAD_GENERATION_KEY = "digit_upload_generation"  # a refused picture resets the uploader (new key)
+UPLOAD_PROBLEM_KEY = "digit_upload_problem"  # (file name, reason) of the last refused picture, shown once
 STROKE_WIDTH_KEY = "stroke_width"
 INPUT_MODE_KEY = "input_mode"
 # Test seam: AppTest cannot draw on the canvas, so a test may put an (H, W, 4) RGBA array here.

@@ -5,12 +5,50 @@ from __future__ import annotations
 import html
 import re
 
-PREDICTION_CSS = """<style>
-.prediction { text-align: center; }
-.prediction-label { color: #5c6370; font-size: 0.95rem; }
-.prediction-digit { font-size: 6rem; font-weight: 700; line-height: 1.05; color: #3b5bdb; }
-.prediction-digit.unsure { color: #9aa1ad; }
-.prediction-prob { font-size: 1.1rem; color: #1f2430; margin-bottom: 0.5rem; }
+# Columns stack below 640 px (Streamlit's breakpoint), which puts the answer under the canvas:
+# there the answer bar above the canvas says it instead, so it shows while drawing.
+PHONE = "@media (max-width: 640px)"
+
+PREDICTION_CSS = f"""<style>
+.prediction {{ text-align: center; }}
+.prediction-label {{ color: #5c6370; font-size: 0.95rem; }}
+.prediction-digit {{ font-size: 6rem; font-weight: 700; line-height: 1.05; color: #3b5bdb; }}
+.prediction-digit.unsure {{ color: #9aa1ad; }}
+.prediction-prob {{ font-size: 1.1rem; color: #1f2430; margin-bottom: 0.5rem; }}
+/* Nothing next to the canvas may take a press meant for it: not by lying over its edge, nor by
+   being what a phone picks for a finger on the canvas's edge (touch adjustment): the bar is text only. */
+.st-key-canvas {{ position: relative; z-index: 1; }}
+.st-key-answer_bar {{ display: none; pointer-events: none; }}
+/* margin-bottom: Streamlit pulls the element after a Markdown block 1rem up (over this one's end). */
+.answer-bar {{ display: flex; align-items: center; gap: 0.6rem; min-height: 3.4rem; padding: 0 0.75rem;
+  margin-bottom: 1rem; border-radius: 0.5rem; background: #f3f5f9; color: #1f2430; font-size: 1rem;
+  line-height: 1.25; }}
+.answer-bar-digit {{ font-size: 2.6rem; font-weight: 700; color: #3b5bdb; min-width: 1.6rem; }}
+.answer-bar-digit.unsure {{ color: #9aa1ad; }}
+{PHONE} {{
+  .st-key-answer_bar {{ display: block; }}
+  .prediction {{ display: none; }}
+  h1 {{ font-size: 1.9rem !important; padding: 0 !important; }}
+  /* The sidebar (the model picker, on this page) folds behind a bare icon: say what is there. */
+  [data-testid="stExpandSidebarButton"]::after {{ content: "Model"; margin-left: 0.3rem; font-size: 0.95rem;
+    color: #1f2430; }}
+}}
+</style>"""
+
+# The frame's page links at the top of the page, for screens where the sidebar folds away (below
+# Streamlit's 768 px breakpoint, behind a bare icon, and staying open over the page after a
+# link in it is chosen). There the sidebar keeps only the page's own settings, and its icon
+# goes when a page has none (nothing after the frame's menu in the sidebar).
+MENU_CSS = """<style>
+.st-key-phone_menu { display: none; }
+@media (max-width: 768px) {
+  .st-key-phone_menu { display: flex; }
+  [data-testid="stMainBlockContainer"] { padding-top: 4.25rem; }  /* the menu just under the header */
+  .st-key-sidebar_menu { display: none; }
+  body:not(:has([data-testid="stSidebarUserContent"] .st-key-sidebar_menu ~ *)) [data-testid="stExpandSidebarButton"] {
+    visibility: hidden;
+  }
+}
 </style>"""
 
 
@@ -23,6 +61,13 @@ def prediction_html(digit: int, sure: bool, headline: str, strokes: int) -> str:
         f'<div class="prediction-digit{"" if sure else " unsure"}">{int(digit)}</div>'
         f'<div class="prediction-prob">{html.escape(headline)}</div></div>'
     )
+
+
+def answer_bar_html(digit: int | None, sure: bool, text: str, strokes: int) -> str:
+    """The answer in one line (phones, above the canvas): the digit, if any, and a few words."""
+    shown = "" if digit is None else f'<span class="answer-bar-digit{"" if sure else " unsure"}">{int(digit)}</span>'
+    data = "" if digit is None else f' data-digit="{int(digit)}" data-sure="{int(sure)}"'
+    return f'<div class="answer-bar"{data} data-strokes="{int(strokes)}">{shown}<span>{html.escape(text)}</span></div>'
 
 
 # What Markdown (and Streamlit's extensions: ``:emoji:``, ``$math$``, ``:color[...]``) can read as markup.
