@@ -12,8 +12,8 @@ import streamlit as st
 
 import mnist_net
 from mnist_net.confidence import assess
-from mnist_net.uploads import MAX_UPLOAD_BYTES
 from mnist_net.registry import list_models, model_facts
+from mnist_net.uploads import MAX_UPLOAD_BYTES
 from pages.ui import canvas, state
 from pages.ui.charts import enlarged, probability_chart
 from pages.ui.style import PREDICTION_CSS, answer_bar_html, plain, prediction_html
