@@ -12,6 +12,7 @@ import streamlit as st
 
 import mnist_net
 from mnist_net.confidence import assess
+from mnist_net.novelty import assess_input, several_digits
 from mnist_net.registry import list_models, model_facts
 from mnist_net.uploads import MAX_UPLOAD_BYTES
 from pages.ui import canvas, state
@@ -151,11 +152,18 @@ def upload_panel(model: mnist_net.MLP | None) -> None:
         if problem is not None:
             st.error(f"Could not use **{plain(problem[0])}**: {plain(problem[1])}", icon=":material/error:")
     with right:
-        show_prediction(model, x, 0, UPLOAD_PROMPT if image is None else "I can't find a digit in that picture.")
+        show_prediction(
+            model, x, 0, UPLOAD_PROMPT if image is None else "I can't find a digit in that picture.", image=image
+        )
 
 
-def show_prediction(model: mnist_net.MLP | None, x: np.ndarray | None, strokes: int, prompt: str, bar=None) -> None:
-    """The answer for network input ``x`` (None: ``prompt``, or "keep drawing" after strokes)."""
+def show_prediction(
+    model: mnist_net.MLP | None, x: np.ndarray | None, strokes: int, prompt: str, bar=None, image=None
+) -> None:
+    """The answer for network input ``x`` (None: ``prompt``, or "keep drawing" after strokes).
+
+    ``image``, when given (an upload), is also checked for several digits side by side.
+    """
     if x is None:
         st.info(prompt if strokes == 0 else KEEP_DRAWING, icon=":material/draw:")
         if bar is not None:
@@ -169,17 +177,23 @@ def show_prediction(model: mnist_net.MLP | None, x: np.ndarray | None, strokes: 
         return
     proba = model.predict_proba(x[None, :])[0]
     verdict = assess(proba)
+    novelty = assess_input(x, model)
     digit = int(verdict.digit)
-    if verdict.sure:
+    sure = verdict.sure and novelty.looks_like_digit
+    if not novelty.looks_like_digit:
+        headline = f"That doesn't look like a digit (closest: a {digit})"
+    elif verdict.sure:
         headline = f"{verdict.probability:.1%} sure"
     else:
         headline = (
             f"Not sure: a {digit} ({verdict.probability:.0%}) "
             f"or a {verdict.runner_up} ({verdict.runner_up_probability:.0%})?"
         )
+    if image is not None and several_digits(image):
+        st.caption("This picture seems to hold several digits: the network reads one digit at a time.")
     if bar is not None:
-        bar.markdown(answer_bar_html(digit, verdict.sure, headline, strokes), unsafe_allow_html=True)
-    st.markdown(prediction_html(digit, verdict.sure, headline, strokes), unsafe_allow_html=True)
+        bar.markdown(answer_bar_html(digit, sure, headline, strokes), unsafe_allow_html=True)
+    st.markdown(prediction_html(digit, sure, headline, strokes), unsafe_allow_html=True)
     data, spec = probability_chart(proba, digit)
     st.vega_lite_chart(data, spec, width="stretch", height=190)
     st.image(enlarged(x, 5), clamp=True, width=140, caption="What the network sees (28×28)")

@@ -191,3 +191,25 @@ def test_broken_saved_model_falls_back_to_default(app, models_dir, mnist):
     app.run()
     assert not app.exception
     assert shown(app)[0] == expected(load_model(), image)
+
+
+def ten_bars_canvas() -> np.ndarray:
+    """Ten vertical bars, white on black: read as "0, 96.7% sure" before the not-a-digit check."""
+    image = np.zeros((280, 280, 4), np.uint8)
+    image[..., 3] = 255
+    for k in range(10):
+        image[60:220, 30 + 22 * k : 38 + 22 * k, :3] = 255
+    return image
+
+
+def test_a_drawing_that_is_no_digit_is_said_to_be_none(app, mnist):
+    app.session_state[INJECT] = ten_bars_canvas()
+    app.run()
+    assert not app.exception
+    digit, sure = shown(app)
+    assert not sure
+    assert any("look like a digit" in m.value for m in app.markdown)
+    app.session_state[INJECT] = as_canvas(mnist.X_test[0])  # a real 7 is still read as a digit
+    app.run()
+    assert not any("look like a digit" in m.value for m in app.markdown)
+    assert shown(app)[0] == 7

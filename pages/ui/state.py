@@ -27,6 +27,7 @@ from mnist_net.config import TrainConfig
 from mnist_net.data import find_mnist
 from mnist_net.jobs import TrainingJob
 from mnist_net.model_io import default_model_path
+from mnist_net.novelty import model_calibration
 from mnist_net.registry import file_version
 from mnist_net.runs import RunRegistry, RunView, new_user_id, valid_user_id
 
@@ -180,8 +181,13 @@ def start_training(config: TrainConfig, mnist_dir: str) -> str:
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _model_from_file(path: str, version: tuple[int, ...]) -> mnist_net.MLP:
-    """A model file, loaded once per server per version of the file (``registry.file_version``). Read-only."""
-    return mnist_net.load_model(path)
+    """A model file, loaded once per server per version of the file (``registry.file_version``). Read-only.
+
+    Its "not a digit" threshold is computed here too (~0.1 s), not at the first stroke.
+    """
+    model = mnist_net.load_model(path)
+    model_calibration(model)
+    return model
 
 
 def load_file_model(path: Path) -> mnist_net.MLP:
