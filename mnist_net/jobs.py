@@ -203,10 +203,11 @@ class TrainingJob:
             else:
                 failed = False
                 self._process = process
-                self._reader = threading.Thread(
+                reader = threading.Thread(
                     target=self._read, args=(receiver, process), name="mnist-training-reader", daemon=True
                 )
-                self._reader.start()
+                reader.start()
+                self._reader = reader  # published only once started: join() may run in another thread
             finally:
                 sender.close()  # our copy: the child's end alone keeps the pipe open, so its death ends recv()
         if failed:

@@ -22,7 +22,8 @@ from pages.ui.style import PREDICTION_CSS, answer_bar_html, plain, prediction_ht
 state.run_inside_frame()
 
 IMAGE_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
-UPLOAD_LIMIT_MB = MAX_UPLOAD_BYTES // 2**20  # Streamlit's MB are MiB
+# The uploader's MB are 10**6 bytes: it refuses a bit below the pipeline's 20 MiB, never above.
+UPLOAD_LIMIT_MB = MAX_UPLOAD_BYTES // 2**20
 DRAW, UPLOAD = "Draw", "Upload an image"
 DRAW_PROMPT = "Draw a digit from 0 to 9 in the black box: the network guesses after every stroke."
 BAR_PROMPT = "Draw a digit below: the network's answer shows here."
@@ -123,37 +124,61 @@ def drawing_panel(model: mnist_net.MLP | None) -> None:
             st.caption("Reading your drawing…")
 
 
+def digit_upload_key() -> str:
+    generation = st.session_state.get(state.DIGIT_UPLOAD_GENERATION_KEY, 0)
+    return "digit_upload" if generation == 0 else f"digit_upload_{generation}"
+
+
+def take_upload() -> None:
+    """Uploader callback: keep the picture (or why it was refused) and empty the uploader.
+
+    The uploader gets a new key each time, so it never lists a refused file, nor the ones the
+    browser refused before (too big): the picture in use is shown below it instead.
+    """
+    file = st.session_state.get(digit_upload_key())
+    st.session_state[state.DIGIT_UPLOAD_GENERATION_KEY] = st.session_state.get(state.DIGIT_UPLOAD_GENERATION_KEY, 0) + 1
+    if file is None:
+        return
+    try:
+        image = mnist_net.image_from_bytes(file.getvalue())
+    except ValueError as e:
+        st.session_state[state.UPLOAD_PROBLEM_KEY] = (file.name, str(e))
+        return
+    st.session_state.pop(state.UPLOAD_PROBLEM_KEY, None)
+    st.session_state[state.UPLOADED_DIGIT_KEY] = (file.name, image)
+
+
 def upload_panel(model: mnist_net.MLP | None) -> None:
-    """A picture of a digit -> the answer. A refused picture is taken off the uploader (new key)."""
-    generation = st.session_state.setdefault(state.DIGIT_UPLOAD_GENERATION_KEY, 0)
-    key = "digit_upload" if generation == 0 else f"digit_upload_{generation}"
+    """A picture of a digit -> the answer (the last picture taken stays until the next one)."""
     left, right = st.columns([1, 1], gap="large")
     with left:
-        file = st.file_uploader(
+        st.file_uploader(
             "A picture of one digit",
             type=IMAGE_TYPES,
-            key=key,
+            key=digit_upload_key(),
             max_upload_size=UPLOAD_LIMIT_MB,
-            on_change=st.session_state.pop,
-            args=(state.UPLOAD_PROBLEM_KEY, None),
+            on_change=take_upload,
             help=f"Up to {UPLOAD_LIMIT_MB} MB. One digit, any size; a square-ish crop reads best.",
         )
-        image = x = None
-        if file is not None:
-            try:
-                image = mnist_net.image_from_bytes(file.getvalue())
-                x = mnist_net.canvas_to_input(image)
-            except ValueError as e:
-                st.session_state[state.UPLOAD_PROBLEM_KEY] = (file.name, str(e))
-                st.session_state[state.DIGIT_UPLOAD_GENERATION_KEY] = generation + 1
-                st.rerun()
-            st.image(image, caption=file.name, width=160)
         problem = st.session_state.get(state.UPLOAD_PROBLEM_KEY)
         if problem is not None:
             st.error(f"Could not use **{plain(problem[0])}**: {plain(problem[1])}", icon=":material/error:")
+        taken = st.session_state.get(state.UPLOADED_DIGIT_KEY)
+        x = None
+        if taken is not None:
+            name, image = taken
+            st.image(image, caption=name, width=160)
+            try:
+                x = mnist_net.canvas_to_input(image)
+            except ValueError as e:
+                st.error(f"Could not read **{plain(name)}**: {plain(e)}", icon=":material/error:")
     with right:
         show_prediction(
-            model, x, 0, UPLOAD_PROMPT if image is None else "I can't find a digit in that picture.", image=image
+            model,
+            x,
+            0,
+            UPLOAD_PROMPT if taken is None else "I can't find a digit in that picture.",
+            image=None if taken is None else taken[1],
         )
 
 

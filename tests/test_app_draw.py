@@ -1,5 +1,7 @@
 """The draw page under Streamlit's AppTest: injected canvas pictures and uploads of real MNIST
-test digits, the empty prompt, model choice (saved, uploaded, hostile file) and model facts."""
+test digits, the empty prompt, model choice (saved, uploaded, hostile file) and model facts; the
+kept drawing (``pages.ui.drawing.Drawing``: revisions, Undo, Clear) across pages and models, and
+the uploader's limit and refusals."""
 
 import io
 import pickle
@@ -14,6 +16,8 @@ from streamlit.testing.v1 import AppTest
 from mnist_net import canvas_to_input, image_from_bytes, load_model, model_to_bytes
 from mnist_net.confidence import assess
 from mnist_net.registry import save_new_model
+from mnist_net.uploads import MAX_UPLOAD_BYTES
+from pages.ui.drawing import Drawing, marker
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 INJECT = "injected_canvas_image"  # the page's test seam (pages/draw.py INJECTED_CANVAS_KEY)
@@ -213,3 +217,128 @@ def test_a_drawing_that_is_no_digit_is_said_to_be_none(app, mnist):
     app.run()
     assert not any("look like a digit" in m.value for m in app.markdown)
     assert shown(app)[0] == 7
+
+
+# --- the kept drawing (pages.ui.drawing.Drawing) -------------------------------------------------
+
+
+def report(drawing_or_revision, strokes):
+    """What the canvas reports: its marker object (the revision it was given), then the strokes."""
+    revision = getattr(drawing_or_revision, "revision", drawing_or_revision)
+    return {"objects": [marker(revision), *strokes]}
+
+
+def stroke(n):
+    return {"type": "Path", "path": [["M", n, 0], ["L", n, 10]]}
+
+
+def test_reports_of_an_older_revision_are_ignored_and_undo_needs_no_wait(mnist):
+    d = Drawing()
+    d.give([])  # a new canvas
+    one, two = as_canvas(mnist.X_test[0]), as_canvas(mnist.X_test[1])
+    assert d.take(report(d, [stroke(1)]), lambda: one)
+    assert d.take(report(d, [stroke(1), stroke(2)]), lambda: two)
+    assert len(d.strokes) == 2 and np.array_equal(d.network_input, canvas_to_input(two))
+    assert not d.take(report(d, [stroke(1), stroke(2)]), lambda: two)  # the same report, read once
+    d.undo()  # the answer for one stroke is known: no wait for the canvas
+    assert d.read and len(d.strokes) == 1 and np.array_equal(d.network_input, canvas_to_input(one))
+    assert d.initial_drawing() == report(d, [stroke(1)])
+    # A stroke in flight from before Undo (the older revision) never brings the undone stroke back.
+    assert not d.take(report(d.revision - 1, [stroke(1), stroke(2), stroke(3)]), lambda: two)
+    assert len(d.strokes) == 1
+    d.clear()
+    assert d.read and d.strokes == [] and d.network_input is None
+    assert not d.take(report(d.revision - 1, [stroke(1)]), lambda: one)
+    assert d.strokes == []
+
+
+def test_undo_to_a_count_never_reported_waits_for_the_canvas(mnist):
+    d = Drawing()
+    d.give([])
+    picture = as_canvas(mnist.X_test[0])
+    d.take(report(d, [stroke(1), stroke(2)]), lambda: picture)  # two strokes in one report
+    d.undo()
+    assert not d.read and d.network_input is None  # one stroke: never seen alone
+    assert not d.take(report(d, [stroke(1)]), lambda: None)  # the component's default value: no picture
+    assert not d.read
+    assert d.take(report(d, [stroke(1)]), lambda: picture)  # the canvas's report of the new drawing
+    assert d.read and d.network_input is not None
+
+
+def test_a_new_canvas_gets_the_kept_strokes_and_the_same_drawing_until_it_changes(mnist):
+    d = Drawing()
+    d.give([])
+    picture = as_canvas(mnist.X_test[0])
+    d.take(report(d, [stroke(1)]), lambda: picture)
+    first = d.initial_drawing()
+    assert first == report(d, [])  # what the canvas was given stays as it was: no reload per stroke
+    d.give(d.strokes)  # back from another page: a new canvas, with the stroke on it
+    assert d.initial_drawing() == report(d, [stroke(1)]) and d.read
+    assert not d.take(report(d.revision - 1, [stroke(1), stroke(2)]), lambda: picture)
+
+
+@pytest.fixture
+def drawn(mnist):
+    """A session drawing of one stroke whose picture is MNIST test digit 0 (a 7)."""
+    d = Drawing()
+    d.give([])
+    d.take(report(d, [stroke(1)]), lambda: as_canvas(mnist.X_test[0]))
+    return d
+
+
+def test_the_drawing_is_kept_across_pages_and_read_by_the_newly_chosen_model(app, saved, small_model, drawn):
+    x = drawn.network_input
+    app.session_state["drawing"] = drawn
+    app.run()
+    default = load_model()
+    assert shown(app)[0] == int(default.predict(x[None])[0])
+    assert 'data-strokes="1"' in next(m.value for m in app.markdown if 'class="prediction"' in m.value)
+    # Another page and back: still there. Then a model chosen elsewhere (a session's trained
+    # network, as "use this model" sets it): the same drawing, read by that model.
+    app.switch_page("pages/train.py").run()
+    app.session_state["previous_session_model"] = small_model
+    app.session_state["model_choice"] = "session"
+    app.switch_page("pages/draw.py").run()
+    assert not app.exception
+    facts = " ".join(m.value for m in app.sidebar.markdown)
+    assert "784 → 64 → 10" in facts
+    assert shown(app) == (int(small_model.predict(x[None])[0]), assess(small_model.predict_proba(x[None])[0]).sure)
+    pick(app, f"file:{saved.name}")
+    assert shown(app)[0] == int(small_model.predict(x[None])[0])
+    # Upload mode and back: the drawing is still there.
+    app.button_group(key="input_mode").set_value("Upload an image").run()
+    assert shown(app) is None
+    app.button_group(key="input_mode").set_value("Draw").run()
+    assert shown(app)[0] == int(small_model.predict(x[None])[0])
+
+
+def test_undo_and_clear_buttons(app, drawn, mnist):
+    two = as_canvas(mnist.X_test[1])
+    drawn.take(report(drawn, [stroke(1), stroke(2)]), lambda: two)
+    app.session_state["drawing"] = drawn
+    app.run()
+    block = lambda: next(m.value for m in app.markdown if 'class="prediction"' in m.value)  # noqa: E731
+    assert 'data-strokes="2"' in block()
+    app.button(key="undo").click().run()
+    assert not app.exception and 'data-strokes="1"' in block()
+    app.button(key="clear").click().run()
+    assert shown(app) is None and any(PROMPT in i.value for i in app.info)
+    app.button(key="undo").click().run()  # nothing to undo
+    assert not app.exception and shown(app) is None
+
+
+def test_upload_says_the_real_limit_and_a_refused_picture_leaves_the_uploader(app, saved, small_model, mnist):
+    app.button_group(key="input_mode").set_value("Upload an image").run()
+    uploader = app.file_uploader(key="digit_upload")
+    assert uploader.proto.max_upload_size_mb == MAX_UPLOAD_BYTES // 2**20 == 20
+    assert "20 MB" in uploader.proto.help and any("up to 20 MB" in i.value for i in app.info)
+    uploader.set_value(("scan.png", b"not an image", "image/png")).run()
+    assert not app.exception
+    assert any("Could not use **scan.png**" in e.value for e in app.error), [e.value for e in app.error]
+    # The refused file is gone: a fresh, empty uploader takes the next picture.
+    assert not [u for u in app.get("file_uploader") if u.key == "digit_upload"]
+    [fresh] = app.get("file_uploader")
+    assert fresh.value is None
+    png = as_png(mnist.X_test[0])
+    fresh.set_value(("seven.png", png, "image/png")).run()
+    assert not app.error and shown(app)[0] == expected(load_model(), image_from_bytes(png))

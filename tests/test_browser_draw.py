@@ -27,6 +27,7 @@ from browser_kit import (
     watch_answers,
 )
 from conftest import wait_until
+from PIL import Image
 
 pytestmark = pytest.mark.browser
 
@@ -226,6 +227,9 @@ def test_phone_touch_drawing_answer_on_screen_and_menu(app_url, phone_page):
     menu = page.locator(".st-key-phone_menu")
     expect(menu.get_by_text("Draw a digit")).to_be_visible()
     expect(menu.get_by_text("Train a network")).to_be_visible()
+    sidebar_button = page.locator('[data-testid="stExpandSidebarButton"]')
+    expect(sidebar_button).to_be_visible()  # it holds this page's model picker, and says so
+    assert sidebar_button.evaluate("b => getComputedStyle(b, '::after').content") == '"Model"'
     check_strokes_from_every_edge(page, touch_draw)
     clear(page)
     touch_draw(page, SEVEN)
@@ -241,6 +245,7 @@ def test_phone_touch_drawing_answer_on_screen_and_menu(app_url, phone_page):
     # The menu at the top changes page; no sidebar is left open over the page.
     menu.get_by_text("Train a network").click()
     page.get_by_role("heading", name="Train a network").wait_for()
+    expect(sidebar_button).to_be_hidden()  # nothing of this page's is in the sidebar
     screenshot(page, "train_phone.png")
     assert not page.locator('[data-testid="stSidebar"]').is_visible() or (
         page.locator('[data-testid="stSidebar"]').bounding_box()["x"] + 1 < 0
@@ -249,7 +254,7 @@ def test_phone_touch_drawing_answer_on_screen_and_menu(app_url, phone_page):
     assert shown_answer(page, 1) == "7"
 
 
-def test_upload_says_its_limit_and_a_refused_picture_leaves_the_uploader(app_url, browser_page, tmp_path):
+def test_upload_says_its_limit_and_a_refused_picture_leaves_the_uploader(app_url, browser_page, tmp_path, mnist):
     from playwright.sync_api import expect
 
     page = browser_page
@@ -268,5 +273,22 @@ def test_upload_says_its_limit_and_a_refused_picture_leaves_the_uploader(app_url
     page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(bad))
     page.get_by_text(re.compile(r"Could not use .*notes\.png")).wait_for()
     expect(page.locator('[data-testid="stFileUploaderFile"]')).to_have_count(0)
+    screenshot(page, "draw_upload_refused.png")
+    # Over the limit: the browser refuses it, saying the same limit.
+    big = tmp_path / "huge.png"
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(21 * 10**6))
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(big))
+    expect(uploader).to_contain_text("must be 20.0MB or smaller")
+    # A real picture of a digit (dark ink on white paper, as photographed) is read like a drawing,
+    # shown below the uploader, which is empty again (the refused files are gone from it).
+    seven = tmp_path / "seven.png"
+    paper = Image.fromarray(255 - mnist.X_test[0].reshape(28, 28)).resize((200, 200), Image.Resampling.BILINEAR)
+    paper.save(seven)
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(seven))
+    page.wait_for_selector('.prediction[data-digit="7"]')
+    expect(page.get_by_text(re.compile(r"Could not use"))).to_have_count(0)
+    expect(page.locator('[data-testid="stFileUploaderFile"]')).to_have_count(0)
+    expect(page.get_by_text("seven.png")).to_be_visible()
+    screenshot(page, "draw_upload.png")
     page.locator(".st-key-input_mode button", has_text="Draw").click()
     page.wait_for_selector("canvas.upper-canvas")

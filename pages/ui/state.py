@@ -45,8 +45,9 @@ UPLOADED_MODEL_KEY = "uploaded_model"  # (file_id, model) of the last uploaded m
 CANVAS_GENERATION_KEY = "canvas_generation"  # unused since Clear keeps the canvas mounted (pages.ui.canvas)
 CANVAS_KEY = "canvas"  # the drawing canvas (one key for good: Undo and Clear never remount it)
 DRAWING_KEY = "drawing"  # pages.ui.canvas.Drawing: the strokes and what the network reads in them
-DIGIT_UPLOAD_GENERATION_KEY = "digit_upload_generation"  # a refused picture resets the uploader (new key)
-UPLOAD_PROBLEM_KEY = "digit_upload_problem"  # (file name, reason) of the last refused picture, shown once
+DIGIT_UPLOAD_GENERATION_KEY = "digit_upload_generation"  # each upload empties the uploader (a new key)
+UPLOADED_DIGIT_KEY = "uploaded_digit"  # (file name, image array) of the last picture taken
+UPLOAD_PROBLEM_KEY = "digit_upload_problem"  # (file name, reason) of the last refused picture
 STROKE_WIDTH_KEY = "stroke_width"
 INPUT_MODE_KEY = "input_mode"
 # Test seam: AppTest cannot draw on the canvas, so a test may put an (H, W, 4) RGBA array here.

@@ -8,6 +8,7 @@ import re
 # Columns stack below 640 px (Streamlit's breakpoint), which puts the answer under the canvas:
 # there the answer bar above the canvas says it instead, so it shows while drawing.
 PHONE = "@media (max-width: 640px)"
+FOLDED_SIDEBAR = "@media (max-width: 768px)"  # Streamlit folds the sidebar away below this width
 
 PREDICTION_CSS = f"""<style>
 .prediction {{ text-align: center; }}
@@ -19,7 +20,7 @@ PREDICTION_CSS = f"""<style>
    being what a phone picks for a finger on the canvas's edge (touch adjustment): the bar is text only. */
 .st-key-canvas {{ position: relative; z-index: 1; }}
 .st-key-answer_bar {{ display: none; pointer-events: none; }}
-/* margin-bottom: Streamlit pulls the element after a Markdown block 1rem up (over this one's end). */
+/* margin-bottom: Streamlit ends a Markdown block 1rem early (for a paragraph's own margin, which this has not). */
 .answer-bar {{ display: flex; align-items: center; gap: 0.6rem; min-height: 3.4rem; padding: 0 0.75rem;
   margin-bottom: 1rem; border-radius: 0.5rem; background: #f3f5f9; color: #1f2430; font-size: 1rem;
   line-height: 1.25; }}
@@ -29,7 +30,9 @@ PREDICTION_CSS = f"""<style>
   .st-key-answer_bar {{ display: block; }}
   .prediction {{ display: none; }}
   h1 {{ font-size: 1.9rem !important; padding: 0 !important; }}
-  /* The sidebar (the model picker, on this page) folds behind a bare icon: say what is there. */
+}}
+/* Where the sidebar (the model picker, on this page) folds behind a bare icon: say what is there. */
+{FOLDED_SIDEBAR} {{
   [data-testid="stExpandSidebarButton"]::after {{ content: "Model"; margin-left: 0.3rem; font-size: 0.95rem;
     color: #1f2430; }}
 }}
@@ -38,17 +41,16 @@ PREDICTION_CSS = f"""<style>
 # The frame's page links at the top of the page, for screens where the sidebar folds away (below
 # Streamlit's 768 px breakpoint, behind a bare icon, and staying open over the page after a
 # link in it is chosen). There the sidebar keeps only the page's own settings, and its icon
-# goes when a page has none (nothing after the frame's menu in the sidebar).
-MENU_CSS = """<style>
-.st-key-phone_menu { display: none; }
-@media (max-width: 768px) {
-  .st-key-phone_menu { display: flex; }
-  [data-testid="stMainBlockContainer"] { padding-top: 4.25rem; }  /* the menu just under the header */
-  .st-key-sidebar_menu { display: none; }
-  body:not(:has([data-testid="stSidebarUserContent"] .st-key-sidebar_menu ~ *)) [data-testid="stExpandSidebarButton"] {
-    visibility: hidden;
-  }
-}
+# goes when a page has none (nothing after the frame's menu, the sidebar's first element).
+MENU_CSS = f"""<style>
+.st-key-phone_menu {{ display: none; }}
+{FOLDED_SIDEBAR} {{
+  .st-key-phone_menu {{ display: flex; }}
+  [data-testid="stMainBlockContainer"] {{ padding-top: 4.25rem; }}  /* the menu just under the header */
+  .st-key-sidebar_menu {{ display: none; }}
+  body:not(:has([data-testid="stSidebarUserContent"] [data-testid="stVerticalBlock"]:not(.st-key-sidebar_menu)
+    > :nth-child(2))) [data-testid="stExpandSidebarButton"] {{ visibility: hidden; }}
+}}
 </style>"""
 
 

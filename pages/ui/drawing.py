@@ -1,0 +1,113 @@
+"""The drawing of the draw page, kept in session state: its strokes, revisions and what the network reads.
+
+The canvas component keeps a drawing only while it is mounted; a ``Drawing`` outlives it
+(another page, upload mode, the browser's Back) and gives the strokes to each new canvas as
+its ``initial_drawing``. Undo and Clear give the mounted canvas a new drawing too.
+
+Every drawing given to the canvas carries a revision number, in an invisible marker object
+that the canvas keeps and reports back with every stroke (``marker``, ``split``). A report of
+an older revision was sent before the canvas had the newer drawing, and is ignored: a cleared
+or undone stroke never comes back. (A stroke drawn before the canvas shows the cleared drawing
+is cleared too: the canvas takes the new drawing when it arrives, which also cuts short a
+stroke in progress at that moment, as the component re-creates its pen on every new drawing.)
+No Streamlit here: plain data in, plain data out (``pages.ui.canvas`` shows it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import mnist_net
+
+
+def marker(revision: int) -> dict[str, Any]:
+    """An invisible, empty object that carries ``revision`` through the canvas and back."""
+    return {
+        "type": "Rect",
+        "originX": "left",
+        "originY": "top",
+        "left": revision,
+        "top": 0,
+        "width": 0,
+        "height": 0,
+        "strokeWidth": 0,
+        "fill": "",
+        "visible": False,
+    }
+
+
+def split(objects: list[dict]) -> tuple[int | None, list[dict]]:
+    """A reported object list -> (revision of its marker or None, the strokes after it)."""
+    if objects and objects[0].get("type") == "Rect" and objects[0].get("visible") is False:
+        return int(objects[0].get("left", -1)), objects[1:]
+    return None, objects
+
+
+@dataclass
+class Drawing:
+    """The strokes on the canvas and what the network reads in them (one per session).
+
+    ``inputs[k]`` is the network input of the first ``k`` strokes (None: no digit to read),
+    kept for every stroke count seen, so Undo shows the answer without waiting for the canvas.
+    """
+
+    revision: int = 0
+    given: list[dict] = field(default_factory=list)  # the strokes last given to the canvas
+    strokes: list[dict] = field(default_factory=list)  # canvas objects (paths), oldest first
+    inputs: dict[int, np.ndarray | None] = field(default_factory=lambda: {0: None})
+    last_report: dict | None = None
+
+    @property
+    def read(self) -> bool:
+        """Whether the network input of the current strokes is known (not waiting for the canvas)."""
+        return len(self.strokes) in self.inputs
+
+    @property
+    def network_input(self) -> np.ndarray | None:
+        """(784,) float32 input of the current strokes, or None (no digit, or not read yet)."""
+        return self.inputs.get(len(self.strokes))
+
+    def give(self, strokes: list[dict]) -> None:
+        """Put ``strokes`` on the canvas under a new revision (reports of older ones are ignored)."""
+        self.revision += 1
+        self.given = list(strokes)
+        self.strokes = list(strokes)
+        self.inputs = {k: x for k, x in self.inputs.items() if k <= len(strokes)}
+
+    def undo(self) -> None:
+        if self.strokes:
+            self.give(self.strokes[:-1])
+
+    def clear(self) -> None:
+        self.give([])
+
+    def initial_drawing(self) -> dict[str, Any]:
+        """What the canvas is given: the marker, then the strokes. The same within a revision:
+        a new one makes the canvas reload, which would cut short a stroke being drawn."""
+        return {"objects": [marker(self.revision), *self.given]}
+
+    def take(self, report: dict | None, picture: Callable[[], np.ndarray | None]) -> bool:
+        """Read a report of the canvas (its json, and its picture when needed); whether it was taken.
+
+        Not taken: no report, the one already read, one of an older revision, or the
+        component's default value (no picture: nothing drawn on this canvas yet). Raises
+        ValueError (from ``canvas_to_input``) if the picture cannot be read.
+        """
+        if not report or report == self.last_report:
+            return False
+        revision, strokes = split(report.get("objects") or [])
+        if revision != self.revision:
+            return False
+        image = picture()
+        if image is None:
+            return False
+        self.last_report = report
+        self.strokes = strokes
+        k = len(strokes)
+        self.inputs = {n: x for n, x in self.inputs.items() if n < k}
+        self.inputs[k] = mnist_net.canvas_to_input(image)
+        return True
