@@ -334,8 +334,9 @@ def form_default(saved: dict, key: str, fallback, choices=None):
 
 st.title("Train a network")
 st.caption("Train a fresh network on MNIST's handwritten digits and watch it learn, live.")
-with st.sidebar:
-    state.remember_user()  # sets the id cookie on a first visit (an invisible element)
+# Sets the id cookie on a first visit (an invisible element; in the page, not the sidebar, which
+# on phones holds only a page's own settings).
+state.remember_user()
 
 uid = state.user_id()
 registry = state.run_registry()
