@@ -182,7 +182,12 @@ def test_a_reload_finds_the_run_and_can_stop_it_while_others_see_nothing(train_p
     again.run()
     assert job.snapshot().status == STOPPED
     assert any("stopped early" in w.value for w in again.warning)
-    assert any("Stopped in epoch" in c.value and "last whole epoch" in c.value for c in again.caption)
+    # Which moment the figures belong to: the validation figure is the last whole epoch's, if any
+    # finished before the stop (on a busy machine the stop can come inside epoch 1).
+    assert any(
+        "Stopped in epoch" in c.value and ("last whole epoch" in c.value or "no whole epoch" in c.value)
+        for c in again.caption
+    )
     at.run()  # the first tab sees the same ending
     assert any("stopped early" in w.value for w in at.warning)
 
