@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 # Fixtures of the browser tests (the real app, headless Chromium), for every tests/test_browser*.py.
@@ -16,6 +17,16 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The one place tests look for MNIST: $MNIST_DIR, else the shared folder beside the checkout.
 MNIST_DIR = Path(os.environ.get("MNIST_DIR") or PROJECT_ROOT.parent / "shared" / "mnist")
 HAVE_MNIST = (MNIST_DIR / "t10k-labels-idx1-ubyte.gz").exists()
+
+
+def block_digits(n: int = 200, seed: int = 0):
+    """A tiny learnable set (X (n, 784) float32 in [0, 1], y (n,)): each class lights up its own block of pixels."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 10
+    X = rng.random((n, 784), dtype=np.float32) * 0.3
+    for c in range(10):
+        X[y == c, c * 78 : (c + 1) * 78] += 0.7
+    return np.clip(X, 0, 1), y
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 60.0, interval: float = 0.05) -> bool:

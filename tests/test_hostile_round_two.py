@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from app_server import free_port
 from bounded import run_bounded
-from conftest import HAVE_MNIST, MNIST_DIR, wait_until
+from conftest import HAVE_MNIST, MNIST_DIR, block_digits, wait_until
 from streamlit.testing.v1 import AppTest
 
 from mnist_net import MLP, ModelFileError, TrainConfig, cli, load_model, model_from_bytes, model_to_bytes, save_model
@@ -35,16 +35,6 @@ from mnist_net.registry import list_models, model_facts, save_new_model
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
 needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason="needs MNIST_DIR")
-
-
-def blocks(n=200, seed=0):
-    """A tiny learnable set: each class lights up its own block of pixels."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 10
-    X = rng.random((n, 784), dtype=np.float32) * 0.3
-    for c in range(10):
-        X[y == c, c * 78 : (c + 1) * 78] += 0.7
-    return np.clip(X, 0, 1), y
 
 
 def tiny(optimizer="adam", activation="relu", hidden=(16,), **kw) -> MLP:
@@ -66,7 +56,7 @@ def edited(model: MLP, change) -> bytes:
 @pytest.mark.parametrize("activation", ["sigmoid", "relu"])
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
 def test_every_optimizer_activation_and_depth_saves_loads_and_resumes(optimizer, activation, hidden, tmp_path):
-    X, y = blocks()
+    X, y = block_digits()
     model = tiny(optimizer, activation, hidden).fit(X, y)
     path = save_model(model, tmp_path / "m.pkl")
     loaded = load_model(path)
@@ -198,7 +188,7 @@ def test_configs_the_trainer_cannot_use_are_refused_at_load(small_model, change,
 
 def test_a_loaded_model_always_resumes(small_model):
     """Whatever loads can be trained further: the loader checks all that resuming needs."""
-    X, y = blocks()
+    X, y = block_digits()
     model = model_from_bytes(model_to_bytes(small_model))
     model.config = TrainConfig(**{**model.config.to_dict(), "epochs": 1, "n_train": None})
     model.fit(X, y)

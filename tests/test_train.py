@@ -1,22 +1,13 @@
 """The training generator: progress records, stopping at the next batch, resuming."""
 
 import numpy as np
+from conftest import block_digits
 
 from mnist_net import MLP, load_model, save_model
 
 
-def data(n=200, seed=0):
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 10
-    # Learnable: each class lights up its own block of pixels, plus noise.
-    X = rng.random((n, 784), dtype=np.float32) * 0.3
-    for c in range(10):
-        X[y == c, c * 78 : (c + 1) * 78] += 0.7
-    return np.clip(X, 0, 1), y
-
-
 def test_records_are_complete_and_monotonic():
-    X, y = data()
+    X, y = block_digits()
     model = MLP(hidden_sizes=(16,), epochs=3, batch_size=32, log_every=2, learning_rate=1e-2)
     records = list(model.iter_fit(X, y))
     assert records[-1].kind == "epoch" and records[-1].epoch == 3
@@ -31,7 +22,7 @@ def test_records_are_complete_and_monotonic():
 
 
 def test_stop_ends_the_run_at_the_next_batch():
-    X, y = data()
+    X, y = block_digits()
     model = MLP(hidden_sizes=(16,), epochs=50, batch_size=10, log_every=1000)
     calls = []
 
@@ -47,7 +38,7 @@ def test_stop_ends_the_run_at_the_next_batch():
 
 
 def test_resume_from_a_saved_model_continues(tmp_path):
-    X, y = data()
+    X, y = block_digits()
     model = MLP(hidden_sizes=(16,), epochs=2, batch_size=32, seed=3)
     model.fit(X, y)
     path = save_model(model, tmp_path / "m.pkl")
@@ -62,7 +53,7 @@ def test_resume_from_a_saved_model_continues(tmp_path):
 
 
 def test_n_train_subset_is_stratified_and_used():
-    X, y = data(500)
+    X, y = block_digits(500)
     model = MLP(hidden_sizes=(8,), epochs=1, batch_size=10, n_train=100, val_fraction=0.2, log_every=1)
     records = list(model.iter_fit(X, y))
     assert records[-1].batches_per_epoch == 8  # 80 training images / batch 10
@@ -70,7 +61,7 @@ def test_n_train_subset_is_stratified_and_used():
 
 def test_epoch_is_booked_before_its_record_is_yielded(tmp_path):
     # A caller that saves at an epoch record and stops there must save a consistent model.
-    X, y = data()
+    X, y = block_digits()
     model = MLP(hidden_sizes=(8,), epochs=3, batch_size=50)
     for record in model.iter_fit(X, y):
         if record.kind == "epoch":
@@ -87,6 +78,6 @@ def test_blas_threads_are_limited_only_while_training_computes():
         return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
 
     before = blas_threads()
-    X, y = data()
+    X, y = block_digits()
     for _ in MLP(hidden_sizes=(8,), epochs=1, batch_size=50, log_every=1, threads=1).iter_fit(X, y):
         assert blas_threads() == before  # the caller's own setting at every yield
