@@ -28,7 +28,7 @@ state.run_inside_frame()
 # Each poll costs the server about 0.1 CPU-s and the watching browser about 0.4 (benchmarks/app_overhead.py).
 POLL_SECONDS = 1.0  # at least one update a second for a long run
 FAST_POLL_SECONDS = 0.5  # for a short run, so even a run of a few seconds is seen learning
-WAITING_POLL_SECONDS = 2.0  # for a run waiting for a slot (a class can have many waiting)
+WAITING_POLL_SECONDS = 5.0  # for a run waiting for a slot: a class can have many waiting, each poll costs
 SHORT_RUN_SECONDS = 60  # estimated by mnist_net.budget (which errs high)
 CHART_HEIGHT = 280  # pixels, title and legend included
 CHANCE_ACCURACY = 0.2  # at or below this a network has not learned (guessing gets 10%)
