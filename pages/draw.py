@@ -111,17 +111,12 @@ def drawing_panel(model: mnist_net.MLP | None) -> None:
             persist_state="session",
             width=canvas.SIDE,
         )
-    strokes = len(drawing.strokes)
-    x, read = drawing.network_input, drawing.read
+    strokes, x = drawing.shown_strokes, drawing.shown_input
     injected = st.session_state.get(state.INJECTED_CANVAS_KEY)
     if injected is not None and strokes == 0:
-        x, read = mnist_net.canvas_to_input(injected), True  # AppTest: the canvas renders nothing there
+        x = mnist_net.canvas_to_input(injected)  # AppTest: the canvas renders nothing there
     with right:
-        if read:
-            show_prediction(model, x, strokes, DRAW_PROMPT, bar)
-        else:  # after Undo, until the canvas reports the strokes left (rarely: each stroke is read as drawn)
-            bar.markdown(answer_bar_html(None, False, "Reading your drawing…", strokes), unsafe_allow_html=True)
-            st.caption("Reading your drawing…")
+        show_prediction(model, x, strokes, DRAW_PROMPT, bar)
 
 
 def digit_upload_key() -> str:

@@ -232,48 +232,52 @@ def stroke(n):
     return {"type": "Path", "path": [["M", n, 0], ["L", n, 10]]}
 
 
-def test_reports_of_an_older_revision_are_ignored_and_undo_needs_no_wait(mnist):
+def test_reports_of_an_older_revision_are_ignored(mnist):
     d = Drawing()
-    d.give([])  # a new canvas
+    d.give([], mounting=True)  # a new canvas
     one, two = as_canvas(mnist.X_test[0]), as_canvas(mnist.X_test[1])
     assert d.take(report(d, [stroke(1)]), lambda: one)
     assert d.take(report(d, [stroke(1), stroke(2)]), lambda: two)
-    assert len(d.strokes) == 2 and np.array_equal(d.network_input, canvas_to_input(two))
+    assert d.shown_strokes == 2 and np.array_equal(d.shown_input, canvas_to_input(two))
     assert not d.take(report(d, [stroke(1), stroke(2)]), lambda: two)  # the same report, read once
-    d.undo()  # the answer for one stroke is known: no wait for the canvas
-    assert d.read and len(d.strokes) == 1 and np.array_equal(d.network_input, canvas_to_input(one))
-    assert d.initial_drawing() == report(d, [stroke(1)])
+    d.undo()
+    assert d.strokes == [stroke(1)] and d.initial_drawing() == report(d, [stroke(1)])
     # A stroke in flight from before Undo (the older revision) never brings the undone stroke back.
     assert not d.take(report(d.revision - 1, [stroke(1), stroke(2), stroke(3)]), lambda: two)
-    assert len(d.strokes) == 1
+    assert d.strokes == [stroke(1)]
     d.clear()
-    assert d.read and d.strokes == [] and d.network_input is None
+    assert d.strokes == [] and d.initial_drawing() == report(d, [])
     assert not d.take(report(d.revision - 1, [stroke(1)]), lambda: one)
     assert d.strokes == []
 
 
-def test_undo_to_a_count_never_reported_waits_for_the_canvas(mnist):
+def test_after_undo_the_answer_changes_when_the_canvas_has_the_new_drawing(mnist):
     d = Drawing()
-    d.give([])
-    picture = as_canvas(mnist.X_test[0])
-    d.take(report(d, [stroke(1), stroke(2)]), lambda: picture)  # two strokes in one report
+    d.give([], mounting=True)
+    one, two = as_canvas(mnist.X_test[0]), as_canvas(mnist.X_test[1])
+    d.take(report(d, [stroke(1)]), lambda: one)
+    d.take(report(d, [stroke(1), stroke(2)]), lambda: two)
     d.undo()
-    assert not d.read and d.network_input is None  # one stroke: never seen alone
-    assert not d.take(report(d, [stroke(1)]), lambda: None)  # the component's default value: no picture
-    assert not d.read
-    assert d.take(report(d, [stroke(1)]), lambda: picture)  # the canvas's report of the new drawing
-    assert d.read and d.network_input is not None
+    d.undo()  # twice, before the canvas answered: both strokes go
+    assert d.strokes == [] and d.waiting
+    # Until the canvas reports the new drawing (it still shows the old one), the old answer stays.
+    assert d.shown_strokes == 2 and np.array_equal(d.shown_input, canvas_to_input(two))
+    assert not d.take(report(d, []), lambda: None)  # the component's default value: no picture
+    blank = np.zeros((280, 280, 4), np.uint8)
+    blank[..., 3] = 255
+    assert d.take(report(d, []), lambda: blank)
+    assert not d.waiting and d.shown_strokes == 0 and d.shown_input is None
 
 
 def test_a_new_canvas_gets_the_kept_strokes_and_the_same_drawing_until_it_changes(mnist):
     d = Drawing()
-    d.give([])
+    d.give([], mounting=True)
     picture = as_canvas(mnist.X_test[0])
     d.take(report(d, [stroke(1)]), lambda: picture)
-    first = d.initial_drawing()
-    assert first == report(d, [])  # what the canvas was given stays as it was: no reload per stroke
-    d.give(d.strokes)  # back from another page: a new canvas, with the stroke on it
-    assert d.initial_drawing() == report(d, [stroke(1)]) and d.read
+    assert d.initial_drawing() == report(d, [])  # what the canvas was given stays: no reload per stroke
+    d.give(d.strokes, mounting=True)  # back from another page: a new canvas, with the stroke on it
+    assert d.initial_drawing() == report(d, [stroke(1)])
+    assert not d.waiting and d.shown_strokes == 1 and d.shown_input is not None  # the answer stays
     assert not d.take(report(d.revision - 1, [stroke(1), stroke(2)]), lambda: picture)
 
 
@@ -281,13 +285,13 @@ def test_a_new_canvas_gets_the_kept_strokes_and_the_same_drawing_until_it_change
 def drawn(mnist):
     """A session drawing of one stroke whose picture is MNIST test digit 0 (a 7)."""
     d = Drawing()
-    d.give([])
+    d.give([], mounting=True)
     d.take(report(d, [stroke(1)]), lambda: as_canvas(mnist.X_test[0]))
     return d
 
 
 def test_the_drawing_is_kept_across_pages_and_read_by_the_newly_chosen_model(app, saved, small_model, drawn):
-    x = drawn.network_input
+    x = drawn.shown_input
     app.session_state["drawing"] = drawn
     app.run()
     default = load_model()
@@ -313,15 +317,25 @@ def test_the_drawing_is_kept_across_pages_and_read_by_the_newly_chosen_model(app
 
 
 def test_undo_and_clear_buttons(app, drawn, mnist):
-    two = as_canvas(mnist.X_test[1])
+    one, two = as_canvas(mnist.X_test[0]), as_canvas(mnist.X_test[1])
     drawn.take(report(drawn, [stroke(1), stroke(2)]), lambda: two)
     app.session_state["drawing"] = drawn
     app.run()
     block = lambda: next(m.value for m in app.markdown if 'class="prediction"' in m.value)  # noqa: E731
     assert 'data-strokes="2"' in block()
     app.button(key="undo").click().run()
-    assert not app.exception and 'data-strokes="1"' in block()
+    drawing = app.session_state["drawing"]
+    assert not app.exception and drawing.strokes == [stroke(1)] and drawing.waiting
+    assert 'data-strokes="2"' in block()  # the old answer, while the canvas still shows the old drawing
+    drawing.take(report(drawing, [stroke(1)]), lambda: one)  # what the canvas reports once it has it
+    app.run()
+    assert 'data-strokes="1"' in block() and shown(app)[0] == expected(load_model(), one)
     app.button(key="clear").click().run()
+    assert app.session_state["drawing"].strokes == []
+    blank = np.zeros((280, 280, 4), np.uint8)
+    blank[..., 3] = 255
+    app.session_state["drawing"].take(report(app.session_state["drawing"], []), lambda: blank)
+    app.run()
     assert shown(app) is None and any(PROMPT in i.value for i in app.info)
     app.button(key="undo").click().run()  # nothing to undo
     assert not app.exception and shown(app) is None

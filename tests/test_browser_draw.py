@@ -63,10 +63,10 @@ def open_draw_page(page, app_url) -> None:
 
 
 def clear(page) -> None:
-    """Press Clear and wait until the page has read the empty canvas and the canvas shows it."""
+    """Press Clear and wait until the page says it is cleared: by then the canvas is blank too."""
     page.locator(".st-key-clear button").click()
     shown_answer(page, 0)
-    assert wait_until(lambda: ink_at(page, 0.5, 0.5, radius=140) == 0, timeout=30)
+    assert ink_at(page, 0.5, 0.5, radius=140) == 0
 
 
 def check_strokes_from_every_edge(page, draw_with) -> None:
@@ -120,7 +120,7 @@ def test_undo_and_clear_are_buttons_and_undo_takes_the_last_stroke(app_url, brow
 
 
 def test_a_stroke_right_after_clear_is_never_lost_under_load(app_url, browser_page):
-    """50 times, with every core busy: Clear, and as soon as the canvas shows it cleared (or 100,
+    """50 times, with every core busy: Clear, and as soon as the page shows it cleared (or 100,
     300, 1000 ms later), draw the next digit; it is drawn, counted and read, every time."""
     page = browser_page
     open_draw_page(page, app_url)
@@ -162,10 +162,10 @@ def test_answer_speed_idle_and_under_load(app_url, browser_page):
     page = browser_page
     open_draw_page(page, app_url)
     measure_strokes(page, 3)  # warm-up: first chart and image in this page
-    idle = measure_strokes(page, 24)
+    idle = measure_strokes(page, 18)
     with cpu_load():
-        loaded = measure_strokes(page, 12)
-    assert len(idle) == 32 and len(loaded) == 16  # every stroke got its answer (one and two strokes)
+        loaded = measure_strokes(page, 9)
+    assert len(idle) == 24 and len(loaded) == 12  # every stroke got its answer (one and two strokes)
     for name, times in (("idle", idle), ("every core busy", loaded)):
         print(
             f"\nmouse-up -> answer shown, {name}: median {np.median(times):.3f} s, "

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import streamlit as st
 import streamlit_drawable_canvas
-from streamlit_drawable_canvas import st_canvas
+from streamlit_drawable_canvas import CanvasResult, st_canvas
 
 from pages.ui import state
 from pages.ui.drawing import Drawing
@@ -36,6 +36,7 @@ INK, PAPER = "#FFFFFF", "#000000"
 
 COMPONENT_NAME = "streamlit-drawable-canvas.streamlit_drawable_canvas"  # the package's own name for it
 _ASSETS = Path(streamlit_drawable_canvas.__file__).parent / "frontend" / "build"
+_JS = next(_ASSETS.glob("index-*.js")).name  # its script, as is (by name: no file search per run)
 # The component's script sets the toolbar's display inline, hence !important.
 _CSS = "".join(p.read_text() for p in sorted(_ASSETS.glob("index-*.css"))) + "\n.dc-toolbar{display:none!important}\n"
 # One set of listeners for every canvas on the page (installed once). The canvas finishes a
@@ -73,19 +74,32 @@ def use_canvas_for_digits() -> None:
     same definition again changes nothing. The first call replaces the package's own
     definition, which Streamlit notes once in the server log.
     """
-    st.components.v2.component(COMPONENT_NAME, html=_HTML, css=_CSS, js="index-*.js")
+    st.components.v2.component(COMPONENT_NAME, html=_HTML, css=_CSS, js=_JS)
 
 
 def session_drawing() -> Drawing:
     return st.session_state.setdefault(state.DRAWING_KEY, Drawing())
 
 
+def _caught_up() -> Drawing:
+    """The session's drawing with the canvas's latest report taken, for the buttons' callbacks.
+
+    A callback runs before the page reads the canvas, so a stroke whose report reached the
+    app together with the click would not count yet, and Undo would take the stroke before it.
+    """
+    drawing = session_drawing()
+    latest = (st.session_state.get(state.CANVAS_KEY) or {}).get("drawing") or {}
+    result = CanvasResult(latest.get("raw"), latest.get("data"), return_image_data=True)
+    drawing.take(result.json_data, lambda: result.image_data)
+    return drawing
+
+
 def undo() -> None:
-    session_drawing().undo()
+    _caught_up().undo()
 
 
 def clear() -> None:
-    session_drawing().clear()
+    _caught_up().clear()
 
 
 def digit_canvas(stroke_width: int) -> Drawing:
@@ -94,7 +108,7 @@ def digit_canvas(stroke_width: int) -> Drawing:
     drawing = session_drawing()
     if state.CANVAS_KEY not in st.session_state:
         # A new canvas (first visit, back from another page or from upload): give it the strokes.
-        drawing.give(drawing.strokes)
+        drawing.give(drawing.strokes, mounting=True)
     result = st_canvas(
         stroke_width=stroke_width,
         stroke_color=INK,

@@ -5,11 +5,12 @@ The canvas component keeps a drawing only while it is mounted; a ``Drawing`` out
 its ``initial_drawing``. Undo and Clear give the mounted canvas a new drawing too.
 
 Every drawing given to the canvas carries a revision number, in an invisible marker object
-that the canvas keeps and reports back with every stroke (``marker``, ``split``). A report of
-an older revision was sent before the canvas had the newer drawing, and is ignored: a cleared
-or undone stroke never comes back. (A stroke drawn before the canvas shows the cleared drawing
-is cleared too: the canvas takes the new drawing when it arrives, which also cuts short a
-stroke in progress at that moment, as the component re-creates its pen on every new drawing.)
+that the canvas keeps and reports back with every stroke (``marker``, ``split``); it reports
+a new drawing as soon as it has it. A report of an older revision was sent before the canvas
+had the newer drawing, and is ignored: a cleared or undone stroke never comes back. (The
+canvas takes a new drawing when it arrives, which clears a stroke drawn on the old one
+meanwhile and cuts short one in progress, as the component re-creates its pen; the answer
+changes only once the canvas has the new drawing, so a person sees both change together.)
 No Streamlit here: plain data in, plain data out (``pages.ui.canvas`` shows it).
 """
 
@@ -49,41 +50,40 @@ def split(objects: list[dict]) -> tuple[int | None, list[dict]]:
 
 @dataclass
 class Drawing:
-    """The strokes on the canvas and what the network reads in them (one per session).
+    """The strokes on the canvas and the answer's input: the network input of the picture the
+    canvas last reported (``shown_strokes`` strokes; None: no digit to read). One per session.
 
-    ``inputs[k]`` is the network input of the first ``k`` strokes (None: no digit to read),
-    kept for every stroke count seen, so Undo shows the answer without waiting for the canvas.
+    After Undo or Clear the answer stays the one for the old picture until the canvas reports
+    the new drawing: the canvas keeps showing the old one until then too, so the page never
+    says "cleared" while the old strokes are still on the canvas.
     """
 
     revision: int = 0
     given: list[dict] = field(default_factory=list)  # the strokes last given to the canvas
     strokes: list[dict] = field(default_factory=list)  # canvas objects (paths), oldest first
-    inputs: dict[int, np.ndarray | None] = field(default_factory=lambda: {0: None})
+    shown_strokes: int = 0
+    shown_input: np.ndarray | None = None
+    waiting: bool = False  # for the canvas to report the drawing it was given
     last_report: dict | None = None
 
-    @property
-    def read(self) -> bool:
-        """Whether the network input of the current strokes is known (not waiting for the canvas)."""
-        return len(self.strokes) in self.inputs
+    def give(self, strokes: list[dict], mounting: bool = False) -> None:
+        """Put ``strokes`` on the canvas under a new revision (reports of older ones are ignored).
 
-    @property
-    def network_input(self) -> np.ndarray | None:
-        """(784,) float32 input of the current strokes, or None (no digit, or not read yet)."""
-        return self.inputs.get(len(self.strokes))
-
-    def give(self, strokes: list[dict]) -> None:
-        """Put ``strokes`` on the canvas under a new revision (reports of older ones are ignored)."""
+        ``mounting``: a new canvas starts with them (it reports nothing until a stroke); the
+        answer, for these very strokes, stays.
+        """
         self.revision += 1
         self.given = list(strokes)
         self.strokes = list(strokes)
-        self.inputs = {k: x for k, x in self.inputs.items() if k <= len(strokes)}
+        self.waiting = not mounting
 
     def undo(self) -> None:
         if self.strokes:
             self.give(self.strokes[:-1])
 
     def clear(self) -> None:
-        self.give([])
+        if self.strokes or self.given:  # nothing to clear: no new drawing (the canvas would reload for nothing)
+            self.give([])
 
     def initial_drawing(self) -> dict[str, Any]:
         """What the canvas is given: the marker, then the strokes. The same within a revision:
@@ -107,7 +107,7 @@ class Drawing:
             return False
         self.last_report = report
         self.strokes = strokes
-        k = len(strokes)
-        self.inputs = {n: x for n, x in self.inputs.items() if n < k}
-        self.inputs[k] = mnist_net.canvas_to_input(image)
+        self.shown_strokes = len(strokes)
+        self.shown_input = mnist_net.canvas_to_input(image)
+        self.waiting = False
         return True
