@@ -5,8 +5,8 @@ The component (0.13.0) as shipped has three habits a class trips over:
 - Its toolbar (send, undo, redo, edit, reset) floats invisibly over the canvas's top-right
   corner and takes the presses there: strokes started there are lost, a tap can hit reset.
   0.13 has no option to hide it and its CSS lives in a shadow root the page's CSS cannot
-  reach, so ``use_canvas_for_digits`` registers the component again under its own name
-  (same script) with its stylesheet plus one rule that hides the toolbar. Undo and Clear
+  reach, so ``use_canvas_for_digits`` registers the component again under the package's
+  name (same script) with its stylesheet plus one rule that hides the toolbar. Undo and Clear
   are the page's own buttons, outside the drawing area.
 - It reports a stroke 200 ms after the pen lifts (a fixed debounce in its script). A small
   script in the component's HTML presses the component's own (hidden) "send" control when

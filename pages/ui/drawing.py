@@ -70,7 +70,8 @@ class Drawing:
         """Put ``strokes`` on the canvas under a new revision (reports of older ones are ignored).
 
         ``mounting``: a new canvas starts with them (it reports nothing until a stroke); the
-        answer, for these very strokes, stays.
+        answer, for these very strokes, stays. (Only a page left in the instant between Undo
+        or Clear and the canvas's report keeps the answer before it, until the next stroke.)
         """
         self.revision += 1
         self.given = list(strokes)
