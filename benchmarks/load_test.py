@@ -8,13 +8,17 @@ times mouse-up -> prediction shown for three phases in one run:
 2. crowd: ``--sessions`` sessions (separate browser contexts) drawing at the same time;
 3. crowd + training: the same, while one more session trains on the Train page.
 
+Latency is timed in each page (mouse-up to the answer bar showing the new stroke count).
 Every drawing is checked: the page must show the digit that was drawn; a drawing that
 gets no answer within 20 s counts as lost and is drawn again. Prints median, p95 and max
-latency per phase and the ratios to idle; writes ``benchmarks/out/load_test.json``.
+latency per phase and the ratios to idle, the server's memory (and its training child's);
+writes ``benchmarks/out/load_test.json``. ``--nice-browser 19`` lets the server have the
+CPU first, as when each person's browser runs on their own device.
 A benchmark with figures, not a test: nothing here asserts a time. The server is stopped
 by its PID at the end.
 
-    MNIST_DIR=../shared/mnist python benchmarks/load_test.py --sessions 8 --rounds 3
+    MNIST_DIR=../shared/mnist python benchmarks/load_test.py --sessions 8 --rounds 3 --nice-browser 19
+    MNIST_DIR=../shared/mnist python benchmarks/load_test.py --sessions 30 --rounds 2 --nice-browser 19
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ import os
 import re
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -50,9 +53,29 @@ DIGITS = {
 }
 PROMPT = "Draw a digit from 0 to 9 in the black box"
 OUT = PROJECT_ROOT / "benchmarks" / "out"
-CLEARS: dict = {}  # page -> how many times Clear was pressed (the canvas key's generation)
 LOST_AFTER_S = 20
 LOST: list[dict] = []  # one entry per drawing the app never answered
+
+
+# In the page itself: from each mouse-up to the answer bar carrying the new stroke count
+# (a MutationObserver), so the figure is the user's wait, not Playwright's round trips
+# through one Python process driving dozens of pages.
+WATCH_ANSWERS = """() => {
+    if (window.answerTimes) return;
+    window.answerTimes = [];
+    let penUp = null, lastSeen = null;
+    window.addEventListener("mouseup", () => { penUp = performance.now(); }, true);
+    new MutationObserver(() => {
+        const bar = document.querySelector(".answer-bar[data-strokes]");
+        const strokes = bar && bar.getAttribute("data-strokes");
+        if (strokes && strokes !== "0" && strokes !== lastSeen && penUp !== null) {
+            window.answerTimes.push((performance.now() - penUp) / 1000);
+            penUp = null;
+        }
+        lastSeen = strokes;
+    }).observe(document.body, { childList: true, subtree: true, attributes: true });
+}"""
+CANVAS = ".st-key-canvas canvas.upper-canvas"
 
 
 async def open_draw_page(browser, url: str):
@@ -60,23 +83,19 @@ async def open_draw_page(browser, url: str):
     page = await context.new_page()
     page.set_default_timeout(120_000)
     await page.goto(url)
-    await page.wait_for_selector("canvas.upper-canvas")
+    await page.wait_for_selector(CANVAS)
     await page.get_by_text(PROMPT).wait_for()
+    await page.evaluate(WATCH_ANSWERS)
     return context, page
 
 
-async def settled_canvas_box(page, generation: int) -> dict:
-    """The box of the page's current canvas once it is mounted and has not moved for 0.5 s.
-
-    Each Clear swaps in a new canvas (key ``canvas_<generation>``); a stroke started while
-    the swap is still settling can miss the canvas and select text instead.
-    """
-    canvas = page.locator(f".st-key-canvas_{generation} canvas.upper-canvas")
+async def settled_canvas_box(page) -> dict:
+    """The canvas's box once it is mounted and has not moved for 0.5 s (layout settles after load)."""
+    canvas = page.locator(CANVAS)
     boxes = []
     for _ in range(2400):
         boxes.append(await canvas.bounding_box() if await canvas.count() == 1 else None)
         if boxes[-1] is not None and boxes[-10:] == [boxes[-1]] * 10:
-            await canvas.evaluate("el => { el.dataset.benchSettled = '1'; }")  # to spot a later swap
             return boxes[-1]
         await asyncio.sleep(0.05)
     raise TimeoutError("the canvas never settled")
@@ -93,43 +112,39 @@ async def draw(page, strokes, box) -> None:
 
 
 async def draw_and_time(page, digit: str) -> dict:
-    """Draw ``digit``, wait for its prediction, clear. Returns digit, shown digit and latency.
+    """Draw ``digit``, wait for the page's answer to it, clear. Returns digit, shown digit and latency.
 
-    A drawing the app never answers within ``LOST_AFTER_S`` is counted as lost (with a
-    screenshot) and drawn again on a fresh canvas; its latency is that of the redraw.
+    The latency is timed in the page (``WATCH_ANSWERS``). A drawing the app never answers
+    within ``LOST_AFTER_S`` is counted as lost (with a screenshot) and drawn again after Clear.
     """
     strokes = DIGITS[digit]
-    selector = f'.prediction[data-strokes="{len(strokes)}"]'
+    selector = f'.answer-bar[data-strokes="{len(strokes)}"]'
     lost = 0
+    box = await settled_canvas_box(page)
     while True:
-        generation = CLEARS.get(page, 0)
-        box = await settled_canvas_box(page, generation)
+        before = await page.evaluate("() => window.answerTimes.length")
         await draw(page, strokes, box)
-        start = time.perf_counter()
         try:
-            await page.wait_for_selector(selector, timeout=LOST_AFTER_S * 1000)
+            await page.wait_for_selector(selector, state="attached", timeout=LOST_AFTER_S * 1000)
             break
         except Exception:
             lost += 1
-            current = page.locator(f".st-key-canvas_{generation} canvas.upper-canvas")
-            swapped = await current.count() != 1 or await current.evaluate("el => !el.dataset.benchSettled")
-            LOST.append({"digit": digit, "canvas_replaced_after_it_settled": swapped})
+            LOST.append({"digit": digit})
             OUT.mkdir(parents=True, exist_ok=True)
             await page.screenshot(path=str(OUT / f"load_test_lost_{len(LOST)}.png"))
             if lost == 3:
                 raise
-            await clear(page, generation)
-    latency = time.perf_counter() - start
+            await clear(page)
+    times = await page.evaluate("() => window.answerTimes.slice()")
+    latency = times[-1] if len(times) > before else float("nan")
     shown = await page.get_attribute(selector, "data-digit")
-    await clear(page, generation)
+    await clear(page)
     return {"drawn": digit, "shown": shown, "latency": latency, "lost_before": lost}
 
 
-async def clear(page, generation: int) -> None:
+async def clear(page) -> None:
     await page.locator(".st-key-clear button").click()
-    CLEARS[page] = generation + 1
-    await page.get_by_text(PROMPT).wait_for()
-    await page.wait_for_function("() => document.querySelectorAll('.prediction').length === 0")
+    await page.wait_for_selector('.answer-bar[data-strokes="0"]', state="attached")
 
 
 async def session_draws(page, rounds: int, offset: int) -> list[dict]:
@@ -170,11 +185,68 @@ async def training_progress(page) -> str:
     return await page.get_by_text(re.compile(r"^Epoch \d+/\d+ · batch")).first.inner_text()
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of one process in MB (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def descendants(pid: int) -> list[int]:
+    """PIDs of every process below ``pid`` (the forkserver and its training children)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    found, frontier = [], [pid]
+    while frontier:
+        children = [c for c, p in parents.items() if p in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def nice_browser(level: int, server_pid: int) -> None:
+    """Lower the browser's CPU priority (every process below us but the server's tree).
+
+    On this one machine the sessions' browsers share two cores with the server; in a class each
+    person's browser runs on their own device. Chromium's renderers start scheduling sessions of
+    their own, and Linux (autogroup) shares the CPU between sessions first: set both.
+    """
+    server_tree = {server_pid, *descendants(server_pid)}
+    for pid in descendants(os.getpid()):
+        if pid in server_tree:
+            continue
+        try:
+            os.setpriority(os.PRIO_PROCESS, pid, level)
+            Path(f"/proc/{pid}/autogroup").write_text(str(level))
+        except OSError:
+            pass
+
+
+async def sample_memory(pid: int, samples: list[dict], stop: asyncio.Event) -> None:
+    """Every 0.5 s: the server's RSS and that of all its child processes, in MB."""
+    while not stop.is_set():
+        samples.append({"server_mb": rss_mb(pid), "children_mb": sum(rss_mb(c) for c in descendants(pid))})
+        try:
+            await asyncio.wait_for(stop.wait(), 0.5)
+        except TimeoutError:
+            pass
+
+
 def summary(results: list[dict]) -> dict:
-    times = np.array([r["latency"] for r in results])
+    times = np.array([r["latency"] for r in results if r["latency"] == r["latency"]])
     return {
         "drawings": len(results),
         "correct": sum(r["drawn"] == r["shown"] for r in results),
+        "untimed": sum(r["latency"] != r["latency"] for r in results),
         "lost_strokes": sum(r["lost_before"] for r in results),
         "median_s": float(np.median(times)),
         "p95_s": float(np.percentile(times, 95)),
@@ -194,15 +266,22 @@ async def run(args) -> dict:
             async with async_playwright() as pw:
                 # launch() gives every run a fresh temporary profile (its own --user-data-dir).
                 browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+                memory: list[dict] = []
+                done_sampling = asyncio.Event()
+                sampler = asyncio.create_task(sample_memory(proc.pid, memory, done_sampling))
                 try:
                     phases = {}
                     print("opening sessions", file=sys.stderr)
                     contexts_pages = [await open_draw_page(browser, url) for _ in range(args.sessions)]
                     pages = [p for _, p in contexts_pages]
+                    if args.nice_browser:
+                        nice_browser(args.nice_browser, proc.pid)
                     await session_draws(pages[0], 1, 0)  # warm-up: first script runs, model cache
                     phases["idle (1 session)"] = await session_draws(pages[0], args.rounds, 0)
                     phases[f"{args.sessions} sessions drawing"] = await crowd(pages, args.rounds)
                     trainer_context, trainer = await start_training(browser, url)
+                    if args.nice_browser:
+                        nice_browser(args.nice_browser, proc.pid)
                     progress = [await training_progress(trainer)]
                     phases[f"{args.sessions} sessions drawing + 1 training"] = await crowd(pages, args.rounds)
                     progress.append(await training_progress(trainer))
@@ -213,6 +292,8 @@ async def run(args) -> dict:
                     for context, _ in contexts_pages:
                         await context.close()
                 finally:
+                    done_sampling.set()
+                    await sampler
                     await browser.close()
         finally:
             stop_app(proc)
@@ -228,8 +309,12 @@ async def run(args) -> dict:
         "wrong": wrong,
         "sessions": args.sessions,
         "rounds": args.rounds,
+        "browser_niceness": args.nice_browser,
         "cpu_count": os.cpu_count(),
         "lost": LOST,
+        "server_memory_mb_max": max(m["server_mb"] for m in memory),
+        "children_memory_mb_max": max(m["children_mb"] for m in memory),
+        "load_average": os.getloadavg(),
     }
 
 
@@ -239,6 +324,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="each session draws 1, 7 and 0 this many times")
     parser.add_argument(
         "--mnist-dir", default=os.environ.get("MNIST_DIR") or str(PROJECT_ROOT.parent / "shared" / "mnist")
+    )
+    parser.add_argument(
+        "--nice-browser",
+        type=int,
+        default=0,
+        help="run the browsers at this niceness (e.g. 19), as if each session ran on its own device",
     )
     args = parser.parse_args()
     result = asyncio.run(run(args))
@@ -255,12 +346,13 @@ def main() -> int:
         f"training during the crowd: {before!r} -> {after!r}; still running after it: "
         f"{result['training_still_running_after_crowd']}; {os.cpu_count()} CPUs"
     )
+    print(
+        f"server memory max {result['server_memory_mb_max']:.0f} MB, its child processes (training) max "
+        f"{result['children_memory_mb_max']:.0f} MB; load average at the end "
+        f"{', '.join(f'{x:.1f}' for x in result['load_average'])}; browser niceness {args.nice_browser}"
+    )
     if LOST:
-        swapped = sum(x["canvas_replaced_after_it_settled"] for x in LOST)
-        print(
-            f"lost drawings: {len(LOST)}, of which {swapped} on a canvas element replaced after it had "
-            "been still for 0.5 s (screenshots in benchmarks/out/)"
-        )
+        print(f"lost drawings: {len(LOST)} (screenshots in benchmarks/out/)")
     return 0 if not result["wrong"] else 1
 
 

@@ -254,6 +254,19 @@ def test_phone_touch_drawing_answer_on_screen_and_menu(app_url, phone_page):
     assert shown_answer(page, 1) == "7"
 
 
+def upload(page, path) -> None:
+    """Give ``path`` to the uploader once the page shows exactly one.
+
+    After each upload the page swaps in a fresh, empty uploader (so no refused file stays in
+    its list); for a moment the old one can still be in the page beside the new one.
+    """
+    from playwright.sync_api import expect
+
+    inputs = page.locator('[data-testid="stFileUploader"] input[type="file"]')
+    expect(inputs).to_have_count(1, timeout=30_000)
+    inputs.set_input_files(str(path))
+
+
 def test_upload_says_its_limit_and_a_refused_picture_leaves_the_uploader(app_url, browser_page, tmp_path, mnist):
     from playwright.sync_api import expect
 
@@ -266,25 +279,25 @@ def test_upload_says_its_limit_and_a_refused_picture_leaves_the_uploader(app_url
     expect(uploader).to_contain_text("20MB")
     bad = tmp_path / "notes.png"
     bad.write_bytes(b"not an image at all")
-    uploader.locator('input[type="file"]').set_input_files(str(bad))
+    upload(page, bad)
     page.get_by_text(re.compile(r"Could not use .*notes\.png")).wait_for()
     # The refused file is not left in the uploader's list; a second refusal does not pile up either.
     expect(page.locator('[data-testid="stFileUploaderFile"]')).to_have_count(0)
-    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(bad))
+    upload(page, bad)
     page.get_by_text(re.compile(r"Could not use .*notes\.png")).wait_for()
     expect(page.locator('[data-testid="stFileUploaderFile"]')).to_have_count(0)
     screenshot(page, "draw_upload_refused.png")
     # Over the limit: the browser refuses it, saying the same limit.
     big = tmp_path / "huge.png"
     big.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(21 * 10**6))
-    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(big))
+    upload(page, big)
     expect(uploader).to_contain_text("must be 20.0MB or smaller")
     # A real picture of a digit (dark ink on white paper, as photographed) is read like a drawing,
     # shown below the uploader, which is empty again (the refused files are gone from it).
     seven = tmp_path / "seven.png"
     paper = Image.fromarray(255 - mnist.X_test[0].reshape(28, 28)).resize((200, 200), Image.Resampling.BILINEAR)
     paper.save(seven)
-    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(seven))
+    upload(page, seven)
     page.wait_for_selector('.prediction[data-digit="7"]')
     expect(page.get_by_text(re.compile(r"Could not use"))).to_have_count(0)
     expect(page.locator('[data-testid="stFileUploaderFile"]')).to_have_count(0)
