@@ -176,7 +176,12 @@ async def start_training(browser, url: str):
     await page.locator(".st-key-epochs input").fill("200")
     await page.locator(".st-key-hidden_sizes input").fill("512,256")
     await page.locator(".st-key-start button").click()
-    await page.get_by_text(re.compile(r"^Epoch 1/200 · batch")).wait_for(timeout=120_000)
+    try:
+        await page.get_by_text(re.compile(r"^Epoch 1/200 · batch")).wait_for(timeout=300_000)
+    except Exception:
+        OUT.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(OUT / "load_test_training_did_not_start.png"))
+        raise
     return context, page
 
 

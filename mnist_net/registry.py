@@ -24,7 +24,8 @@ ENV_VAR = "MNIST_NET_MODELS_DIR"
 SUFFIX = ".pkl"
 MAX_NAME = 200  # characters of a file name the app lists
 MAX_FACT = 200  # characters of one fact shown about a model (file-supplied text is cut there)
-_NAME_RE = re.compile(r"^mnist-(\d{8}-\d{6})(?:-acc(\d+(?:\.\d+)?))?(?:-\d+)?\.pkl$")
+# mnist-<time>[-acc<percent>][-2 (a repeat) or -my-run (the name a user kept it under)].pkl
+_NAME_RE = re.compile(r"^mnist-(\d{8}-\d{6})(?:-acc(\d+(?:\.\d+)?))?(?:-[\w-]{1,64})?\.pkl$")
 
 
 def models_dir() -> Path:

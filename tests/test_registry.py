@@ -4,6 +4,8 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from mnist_net import load_model, registry
 from mnist_net.registry import list_models, model_facts, model_filename, models_dir, save_new_model
 
@@ -20,6 +22,18 @@ def test_models_dir_from_env_else_project_models(monkeypatch, tmp_path):
 def test_filename_has_time_and_accuracy():
     assert model_filename(WHEN, 0.97634) == "mnist-20261128-110512-acc97.63.pkl"
     assert model_filename(WHEN, None) == "mnist-20261128-110512.pkl"
+
+
+def test_listing_reads_the_accuracy_of_repeats_and_kept_names(models_dir):
+    from mnist_net.runs import kept_file_names
+
+    models_dir.mkdir(parents=True, exist_ok=True)
+    kept = next(iter(kept_file_names(WHEN, 0.9812, "my first run")))
+    for name in ("mnist-20261128-110512-acc97.63-2.pkl", kept):
+        (models_dir / name).write_bytes(b"x")
+    accuracies = {m.path.name: m.test_accuracy for m in list_models()}
+    assert accuracies == pytest.approx({"mnist-20261128-110512-acc97.63-2.pkl": 0.9763, kept: 0.9812})
+    assert "my" in kept  # the user's name is in the file name
 
 
 def test_save_lists_and_loads_back(small_model, models_dir):
