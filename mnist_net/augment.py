@@ -13,8 +13,6 @@ Non-goals: noise, occlusion, colour (the preprocessing removes those before the 
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from .config import TrainConfig
@@ -145,11 +143,11 @@ def _line3(a: np.ndarray, axis: int, op: np.ufunc) -> np.ndarray:
     """op (np.maximum or np.minimum) of each pixel and its two neighbours along ``axis`` (1 or 2)
     of (batch, H, W), with zeros beyond the border (as a zero-padded 3-tap window). Returns a new array."""
     out = a.copy()
-    lo, hi, first, last = ([slice(None)] * 3 for _ in range(4))  # type: list[Any], list[Any], list[Any], list[Any]
-    lo[axis], hi[axis], first[axis], last[axis] = slice(None, -1), slice(1, None), 0, -1
-    op(out[tuple(lo)], a[tuple(hi)], out=out[tuple(lo)])
-    op(out[tuple(hi)], a[tuple(lo)], out=out[tuple(hi)])
-    for edge in (tuple(first), tuple(last)):
+    before = (slice(None),) * axis
+    lo, hi = before + (slice(None, -1),), before + (slice(1, None),)
+    op(out[lo], a[hi], out=out[lo])
+    op(out[hi], a[lo], out=out[hi])
+    for edge in (before + (0,), before + (-1,)):
         op(out[edge], 0, out=out[edge])
     return out
 
