@@ -209,7 +209,8 @@ def ink_geometry(images: np.ndarray) -> dict[str, np.ndarray]:
 
     Returns float32 arrays of shape (batch,): top, bottom, left, right (ink bounding box,
     pixel indices), and x-centroids of the ink in the top, middle and bottom fifths of the
-    box (cx_top, cx_mid, cx_bottom). An image without ink gets a box around the centre.
+    box (cx_top, cx_mid, cx_bottom), and the ink per row there (pen_bottom: about the stroke
+    width where one stroke crosses a row). An image without ink gets a box around the centre.
     """
     ink = np.asarray(images >= _INK)
     rows, cols = np.any(ink, axis=2), np.any(ink, axis=1)
@@ -230,7 +231,9 @@ def ink_geometry(images: np.ndarray) -> dict[str, np.ndarray]:
         return np.where(m > 1e-6, c, (left + right) / 2).astype(np.float32)
 
     fifth = height / 5
+    low = (idx[None, :] >= (bottom - fifth)[:, None]) & (idx[None, :] <= bottom[:, None])
     return {
+        "pen_bottom": (np.where(low, mass, 0).sum(axis=1) / np.maximum(low.sum(axis=1), 1)).astype(np.float32),
         "top": top,
         "bottom": bottom,
         "left": left,
@@ -258,7 +261,12 @@ def _style_polylines(style: str, g: dict[str, np.ndarray]) -> np.ndarray:
         pts = [(left, bottom), (right, top)]
     elif style == "curl_9":  # the tail's end hooks back to the left
         x, y = g["cx_bottom"], bottom
-        pts = [(x, y - 0.1 * h), (x - 0.1 * h, y), (x - 0.25 * h, y - 0.08 * h)]
+        pts = [
+            (x, y - 0.1 * h),
+            (x - 0.12 * h, y + 0.04 * h),
+            (x - 0.28 * h, y - 0.04 * h),
+            (x - 0.32 * h, y - 0.16 * h),
+        ]
     else:
         raise ValueError(f"unknown style {style!r}")
     return np.stack([np.stack([px, py], axis=-1) for px, py in pts], axis=1).astype(np.float32)
@@ -284,12 +292,13 @@ def open_top_4(images: np.ndarray, g: dict[str, np.ndarray]) -> np.ndarray:
     """Erase the upper part of a 4's left stroke, so it no longer meets the stem at the top.
 
     The stem's x is taken from the bottom fifth (only the stem reaches down there); ink in the
-    top 30% of the box more than 1.5 px left of it goes. images: (n, SIDE, SIDE); returns new.
+    top 35% of the box left of the stem's left edge (half a pen width and half a pixel to the
+    left of its centre) goes. images: (n, SIDE, SIDE); returns a new array.
     """
     h = g["bottom"] - g["top"] + 1
     rows = np.arange(SIDE, dtype=np.float32)
-    upper = rows[None, :] < (g["top"] + 0.3 * h)[:, None]  # (n, SIDE)
-    left_of_stem = rows[None, :] < (g["cx_bottom"] - 1.5)[:, None]
+    upper = rows[None, :] < (g["top"] + 0.35 * h)[:, None]  # (n, SIDE)
+    left_of_stem = rows[None, :] < (g["cx_bottom"] - g["pen_bottom"] / 2 - 0.5)[:, None]
     return np.where(upper[:, :, None] & left_of_stem[:, None, :], np.float32(0), images)
 
 
