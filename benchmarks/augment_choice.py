@@ -70,14 +70,21 @@ def main(argv=None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     data = load_mnist(args.data_dir, progress=False)
     base = TrainConfig(
-        hidden_sizes=parse_hidden_sizes(args.hidden), activation="relu", epochs=args.epochs, lr_decay=0.85,
-        augment=True, val_fraction=0.0, log_every=10**6,
+        hidden_sizes=parse_hidden_sizes(args.hidden),
+        activation="relu",
+        epochs=args.epochs,
+        lr_decay=0.85,
+        augment=True,
+        val_fraction=0.0,
+        log_every=10**6,
     )
     tr, va = stratified_split(data.y_train, 1 / 12, 0)
     t0 = time.perf_counter()
     Xd, yd, pens = drawn_inputs(data.X_train[va], data.y_train[va], args.n, 0)
-    print(f"validation: {len(va)} MNIST images; drawn: {len(yd)} canvases from {args.n} of them "
-          f"(built in {time.perf_counter() - t0:.0f} s); load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"validation: {len(va)} MNIST images; drawn: {len(yd)} canvases from {args.n} of them "
+        f"(built in {time.perf_counter() - t0:.0f} s); load average {os.getloadavg()[0]:.1f}"
+    )
     names = list(SETTINGS) if args.only is None else [s.strip() for s in args.only.split("|")]
     thick = pens >= 1.75
     print(f"{'setting':<40}{'seed':>5}{'MNIST val':>11}{'drawn':>8}{'thick pens':>12}{'train s':>9}")
@@ -89,8 +96,10 @@ def main(argv=None) -> int:
             seconds = time.perf_counter() - start
             val = model.score(data.X_train[va], data.y_train[va])
             hit = model.predict(Xd) == yd
-            print(f"{name:<40}{seed:>5}{val:>11.4f}{hit.mean():>8.4f}{hit[thick].mean():>12.4f}{seconds:>9.0f}",
-                  flush=True)
+            print(
+                f"{name:<40}{seed:>5}{val:>11.4f}{hit.mean():>8.4f}{hit[thick].mean():>12.4f}{seconds:>9.0f}",
+                flush=True,
+            )
     se = np.sqrt(0.97 * 0.03 / len(yd))
     print(f"standard error of a drawn accuracy near 97%: {se:.4f} (binomial; the canvases share digits, so more)")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
