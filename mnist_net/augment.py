@@ -125,13 +125,15 @@ def elastic_field(rng: np.random.Generator, n: int, alpha: float, sigma: float, 
 
     Returns (n, 2, side, side) float32 displacements (dx, dy) in pixels, each at most alpha
     in size (a smoothed value of noise in [-1, 1]) and smooth at the scale of sigma pixels.
-    Smoothing is G @ U @ G.T for every field at once (two batched matrix products).
+    Smoothing is G @ U @ G.T for every field at once (two matrix products over the whole batch).
     """
     g = smoothing_matrix(sigma, side)
-    noise = rng.random((n, 2, side, side), dtype=np.float32)
+    noise = rng.random((n * 2 * side, side), dtype=np.float32)
     noise *= 2
     noise -= 1
-    field = np.matmul(np.matmul(g, noise), g.T)
+    across = noise @ g.T  # every row of every field smoothed in one matrix product
+    down = g @ across.reshape(-1, side, side).transpose(1, 0, 2).reshape(side, -1)  # then every column
+    field = down.reshape(side, n * 2, side).transpose(1, 0, 2).reshape(n, 2, side, side)
     field *= np.float32(alpha)
     return field
 
@@ -336,41 +338,27 @@ def augment_batch(
     elastic_alpha, elastic_sigma, style_prob). Of the images whose stroke changes, half are
     thinned and half thickened by 1..max_thicken pixels; a thickened digit is also shrunk so
     it still fits the 20-pixel box, as canvas_to_input fits a thick drawing into the box.
-    Returns a new (batch, 784) float32 array in [0, 1]; the input is untouched. Works
-    ``CHUNK`` images at a time, so its temporaries stay in cache; the same seed gives the same batch.
+    Returns a new (batch, 784) float32 array in [0, 1]; the input is untouched. The random
+    draws and the warp's coordinates are made for the whole batch; the pixel work runs
+    ``CHUNK`` images at a time, so its temporaries stay in cache. Same seed, same batch.
     """
     images = np.asarray(images, np.float32)
-    out = np.empty((len(images), SIDE * SIDE), np.float32)
-    for a in range(0, len(images), CHUNK):
-        part = slice(a, a + CHUNK)
-        out[part] = _augment_chunk(images[part], rng, config, None if labels is None else np.asarray(labels)[part])
-    return out
-
-
-def _augment_chunk(
-    images: np.ndarray, rng: np.random.Generator, config: TrainConfig, labels: np.ndarray | None
-) -> np.ndarray:
-    """augment_batch on a few images: (n, 784) float32 -> new (n, 784) float32."""
-    b = images.shape[0]
+    b = len(images)
+    square = images.reshape(b, SIDE, SIDE)
+    if config.style_prob > 0 and labels is not None:
+        square = add_styles(square, np.asarray(labels), rng, config.style_prob)
     angle = np.asarray(rng.uniform(-config.max_rotation, config.max_rotation, b))
     scale = np.asarray(rng.uniform(config.scale_range[0], config.scale_range[1], b))
     shift = np.asarray(rng.uniform(-config.max_shift, config.max_shift, (b, 2)))
-    out = images.reshape(b, SIDE, SIDE)
-    if config.style_prob > 0 and labels is not None:
-        out = add_styles(out, labels, rng, config.style_prob)
+    steps = np.zeros(b, np.int64)
+    thinner = np.zeros(b, bool)
     p = config.stroke_change_prob
     if p > 0:
         u = np.asarray(rng.random(b))
         thick = u < p / 2
-        thinner = np.flatnonzero((u >= p / 2) & (u < p))
+        thinner = (u >= p / 2) & (u < p)
         steps = np.where(thick, rng.integers(1, config.max_thicken + 1, b), 0)
-        if thick.any():
-            out = grow_strokes(out, steps)
-            scale *= BOX / (BOX + 2 * steps)
-        if len(thinner):
-            if out is images.reshape(b, SIDE, SIDE) or out.base is images:
-                out = out.copy()
-            out[thinner] = thin(out[thinner].reshape(len(thinner), -1)).reshape(-1, SIDE, SIDE)
+        scale *= BOX / (BOX + 2 * steps)  # a thickened digit is refitted into the box
     slant = None
     if config.max_slant > 0:
         slant = np.tan(np.deg2rad(rng.uniform(-config.max_slant, config.max_slant, b)))
@@ -380,5 +368,18 @@ def _augment_chunk(
         if len(bent):
             field = elastic_field(rng, len(bent), config.elastic_alpha, config.elastic_sigma)
             coords[bent] += field.reshape(len(bent), 2, -1)
-    warped = bilinear_sample(out, coords)
-    return np.clip(warped, 0.0, 1.0, out=warped)
+    out = np.empty((b, SIDE * SIDE), np.float32)
+    for a in range(0, b, CHUNK):
+        part = slice(a, a + CHUNK)
+        out[part] = bilinear_sample(_restroke(square[part], steps[part], thinner[part]), coords[part])
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _restroke(images: np.ndarray, steps: np.ndarray, thinner: np.ndarray) -> np.ndarray:
+    """Thicken image i by steps[i] pixels and thin those marked ``thinner``. (n, SIDE, SIDE) -> (n, SIDE, SIDE);
+    the input is returned itself when nothing changes, else left untouched."""
+    out = grow_strokes(images, steps) if steps.any() else images
+    if thinner.any():
+        out = out.copy() if out is images else out
+        out[thinner] = thin(out[thinner].reshape(-1, SIDE * SIDE)).reshape(-1, SIDE, SIDE)
+    return out
