@@ -37,7 +37,10 @@ from mnist_net.data import uint8_to_float  # noqa: E402
 from mnist_net.functional import init_params, loss_and_grads  # noqa: E402
 from mnist_net.optim import Adam  # noqa: E402
 
-NETWORKS = {"784-128-64-10 sigmoid (default)": ((128, 64), "sigmoid"), "784-400-200-10 relu (shipped)": ((400, 200), "relu")}
+NETWORKS = {
+    "784-128-64-10 sigmoid (default)": ((128, 64), "sigmoid"),
+    "784-400-200-10 relu (shipped)": ((400, 200), "relu"),
+}
 EVERYTHING = TrainConfig(max_slant=12.0, elastic_prob=0.5, style_prob=0.3)
 TARGET = 0.5
 
@@ -52,11 +55,44 @@ def load_baseline(rev: str):
         return None
     folder = Path(tempfile.mkdtemp(prefix="augment_baseline_"))
     path = folder / "augment_baseline.py"
-    path.write_text(source.replace("from .config", "from mnist_net.config").replace("from .data", "from mnist_net.data"))
+    path.write_text(
+        source.replace("from .config", "from mnist_net.config").replace("from .data", "from mnist_net.data")
+    )
     spec = importlib.util.spec_from_file_location("augment_baseline", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.augment_batch
+
+
+def measure(data, hidden, activation: str, batch: int, before, rounds: int) -> dict[str, float]:
+    """Median milliseconds per batch of each task, the tasks taking turns round by round."""
+    rng = np.random.default_rng(0)
+    params = init_params([784, *hidden, 10], activation, rng)
+    opt = Adam(1e-3)
+    idx = rng.choice(len(data.X_train), batch, replace=False)
+    xb, yb = uint8_to_float(data.X_train[idx]), data.y_train[idx].astype(np.int64)
+
+    def step():
+        _, grads, _ = loss_and_grads(params, xb, yb, activation, 0.0)
+        opt.step(params, grads)
+
+    tasks = {
+        "step": step,
+        "after": lambda: augment_batch(xb, rng, TrainConfig(), yb),
+        "all on": lambda: augment_batch(xb, rng, EVERYTHING, yb),
+    }
+    if before is not None:
+        tasks["before"] = lambda: before(xb, rng, TrainConfig())
+    times: dict[str, list[float]] = {k: [] for k in tasks}
+    for task in tasks.values():
+        task()  # warm-up
+    for r in range(rounds):
+        order = list(tasks)[r % len(tasks) :] + list(tasks)[: r % len(tasks)]
+        for k in order:
+            start = time.perf_counter()
+            tasks[k]()
+            times[k].append(time.perf_counter() - start)
+    return {k: float(np.median(v)) * 1e3 for k, v in times.items()}
 
 
 def main(argv=None) -> int:
@@ -70,45 +106,25 @@ def main(argv=None) -> int:
     before = load_baseline(args.baseline)
     loads = [os.getloadavg()[0]]
     print(f"augmentation / training step per batch, medians of {args.rounds} interleaved rounds, 1 thread")
-    print(f"{'network':<34}{'batch':>6}{'step ms':>9}{'before ms':>11}{'after ms':>10}{'all on ms':>11}"
-          f"{'before/step':>13}{'after/step':>12}{'all on/step':>13}")
+    print(
+        f"{'network':<34}{'batch':>6}{'step ms':>9}{'before ms':>11}{'after ms':>10}{'all on ms':>11}"
+        f"{'before/step':>13}{'after/step':>12}{'all on/step':>13}"
+    )
     with threadpool_limits(1):
         for name, (hidden, activation) in NETWORKS.items():
             for batch in (int(b) for b in args.batches.split(",")):
-                rng = np.random.default_rng(0)
-                params = init_params([784, *hidden, 10], activation, rng)
-                opt = Adam(1e-3)
-                idx = rng.choice(len(data.X_train), batch, replace=False)
-                xb, yb = uint8_to_float(data.X_train[idx]), data.y_train[idx].astype(np.int64)
-
-                def step():
-                    _, grads, _ = loss_and_grads(params, xb, yb, activation, 0.0)
-                    opt.step(params, grads)
-
-                tasks = {
-                    "step": step,
-                    "after": lambda: augment_batch(xb, rng, TrainConfig(), yb),
-                    "all on": lambda: augment_batch(xb, rng, EVERYTHING, yb),
-                }
-                if before is not None:
-                    tasks["before"] = lambda: before(xb, rng, TrainConfig())
-                times: dict[str, list[float]] = {k: [] for k in tasks}
-                for task in tasks.values():
-                    task()  # warm-up
-                for r in range(args.rounds):
-                    order = list(tasks)[r % len(tasks) :] + list(tasks)[: r % len(tasks)]
-                    for k in order:
-                        start = time.perf_counter()
-                        tasks[k]()
-                        times[k].append(time.perf_counter() - start)
+                ms = measure(data, hidden, activation, batch, before, args.rounds)
                 loads.append(os.getloadavg()[0])
-                ms = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
                 b_ms = ms.get("before", float("nan"))
-                print(f"{name:<34}{batch:>6}{ms['step']:>9.2f}{b_ms:>11.2f}{ms['after']:>10.2f}{ms['all on']:>11.2f}"
-                      f"{b_ms / ms['step']:>13.2f}{ms['after'] / ms['step']:>12.2f}{ms['all on'] / ms['step']:>13.2f}",
-                      flush=True)
-    print(f"goal: augmentation (defaults) / step <= {TARGET}; 'before' = augment.py at {args.baseline}; "
-          f"'all on' adds slant 12, elastic 0.5, styles 0.3")
+                print(
+                    f"{name:<34}{batch:>6}{ms['step']:>9.2f}{b_ms:>11.2f}{ms['after']:>10.2f}{ms['all on']:>11.2f}"
+                    f"{b_ms / ms['step']:>13.2f}{ms['after'] / ms['step']:>12.2f}{ms['all on'] / ms['step']:>13.2f}",
+                    flush=True,
+                )
+    print(
+        f"goal: augmentation (defaults) / step <= {TARGET}; 'before' = augment.py at {args.baseline}; "
+        f"'all on' adds slant 12, elastic 0.5, styles 0.3"
+    )
     print(f"load average: {min(loads):.1f}-{max(loads):.1f}")
     return 0
 

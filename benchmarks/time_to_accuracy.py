@@ -48,8 +48,13 @@ def ours_time_to(data, batch: int, lr: float, target: float, max_epochs: int, se
     """(training seconds until test accuracy >= target (inf if never), the accuracy then) for mnist_net."""
     batches = -(-len(data.X_train) // batch)
     config = TrainConfig(
-        batch_size=batch, learning_rate=lr, epochs=max_epochs, val_fraction=0.0, seed=seed,
-        log_every=max(1, batches // CHECKS_PER_EPOCH), threads=1,
+        batch_size=batch,
+        learning_rate=lr,
+        epochs=max_epochs,
+        val_fraction=0.0,
+        seed=seed,
+        log_every=max(1, batches // CHECKS_PER_EPOCH),
+        threads=1,
     )
     model = MLP(config)
     steps = model.iter_fit(data.X_train, data.y_train)
@@ -139,7 +144,9 @@ def main(argv=None) -> int:
         data = Small  # type: ignore[assignment]
         args.target, args.max_epochs, args.repeats = 0.85, 5, 1
         grid_batches, grid_rates = (128,), (2e-3,)
-    print(f"target test accuracy {args.target:.3f}; 784-128-64-10 sigmoid, 1 thread; grid {grid_batches} x {grid_rates}")
+    print(
+        f"target test accuracy {args.target:.3f}; 784-128-64-10 sigmoid, 1 thread; grid {grid_batches} x {grid_rates}"
+    )
     best: dict[str, tuple[float, int, float]] = {}
     with threadpool_limits(1):
         print(f"{'batch':>6}{'lr':>8}" + "".join(f"{name:>26}" for name in RUNNERS) + f"{'load':>7}")
@@ -151,8 +158,10 @@ def main(argv=None) -> int:
                     cells.append(f"{seconds:>16.2f} s ({acc:.4f})")
                     if seconds < best.get(name, (float("inf"),))[0]:
                         best[name] = (seconds, batch, lr)
-                print(f"{batch:>6}{lr:>8g}" + "".join(f"{c:>26}" for c in cells) + f"{os.getloadavg()[0]:>7.1f}",
-                      flush=True)
+                print(
+                    f"{batch:>6}{lr:>8g}" + "".join(f"{c:>26}" for c in cells) + f"{os.getloadavg()[0]:>7.1f}",
+                    flush=True,
+                )
         if len(best) < len(RUNNERS):
             print("an implementation never reached the target inside the grid; raise --max-epochs")
             return 1
@@ -163,17 +172,23 @@ def main(argv=None) -> int:
                 _, batch, lr = best[name]
                 seconds, acc = run(data, batch, lr, args.target, args.max_epochs, seed)
                 times[name].append(seconds)
-                print(f"  {name}, batch {batch}, lr {lr:g}, seed {seed}: {seconds:.2f} s (test {acc:.4f}), "
-                      f"load {os.getloadavg()[0]:.1f}", flush=True)
+                print(
+                    f"  {name}, batch {batch}, lr {lr:g}, seed {seed}: {seconds:.2f} s (test {acc:.4f}), "
+                    f"load {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
     medians = {name: float(np.median(t)) for name, t in times.items()}
     ours, theirs = medians["ours"], medians["PyTorch (fused Adam)"]
     for name, t in times.items():
         _, batch, lr = best[name]
-        print(f"{name}: batch {batch}, lr {lr:g}: median {medians[name]:.2f} s "
-              f"(runs {', '.join(f'{x:.2f}' for x in t)})")
+        print(
+            f"{name}: batch {batch}, lr {lr:g}: median {medians[name]:.2f} s (runs {', '.join(f'{x:.2f}' for x in t)})"
+        )
     ratio = ours / theirs
-    print(f"ours / PyTorch, median time to {args.target:.1%}: {ratio:.2f}x "
-          f"(target <= {TARGET_RATIO}x): {'MET' if ratio <= TARGET_RATIO else 'MISSED'}")
+    print(
+        f"ours / PyTorch, median time to {args.target:.1%}: {ratio:.2f}x "
+        f"(target <= {TARGET_RATIO}x): {'MET' if ratio <= TARGET_RATIO else 'MISSED'}"
+    )
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     return 0
 
