@@ -4,7 +4,9 @@ What a user waits for is not an epoch but a good network. For each implementatio
 own loop; PyTorch on the CPU with ``Adam(fused=True)``; both 1 thread, the same network, sigmoid,
 the same initial weights, all 60,000 training images, per-batch uint8 -> float32 scaling in
 both) it measures the training seconds until the official test set's accuracy first reaches
-``--target`` (97.5%), checked every quarter epoch; the checks themselves are not timed.
+``--target`` (97.5%), checked every quarter epoch; the checks themselves are not timed. Wall and
+CPU seconds are both reported (1 thread each: CPU time is the work done, which other processes
+on a shared machine disturb far less than the wall clock).
 
 1. Grid: every batch size x learning rate of the small grid below, once each (seed 0), the two
    implementations taking turns point by point so that the machine's load hits them alike.
@@ -39,13 +41,13 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 from mnist_net import MLP, TrainConfig, load_mnist  # noqa: E402
 
 BATCHES = (64, 128, 256, 512)
-RATES = (1e-3, 2e-3, 4e-3)
+RATES = (1e-3, 2e-3, 4e-3, 8e-3)
 TARGET_RATIO = 0.8  # ours at most this fraction of PyTorch's time
 CHECKS_PER_EPOCH = 4
 
 
-def ours_time_to(data, batch: int, lr: float, target: float, max_epochs: int, seed: int) -> tuple[float, float]:
-    """(training seconds until test accuracy >= target (inf if never), the accuracy then) for mnist_net."""
+def ours_time_to(data, batch: int, lr: float, target: float, max_epochs: int, seed: int) -> tuple[float, float, float]:
+    """(wall and CPU seconds of training until test accuracy >= target (inf if never), the accuracy then)."""
     batches = -(-len(data.X_train) // batch)
     config = TrainConfig(
         batch_size=batch,
@@ -58,21 +60,21 @@ def ours_time_to(data, batch: int, lr: float, target: float, max_epochs: int, se
     )
     model = MLP(config)
     steps = model.iter_fit(data.X_train, data.y_train)
-    clock, acc = 0.0, 0.0
+    clock, cpu, acc = 0.0, 0.0, 0.0
     while True:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         record = next(steps, None)
-        clock += time.perf_counter() - start
+        clock, cpu = clock + time.perf_counter() - start, cpu + time.process_time() - start_cpu
         if record is None:
-            return float("inf"), acc
+            return float("inf"), float("inf"), acc
         with threadpool_limits(1):
             acc = model.score(data.X_test, data.y_test)
         if acc >= target:
             steps.close()
-            return clock, acc
+            return clock, cpu, acc
 
 
-def torch_time_to(data, batch: int, lr: float, target: float, max_epochs: int, seed: int) -> tuple[float, float]:
+def torch_time_to(data, batch: int, lr: float, target: float, max_epochs: int, seed: int) -> tuple[float, float, float]:
     """The same for PyTorch: same network and initial weights, fused Adam, 1 thread."""
     import torch
     import torch.nn.functional as F
@@ -82,7 +84,7 @@ def torch_time_to(data, batch: int, lr: float, target: float, max_epochs: int, s
     torch.manual_seed(seed)
     X = torch.from_numpy(np.array(data.X_train))  # uint8 (a writable copy), scaled batch by batch as ours is
     Y = torch.from_numpy(data.y_train.astype(np.int64))
-    X_test = torch.from_numpy(data.X_test).float().div_(255)
+    X_test = torch.from_numpy(np.array(data.X_test)).float().div_(255)
     y_test = torch.from_numpy(data.y_test.astype(np.int64))
     net = torch_network("sigmoid", seed)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr, fused=True)
@@ -90,9 +92,9 @@ def torch_time_to(data, batch: int, lr: float, target: float, max_epochs: int, s
     n = len(X)
     batches = -(-n // batch)
     check_every = max(1, batches // CHECKS_PER_EPOCH)
-    clock, acc = 0.0, 0.0
+    clock, cpu, acc = 0.0, 0.0, 0.0
     for _ in range(max_epochs):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         order = torch.randperm(n, generator=generator)
         for b in range(batches):
             idx = order[b * batch : (b + 1) * batch]
@@ -103,14 +105,13 @@ def torch_time_to(data, batch: int, lr: float, target: float, max_epochs: int, s
             loss.backward()
             optimizer.step()
             if (b + 1) % check_every == 0 or b == batches - 1:
-                clock += time.perf_counter() - start
+                clock, cpu = clock + time.perf_counter() - start, cpu + time.process_time() - start_cpu
                 with torch.inference_mode():
                     acc = float((net(X_test).argmax(1) == y_test).float().mean())
                 if acc >= target:
-                    return clock, acc
-                start = time.perf_counter()
-        clock += time.perf_counter() - start
-    return float("inf"), acc
+                    return clock, cpu, acc
+                start, start_cpu = time.perf_counter(), time.process_time()
+    return float("inf"), float("inf"), acc
 
 
 RUNNERS = {"ours": ours_time_to, "PyTorch (fused Adam)": torch_time_to}
@@ -154,7 +155,7 @@ def main(argv=None) -> int:
             for lr in grid_rates:
                 cells = []
                 for name, run in RUNNERS.items():
-                    seconds, acc = run(data, batch, lr, args.target, args.max_epochs, 0)
+                    seconds, _, acc = run(data, batch, lr, args.target, args.max_epochs, 0)
                     cells.append(f"{seconds:>16.2f} s ({acc:.4f})")
                     if seconds < best.get(name, (float("inf"),))[0]:
                         best[name] = (seconds, batch, lr)
@@ -167,28 +168,34 @@ def main(argv=None) -> int:
             return 1
         print(f"\nbest grid points, each run {args.repeats} times (seeds 0..), taking turns:")
         times: dict[str, list[float]] = {name: [] for name in RUNNERS}
+        cpus: dict[str, list[float]] = {name: [] for name in RUNNERS}
         for seed in range(args.repeats):
-            for name, run in RUNNERS.items():
+            order = list(RUNNERS) if seed % 2 == 0 else list(RUNNERS)[::-1]  # who goes first alternates
+            for name in order:
                 _, batch, lr = best[name]
-                seconds, acc = run(data, batch, lr, args.target, args.max_epochs, seed)
+                seconds, cpu, acc = RUNNERS[name](data, batch, lr, args.target, args.max_epochs, seed)
                 times[name].append(seconds)
+                cpus[name].append(cpu)
                 print(
-                    f"  {name}, batch {batch}, lr {lr:g}, seed {seed}: {seconds:.2f} s (test {acc:.4f}), "
-                    f"load {os.getloadavg()[0]:.1f}",
+                    f"  {name}, batch {batch}, lr {lr:g}, seed {seed}: {seconds:.2f} s, CPU {cpu:.2f} s "
+                    f"(test {acc:.4f}), load {os.getloadavg()[0]:.1f}",
                     flush=True,
                 )
     medians = {name: float(np.median(t)) for name, t in times.items()}
-    ours, theirs = medians["ours"], medians["PyTorch (fused Adam)"]
+    cpu_medians = {name: float(np.median(t)) for name, t in cpus.items()}
     for name, t in times.items():
         _, batch, lr = best[name]
         print(
-            f"{name}: batch {batch}, lr {lr:g}: median {medians[name]:.2f} s (runs {', '.join(f'{x:.2f}' for x in t)})"
+            f"{name}: batch {batch}, lr {lr:g}: median {medians[name]:.2f} s, CPU {cpu_medians[name]:.2f} s "
+            f"(runs {', '.join(f'{x:.2f}' for x in t)})"
         )
-    ratio = ours / theirs
-    print(
-        f"ours / PyTorch, median time to {args.target:.1%}: {ratio:.2f}x "
-        f"(target <= {TARGET_RATIO}x): {'MET' if ratio <= TARGET_RATIO else 'MISSED'}"
-    )
+    torch_name = "PyTorch (fused Adam)"
+    for what, m in (("wall", medians), ("CPU", cpu_medians)):
+        ratio = m["ours"] / m[torch_name]
+        print(
+            f"ours / PyTorch, median {what} time to {args.target:.1%}: {ratio:.2f}x "
+            f"(target <= {TARGET_RATIO}x): {'MET' if ratio <= TARGET_RATIO else 'MISSED'}"
+        )
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     return 0
 
