@@ -122,6 +122,8 @@ def main(argv=None) -> int:
     parser.add_argument("--target", type=float, default=0.975)
     parser.add_argument("--max-epochs", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5, help="runs of each best grid point (seeds 0..)")
+    parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="grid batch sizes")
+    parser.add_argument("--rates", default=",".join(map(str, RATES)), help="grid Adam learning rates")
     parser.add_argument("--quick", action="store_true", help="smoke run: 4,000 images, target 0.85, tiny grid")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
@@ -135,7 +137,8 @@ def main(argv=None) -> int:
         return 2
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     data = load_mnist(args.data_dir, progress=False)
-    grid_batches, grid_rates = BATCHES, RATES
+    grid_batches = tuple(int(b) for b in args.batches.split(","))
+    grid_rates = tuple(float(r) for r in args.rates.split(","))
     if args.quick:
 
         class Small:

@@ -48,7 +48,7 @@ class TrainConfig:
     # Handwriting MNIST lacks (augment.py; off by default, measured in README, "Augmentation"):
     max_slant: float = 0.0  # degrees of random lean (shear) either way; 0 = none
     elastic_prob: float = 0.0  # chance a digit gets an elastic distortion (Simard et al. 2003)
-    elastic_alpha: float = 34.0  # its strength: displacements at most this many pixels (typically ~alpha/25)
+    elastic_alpha: float = 34.0  # its strength (Simard's): displacements under alpha px, ~alpha/20 typical
     elastic_sigma: float = 4.0  # its smoothness: Gaussian width of the displacement field, pixels
     style_prob: float = 0.0  # chance each style of a digit's class is drawn (flag/foot on 1, crossbar on 7, ...)
     n_train: int | None = None  # use only this many training images (None = all)
