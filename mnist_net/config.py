@@ -45,6 +45,12 @@ class TrainConfig:
     scale_range: tuple[float, float] = (0.85, 1.15)
     stroke_change_prob: float = 0.6  # chance to thicken (1-2 px) or thin a digit's stroke
     max_thicken: int = 2  # thickened strokes grow by 1..max_thicken pixels (2: ~2.5x an MNIST stroke)
+    # Handwriting MNIST lacks (augment.py; off by default, measured in README, "Augmentation"):
+    max_slant: float = 0.0  # degrees of random lean (shear) either way; 0 = none
+    elastic_prob: float = 0.0  # chance a digit gets an elastic distortion (Simard et al. 2003)
+    elastic_alpha: float = 34.0  # its strength (Simard's): displacements under alpha px, ~alpha/20 typical
+    elastic_sigma: float = 4.0  # its smoothness: Gaussian width of the displacement field, pixels
+    style_prob: float = 0.0  # chance each style of a digit's class is drawn (flag/foot on 1, crossbar on 7, ...)
     n_train: int | None = None  # use only this many training images (None = all)
     val_fraction: float = 1 / 12  # 5,000 of the 60,000 training images
     lr_decay: float = 1.0  # learning rate multiplied by this after each epoch
@@ -138,6 +144,20 @@ class TrainConfig:
             raise ValueError("log_every must be >= 1")
         if self.threads is not None and not 1 <= self.threads <= 64:
             raise ValueError("threads must be 1..64 (or None to leave BLAS as it is)")
+        for name in ("max_slant", "elastic_prob", "elastic_alpha", "elastic_sigma", "style_prob"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Real) or value != value:
+                raise ValueError(f"{name} must be a number, got {value!r}")
+        if not 0 <= self.max_slant <= 45:
+            raise ValueError("max_slant must be 0..45 degrees")
+        if not 0 <= self.elastic_prob <= 1:
+            raise ValueError("elastic_prob must be in [0, 1]")
+        if not 0 <= self.elastic_alpha <= 100:
+            raise ValueError("elastic_alpha must be 0..100 pixels")
+        if not 0.5 <= self.elastic_sigma <= 20:
+            raise ValueError("elastic_sigma must be 0.5..20 pixels")
+        if not 0 <= self.style_prob <= 1:
+            raise ValueError("style_prob must be in [0, 1]")
 
     @property
     def layer_sizes(self) -> list[int]:

@@ -17,10 +17,18 @@ class SGD:
     def __init__(self, learning_rate: float, **_: float) -> None:
         self.learning_rate = learning_rate
         self.state: dict[str, np.ndarray] = {}
+        self._scratch: dict[str, np.ndarray] = {}
+
+    def scratch(self, key: str, like: np.ndarray) -> np.ndarray:
+        """A workspace array shaped like ``like``, kept across steps (workspace, not state)."""
+        s = self._scratch.get(key)
+        if s is None or s.shape != like.shape or s.dtype != like.dtype:
+            s = self._scratch[key] = np.empty_like(like)
+        return s
 
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
         for k, g in grads.items():
-            params[k] -= self.learning_rate * g
+            params[k] -= np.multiply(g, self.learning_rate, out=self.scratch(k, params[k]))
 
 
 class Momentum(SGD):
@@ -38,28 +46,26 @@ class Momentum(SGD):
             if v is None:
                 v = self.state["v_" + k] = np.zeros_like(params[k])
             v *= self.momentum
-            v -= self.learning_rate * g
+            v -= np.multiply(g, self.learning_rate, out=self.scratch(k, v))
             params[k] += v
 
 
 class Adam(SGD):
     """Adam (Kingma & Ba, 2015) with bias correction.
 
-    Updated in place through one scratch array per parameter: no temporaries, which
-    matters because Adam touches every weight at every step (a quarter of an epoch at
-    batch 128). The scratch arrays are workspace, not state.
+    Updated in place through one scratch array per parameter, kept across steps: no
+    temporaries, because Adam touches every weight at every step and is memory bound.
+    Twelve passes over each parameter's memory (3 for m, 4 for v, 5 for the update: NumPy cannot
+    fuse them further), both bias corrections folded into one scalar step size. The scratch
+    arrays are workspace, not state: the saved state keeps its keys t, m_<p>, v_<p>.
     """
 
     name = "adam"
     beta1, beta2, eps = 0.9, 0.999, 1e-8
 
-    def __init__(self, learning_rate: float, **_: float) -> None:
-        super().__init__(learning_rate)
-        self._scratch: dict[str, np.ndarray] = {}
-
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
         t = self.state["t"] = self.state.get("t", np.zeros((), np.int64)) + 1
-        # Fold both bias corrections into the step size (same maths, fewer array ops).
+        # lr * sqrt(1 - beta2^t) / (1 - beta1^t): the same update as correcting m and v, fewer array ops.
         lr_t = float(self.learning_rate * np.sqrt(1 - self.beta2**t) / (1 - self.beta1**t))
         for k, g in grads.items():
             m = self.state.get("m_" + k)
@@ -67,14 +73,12 @@ class Adam(SGD):
                 m = self.state["m_" + k] = np.zeros_like(params[k])
                 self.state["v_" + k] = np.zeros_like(params[k])
             v = self.state["v_" + k]
-            scratch = self._scratch.get(k)
-            if scratch is None or scratch.shape != g.shape:
-                scratch = self._scratch[k] = np.empty_like(params[k])
+            scratch = self.scratch(k, params[k])
             m *= self.beta1  # m = beta1 m + (1 - beta1) g
             m += np.multiply(g, 1 - self.beta1, out=scratch)
-            v *= self.beta2  # v = beta2 v + (1 - beta2) g^2
-            np.multiply(g, g, out=scratch)
+            np.square(g, out=scratch)  # v = beta2 v + (1 - beta2) g^2
             scratch *= 1 - self.beta2
+            v *= self.beta2
             v += scratch
             np.sqrt(v, out=scratch)  # p -= lr_t m / (sqrt(v) + eps)
             scratch += self.eps

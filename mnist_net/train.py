@@ -137,7 +137,7 @@ def _training_steps(
             if xb.dtype == np.uint8:
                 xb = uint8_to_float(xb)
             if cfg.augment:
-                xb = augment_batch(xb, rng, cfg)
+                xb = augment_batch(xb, rng, cfg, yb)
             loss, grads, logits = loss_and_grads(params, xb, yb, cfg.activation, cfg.l2)
             optimizer.step(params, grads)
             loss_sum += loss * len(idx)
