@@ -213,7 +213,7 @@ def param_shapes(layers: tuple[Layer, ...]) -> list[tuple[Shape, Shape]]:
     conv: W (kh, kw, c_in, c_out), b (c_out,); dense: W (n_in, n_out), b (n_out,).
     """
     shapes = layer_shapes(layers)
-    out = []
+    out: list[tuple[Shape, Shape]] = []
     for layer, before in zip(layers, shapes[:-1]):
         if layer.kind == "conv":
             out.append(((*layer.kernel, before[2], layer.size), (layer.size,)))

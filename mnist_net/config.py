@@ -13,7 +13,16 @@ from dataclasses import asdict, dataclass, fields, replace
 from numbers import Integral, Real
 from typing import Any
 
-from .architecture import PRESETS, Layer, describe, floats_per_image, format_layers, layer_shapes, mlp_layers, parse_layers
+from .architecture import (
+    PRESETS,
+    Layer,
+    describe,
+    floats_per_image,
+    format_layers,
+    layer_shapes,
+    mlp_layers,
+    parse_layers,
+)
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 ACTIVATIONS = ("sigmoid", "relu")

@@ -163,8 +163,9 @@ def init_params(
     b{i}: (sizes[i],)), or a tuple of Layers (shapes from ``architecture.param_shapes``; a
     conv's fan-in is kh*kw*c_in). The same seed gives an MLP the same weights either way.
     """
+    shapes: list[tuple[tuple[int, ...], tuple[int, ...]]]
     if sizes and isinstance(sizes[0], Layer):
-        shapes = param_shapes(tuple(sizes))  # type: ignore[arg-type]
+        shapes = param_shapes(tuple(sizes))
     else:
         dims = [int(s) for s in sizes]  # type: ignore[arg-type]
         shapes = [((n_in, n_out), (n_out,)) for n_in, n_out in zip(dims[:-1], dims[1:])]

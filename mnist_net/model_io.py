@@ -17,8 +17,8 @@ Model files come from strangers (uploads), so loading trusts nothing in them: th
 is read with a bounded read from a regular file, unpickled by ``safe_pickle.safe_loads``
 (plain data and numeric arrays only; nothing in the file runs), then checked field by
 field: shapes chain 784 -> ... -> 10 (a spec's weights have exactly the shapes its layers
-imply, within the spec's bounds on channels, kernels, parameters and memory), weights finite and small enough that no input in
-[0, 1] can overflow the logits, config values of the right types, optimizer state
+imply, within the spec's bounds on channels, kernels, parameters and memory), weights finite
+and small enough that no input in [0, 1] can overflow the logits, config values of the right types, optimizer state
 matching the weights.
 
 The original notebook's pickle (``w1, b1, ..., w3, b3``, weights ``(out, in)``, biases
@@ -105,7 +105,9 @@ def _validated_layer_params(params, layers: tuple[Layer, ...], activation: str) 
         if W.dtype.kind != "f" or b.dtype.kind != "f":
             raise ModelFileError(f"W{i}/b{i} must be float arrays, got {W.dtype}/{b.dtype}")
         if W.shape != w_shape or b.shape != b_shape:
-            raise ModelFileError(f"W{i} {W.shape} / b{i} {b.shape} do not fit the layers: expected {w_shape} / {b_shape}")
+            raise ModelFileError(
+                f"W{i} {W.shape} / b{i} {b.shape} do not fit the layers: expected {w_shape} / {b_shape}"
+            )
         with np.errstate(over="ignore"):
             W32, b32 = W.astype(np.float32), b.astype(np.float32)
         if not (np.all(np.isfinite(W32)) and np.all(np.isfinite(b32))):
@@ -404,12 +406,12 @@ def _from_dict(obj: dict) -> MLP:
         except ValueError as e:
             raise ModelFileError(f"invalid layers in file: {describe_error(e)}") from None
         params = _validated_layer_params(obj.get("params"), layers, activation)
-        sizes = [math.prod(shape) for shape in layer_shapes(layers)]
+        sizes: list[int] = [math.prod(shape) for shape in layer_shapes(layers)]
         if obj.get("layer_sizes", sizes) != sizes:
             raise ModelFileError(f"layer_sizes {short_repr(obj.get('layer_sizes'))} do not match the layers {sizes}")
         config = _checked_config(obj.get("config"), sizes, activation, format_layers(layers))
     else:
-        sizes = obj.get("layer_sizes")
+        sizes = obj.get("layer_sizes")  # type: ignore[assignment]
         if (
             not isinstance(sizes, list)
             or not 2 <= len(sizes) <= MAX_LAYERS
