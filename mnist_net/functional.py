@@ -182,7 +182,7 @@ def init_params(
 @dataclass
 class Trace:
     """What a forward pass keeps for backward: each layer's input (the image first) and what
-    its backward needs besides (a conv's im2col columns, a pool's winners, dropout's mask)."""
+    its backward needs besides (a conv's im2col columns, dropout's mask)."""
 
     inputs: list[np.ndarray]
     saved: list[Any]
@@ -218,7 +218,7 @@ def forward_trace(
             Z, extra = conv2d_forward(_as_image(A), params[f"W{p}"], params[f"b{p}"], layer.padding)
             A = act(Z, out=Z)
         elif layer.kind == "pool":
-            A, extra = maxpool_forward(_as_image(A), layer.size)
+            A = maxpool_forward(_as_image(A), layer.size)  # backward reads its input and output
         elif layer.kind == "dropout" and rng is not None and layer.rate > 0:
             extra = dropout_mask(A.shape, layer.rate, rng, A.dtype.type)
             A = dropout_forward(A, extra)  # a new array: its input is the activation backward reads
@@ -265,7 +265,8 @@ def _backward(
                 dW += l2 * W
             grads[f"W{index[i]}"], grads[f"b{index[i]}"] = dW, db
         elif layer.kind == "pool":
-            dA = maxpool_backward(d, extra, _as_image(A_in).shape, layer.size)
+            # A pool is never last: its output is the next layer's input.
+            dA = maxpool_backward(d, _as_image(A_in), trace.inputs[i + 1], layer.size)
         elif layer.kind == "dropout" and extra is not None:
             dA = dropout_backward(d, extra)
         else:  # dropout at prediction: the identity

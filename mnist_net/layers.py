@@ -4,8 +4,8 @@ Images are NHWC: ``(batch, height, width, channels)``, float32. NHWC by measurem
 "CNN"): the GEMM of im2col columns ``(batch*h*w, kh*kw*c_in)`` with the filters
 ``(kh*kw*c_in, c_out)`` gives ``(batch*h*w, c_out)``, which *is* the NHWC output, so neither
 direction needs a transpose; gathering the columns copies runs of ``c_in`` contiguous floats.
-NCHW needs a transpose of every output and of every gradient (about 20% slower here at the
-preset's shapes). Filters are ``(kh, kw, c_in, c_out)``; stride 1; "same" pads with zeros
+NCHW needs a transpose of every output and of every gradient, and its columns gather runs of
+single floats. Filters are ``(kh, kw, c_in, c_out)``; stride 1; "same" pads with zeros
 (the extra row/column of an even kernel at the bottom/right, as PyTorch does).
 
 Dense layers and activations are in ``functional``; the network over a list of layers too.
@@ -23,15 +23,22 @@ def same_padding(kernel: int) -> tuple[int, int]:
     return (kernel - 1) // 2, kernel // 2
 
 
-def im2col(X: np.ndarray, kernel: tuple[int, int], padding: str) -> np.ndarray:
-    """Patches of X: (n, h, w, c) -> columns (n, ho, wo, kh*kw*c), one row per output pixel.
+def _pads(kernel: tuple[int, int], padding: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((top, bottom), (left, right)) zero padding of a forward convolution."""
+    if padding == "same":
+        return same_padding(kernel[0]), same_padding(kernel[1])
+    return (0, 0), (0, 0)
+
+
+def im2col(X: np.ndarray, kernel: tuple[int, int], pads: tuple[tuple[int, int], tuple[int, int]]) -> np.ndarray:
+    """Patches of X, zero-padded by ``pads``: (n, h, w, c) -> columns (n, ho, wo, kh*kw*c),
+    one row per output pixel, features ordered (kh, kw, c) like the filters.
 
     One copy of the (n, ho, wo, kh, kw, c) window view: no loop over pixels or images.
     """
     kh, kw = kernel
-    if padding == "same":
-        (t, bo), (le, r) = same_padding(kh), same_padding(kw)
-        X = np.pad(X, ((0, 0), (t, bo), (le, r), (0, 0)))
+    if any(pads[0]) or any(pads[1]):
+        X = np.pad(X, ((0, 0), pads[0], pads[1], (0, 0)))
     windows = sliding_window_view(X, (kh, kw), axis=(1, 2))  # (n, ho, wo, c, kh, kw), a view
     n, ho, wo, c = windows.shape[:4]
     cols = np.empty((n, ho, wo, kh, kw, c), X.dtype)
@@ -39,7 +46,9 @@ def im2col(X: np.ndarray, kernel: tuple[int, int], padding: str) -> np.ndarray:
     return cols.reshape(n, ho, wo, kh * kw * c)
 
 
-def conv2d_forward(X: np.ndarray, W: np.ndarray, b: np.ndarray, padding: str = "same") -> tuple[np.ndarray, np.ndarray]:
+def conv2d_forward(
+    X: np.ndarray, W: np.ndarray, b: np.ndarray, padding: str = "same"
+) -> tuple[np.ndarray, np.ndarray]:
     """2-D convolution (cross-correlation, as in every framework), stride 1.
 
     X: (n, h, w, c_in), W: (kh, kw, c_in, c_out), b: (c_out,) -> (Z: (n, ho, wo, c_out), cols),
@@ -47,7 +56,7 @@ def conv2d_forward(X: np.ndarray, W: np.ndarray, b: np.ndarray, padding: str = "
     kh*kw*c_in) are the im2col columns, kept for the backward pass. One GEMM.
     """
     kh, kw, c_in, c_out = W.shape
-    cols = im2col(X, (kh, kw), padding)
+    cols = im2col(X, (kh, kw), _pads((kh, kw), padding))
     n, ho, wo, k = cols.shape
     cols = cols.reshape(n * ho * wo, k)
     Z = cols @ W.reshape(k, c_out)
@@ -60,9 +69,11 @@ def conv2d_backward(
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Gradients of ``conv2d_forward`` given dL/dZ: (n, ho, wo, c_out) and its ``cols``.
 
-    Returns (dX: (n, h, w, c_in) or None, dW: (kh, kw, c_in, c_out), db: (c_out,)). dX adds each
-    kernel offset's slice of the column gradient into place: kh*kw vectorised adds (col2im),
-    no loop over pixels or images. ``need_dX=False`` skips it (the first layer: the image).
+    Returns (dX: (n, h, w, c_in) or None, dW: (kh, kw, c_in, c_out), db: (c_out,)), one GEMM
+    each. dX is the correlation of dZ, zero-padded so that every input pixel sees each output
+    it fed, with the filters flipped and their channels swapped: by measurement faster here
+    than scattering a column gradient back (col2im: kh*kw strided adds, ~25% slower at the
+    preset's second layer). ``need_dX=False`` skips it (the first layer: the image).
     """
     kh, kw, c_in, c_out = W.shape
     dZ2 = dZ.reshape(-1, c_out)
@@ -70,47 +81,51 @@ def conv2d_backward(
     db = dZ2.sum(axis=0)
     if not need_dX:
         return None, dW, db
-    n, ho, wo, _ = dZ.shape
-    dcols = (dZ2 @ W.reshape(-1, c_out).T).reshape(n, ho, wo, kh, kw, c_in)
-    h, w = input_shape[1], input_shape[2]
-    if padding == "same":
-        (t, _), (le, _) = same_padding(kh), same_padding(kw)
-    else:
-        t = le = 0
-    padded = np.zeros((n, ho + kh - 1, wo + kw - 1, c_in), dZ.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            padded[:, i : i + ho, j : j + wo, :] += dcols[:, :, :, i, j, :]
-    return padded[:, t : t + h, le : le + w, :], dW, db
+    n, h, w = input_shape[0], input_shape[1], input_shape[2]
+    ho, wo = dZ.shape[1], dZ.shape[2]
+    (t, _), (le, _) = _pads((kh, kw), padding)
+    # Input row r gets dZ rows r + t - (kh - 1) .. r + t: pad dZ so that all of them exist.
+    pads = ((kh - 1 - t, h - ho + t), (kw - 1 - le, w - wo + le))
+    flipped = np.ascontiguousarray(W[::-1, ::-1].transpose(0, 1, 3, 2)).reshape(kh * kw * c_out, c_in)
+    dcols = im2col(dZ, (kh, kw), pads)
+    dX = dcols.reshape(-1, kh * kw * c_out) @ flipped
+    return dX.reshape(n, h, w, c_in), dW, db
 
 
-def maxpool_forward(X: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Max over non-overlapping size x size windows (stride = size; a ragged edge is dropped).
-
-    X: (n, h, w, c) -> (Y: (n, h//size, w//size, c), argmax: (n, ho, wo, c) uint8 index of the
-    winner in its window, row-major). A tie goes to the first maximum, so exactly one input
-    gets the gradient, as in PyTorch.
-    """
+def _window_views(X: np.ndarray, size: int) -> list[np.ndarray]:
+    """The size*size strided views (n, ho, wo, c) of X (n, h, w, c), one per position in a
+    pooling window, row-major; a ragged bottom/right edge is dropped."""
     n, h, w, c = X.shape
     ho, wo = h // size, w // size
     blocks = X[:, : ho * size, : wo * size, :].reshape(n, ho, size, wo, size, c)
-    windows = blocks.transpose(0, 1, 3, 5, 2, 4).reshape(n, ho, wo, c, size * size)  # one copy
-    argmax = windows.argmax(axis=-1).astype(np.uint8)
-    Y = np.take_along_axis(windows, argmax[..., None], axis=-1)[..., 0]
-    return Y, argmax
+    return [blocks[:, :, i, :, j, :] for i in range(size) for j in range(size)]
 
 
-def maxpool_backward(dY: np.ndarray, argmax: np.ndarray, input_shape: tuple[int, ...], size: int) -> np.ndarray:
-    """dL/dX (n, h, w, c) of ``maxpool_forward``: each window's gradient goes to its winner."""
-    n, h, w, c = input_shape
-    ho, wo = dY.shape[1], dY.shape[2]
-    windows = np.zeros((n, ho, wo, c, size * size), dY.dtype)
-    np.put_along_axis(windows, argmax[..., None].astype(np.intp), dY[..., None], axis=-1)
-    blocks = windows.reshape(n, ho, wo, c, size, size).transpose(0, 1, 4, 2, 5, 3)
-    if ho * size == h and wo * size == w:
-        return blocks.reshape(n, h, w, c)
-    dX = np.zeros(input_shape, dY.dtype)
-    dX[:, : ho * size, : wo * size, :] = blocks.reshape(n, ho * size, wo * size, c)
+def maxpool_forward(X: np.ndarray, size: int) -> np.ndarray:
+    """Max over non-overlapping size x size windows (stride = size; a ragged edge is dropped).
+
+    X: (n, h, w, c) -> Y: (n, h//size, w//size, c). An elementwise maximum over the window's
+    size*size strided views: by measurement ~7x faster here than an argmax over copied windows.
+    """
+    views = _window_views(X, size)
+    Y = np.maximum(views[0], views[1])
+    for v in views[2:]:
+        np.maximum(Y, v, out=Y)
+    return Y
+
+
+def maxpool_backward(dY: np.ndarray, X: np.ndarray, Y: np.ndarray, size: int) -> np.ndarray:
+    """dL/dX (n, h, w, c) of ``maxpool_forward`` from its input X and output Y: each window's
+    gradient goes to its maximum; a tie goes to the first (row-major), so exactly one input
+    gets it, as in PyTorch. A dropped ragged edge gets 0."""
+    dX = np.zeros(X.shape, dY.dtype) if X.shape[1] % size or X.shape[2] % size else np.empty(X.shape, dY.dtype)
+    free = np.ones(Y.shape, bool)  # windows whose maximum has not been found yet
+    win = np.empty(Y.shape, bool)
+    for x, dx in zip(_window_views(X, size), _window_views(dX, size)):
+        np.equal(x, Y, out=win)
+        win &= free
+        free ^= win
+        np.multiply(dY, win, out=dx)
     return dX
 
 

@@ -69,23 +69,25 @@ def test_conv_matches_the_definition_and_its_gradients_are_exact(kernel, padding
 def test_maxpool_gradient_is_exact_away_from_ties_and_ragged_edges_get_none(shape, size):
     rng = np.random.default_rng(2)
     X = rng.permutation(np.prod(shape)).reshape(shape).astype(np.float64)  # distinct values: no ties
-    Y, argmax = maxpool_forward(X, size)
+    Y = maxpool_forward(X, size)
     assert Y.shape == (shape[0], shape[1] // size, shape[2] // size, shape[3])
     np.testing.assert_array_equal(Y[0, 0, 0], X[0, :size, :size].max(axis=(0, 1)))
     upstream = rng.standard_normal(Y.shape)
-    dX = maxpool_backward(upstream, argmax, X.shape, size)
+    dX = maxpool_backward(upstream, X, Y, size)
     np.testing.assert_allclose(
-        dX, numeric_grad(lambda: float(np.sum(upstream * maxpool_forward(X, size)[0])), X), rtol=1e-6, atol=1e-6
+        dX, numeric_grad(lambda: float(np.sum(upstream * maxpool_forward(X, size))), X), rtol=1e-6, atol=1e-6
     )
 
 
 def test_a_pool_tie_sends_the_whole_gradient_to_the_first_maximum_only():
-    X = np.zeros((1, 2, 2, 1))
-    X[0, 0, 1, 0] = X[0, 1, 0, 0] = 5.0  # two maxima in one window
-    Y, argmax = maxpool_forward(X, 2)
-    dX = maxpool_backward(np.full(Y.shape, 3.0), argmax, X.shape, 2)
-    assert Y.item() == 5.0 and dX.sum() == 3.0
+    X = np.zeros((1, 2, 4, 1))
+    X[0, 0, 1, 0] = X[0, 1, 0, 0] = 5.0  # two maxima in the first window
+    # the second window is all zeros: a four-way tie (what a relu's dead units give a pool)
+    Y = maxpool_forward(X, 2)
+    dX = maxpool_backward(np.full(Y.shape, 3.0), X, Y, 2)
+    assert Y.ravel().tolist() == [5.0, 0.0] and dX.sum() == 6.0
     assert dX[0, 0, 1, 0] == 3.0 and dX[0, 1, 0, 0] == 0.0  # row-major first: (0, 1)
+    assert dX[0, 0, 2, 0] == 3.0 and np.count_nonzero(dX[0, :, 2:, 0]) == 1
 
 
 def test_dropout_keeps_the_expected_value_and_its_gradient_is_the_mask():
