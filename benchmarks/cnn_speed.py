@@ -70,9 +70,7 @@ def torch_step(layers, batch_size: int, seed: int = 0):
     for i, (layer, before) in enumerate(zip(layers, shapes[:-1])):
         if layer.kind == "conv":
             modules.append(
-                torch.nn.Conv2d(
-                    before[2], layer.size, layer.kernel, padding="same" if layer.padding == "same" else 0
-                )
+                torch.nn.Conv2d(before[2], layer.size, layer.kernel, padding="same" if layer.padding == "same" else 0)
             )
             modules.append(torch.nn.ReLU())
         elif layer.kind == "pool":
@@ -106,7 +104,11 @@ def gemm_step(layers, batch_size: int):
     rng = np.random.default_rng(0)
     products = []  # (A, B, out) with out = A @ B
     first = True
-    for layer, before, after, in zip(layers, shapes[:-1], shapes[1:]):
+    for (
+        layer,
+        before,
+        after,
+    ) in zip(layers, shapes[:-1], shapes[1:]):
         if not layer.has_params:
             continue
         if layer.kind == "conv":
@@ -173,13 +175,16 @@ def main() -> None:
         }
         seconds: dict[str, list[float]] = {name: [] for name in contenders}
         loads = [load()]
-        for name, step in contenders.items():  # warm-up: allocations, thread pools
+        for step in contenders.values():  # warm-up: allocations, thread pools
             step(X[: args.batch_size], y[: args.batch_size])
         for _ in range(args.rounds):
             for name, step in contenders.items():
                 start = time.perf_counter()
                 for b in range(args.batches):
-                    step(X[b * args.batch_size : (b + 1) * args.batch_size], y[b * args.batch_size : (b + 1) * args.batch_size])
+                    step(
+                        X[b * args.batch_size : (b + 1) * args.batch_size],
+                        y[b * args.batch_size : (b + 1) * args.batch_size],
+                    )
                 seconds[name].append((time.perf_counter() - start) / args.batches)
             loads.append(load())
         if args.profile:
@@ -197,7 +202,9 @@ def main() -> None:
     for name, m in medians.items():
         spread = f"{min(seconds[name]) * epoch_batches:.1f}-{max(seconds[name]) * epoch_batches:.1f}"
         rate = epoch_flops / (m * epoch_batches) / 1e9
-        print(f"  {name:<11} {m * 1e3:7.1f} ms/batch  {m * epoch_batches:6.1f} s/epoch (rounds {spread})  {rate:5.1f} GFLOP/s")
+        print(
+            f"  {name:<11} {m * 1e3:7.1f} ms/batch  {m * epoch_batches:6.1f} s/epoch (rounds {spread})  {rate:5.1f} GFLOP/s"
+        )
     print(f"ours / pytorch: {medians['ours'] / medians['pytorch']:.2f}x (goal at most 1.5x)")
     print(f"ours / GEMM limit: {medians['ours'] / medians['GEMM limit']:.2f}x")
 

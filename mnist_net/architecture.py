@@ -249,17 +249,14 @@ def flops_per_image(layers: tuple[Layer, ...]) -> tuple[int, int]:
 
 
 def floats_per_image(layers: tuple[Layer, ...], shapes: list[Shape] | None = None) -> int:
-    """Floats one training image holds at once: every layer's input and output, the im2col
-    columns of each conv (kept for backward) and those of its input gradient, dropout's mask.
-    A bound for the memory of a batch: 4 bytes x batch x this."""
+    """Floats one training image holds at once: every layer's input and output (kept for
+    backward), their gradients, dropout's mask. A bound for the memory of a batch: 4 bytes x
+    batch x this (plus the convs' fixed 8 MB blocks of im2col columns, ``layers.BLOCK_FLOATS``)."""
     shapes = shapes or layer_shapes(layers)
     total = 0
     for layer, before, after in zip(layers, shapes[:-1], shapes[1:]):
-        total += math.prod(before) + math.prod(after)
-        if layer.kind == "conv":
-            kernel = layer.kernel[0] * layer.kernel[1]
-            total += kernel * (after[0] * after[1] * before[2] + before[0] * before[1] * layer.size)
-        elif layer.kind == "dropout":
+        total += 2 * (math.prod(before) + math.prod(after))
+        if layer.kind == "dropout":
             total += math.prod(after)
     return total
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .architecture import count_parameters as count_layer_parameters
-from .architecture import flops_per_image, floats_per_image
+from .architecture import floats_per_image, flops_per_image
 from .config import N_INPUTS, TrainConfig, count_parameters
 
 # Sustained float32 GEMM rate of one BLAS thread here, discounted (about 95 GFLOP/s for bare

@@ -182,7 +182,7 @@ def init_params(
 @dataclass
 class Trace:
     """What a forward pass keeps for backward: each layer's input (the image first) and what
-    its backward needs besides (a conv's im2col columns, dropout's mask)."""
+    its backward needs besides (dropout's mask)."""
 
     inputs: list[np.ndarray]
     saved: list[Any]
@@ -215,7 +215,7 @@ def forward_trace(
                 A = act(A, out=A)  # backward needs only the output, so Z's buffer is reused for it
         elif layer.kind == "conv":
             p += 1
-            Z, extra = conv2d_forward(_as_image(A), params[f"W{p}"], params[f"b{p}"], layer.padding)
+            Z = conv2d_forward(_as_image(A), params[f"W{p}"], params[f"b{p}"], layer.padding)
             A = act(Z, out=Z)
         elif layer.kind == "pool":
             A = maxpool_forward(_as_image(A), layer.size)  # backward reads its input and output
@@ -260,7 +260,7 @@ def _backward(
             if layer.kind == "dense":
                 dA, dW, db = linear_backward(d, A_in.reshape(len(A_in), -1), W, need_dX=need)
             else:
-                dA, dW, db = conv2d_backward(d, extra, W, _as_image(A_in).shape, layer.padding, need_dX=need)
+                dA, dW, db = conv2d_backward(d, _as_image(A_in), W, layer.padding, need_dX=need)
             if l2:
                 dW += l2 * W
             grads[f"W{index[i]}"], grads[f"b{index[i]}"] = dW, db

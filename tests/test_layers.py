@@ -51,18 +51,18 @@ def test_conv_matches_the_definition_and_its_gradients_are_exact(kernel, padding
     X = rng.standard_normal((2, 5, 6, 3))
     W = rng.standard_normal((*kernel, 3, 4))
     b = rng.standard_normal(4)
-    Z, cols = conv2d_forward(X, W, b, padding)
+    Z = conv2d_forward(X, W, b, padding)
     np.testing.assert_allclose(Z, direct_conv(X, W, b, padding), rtol=1e-10, atol=1e-10)
     upstream = rng.standard_normal(Z.shape)
-    dX, dW, db = conv2d_backward(upstream, cols, W, X.shape, padding)
+    dX, dW, db = conv2d_backward(upstream, X, W, padding)
 
     def loss():
-        return float(np.sum(upstream * conv2d_forward(X, W, b, padding)[0]))
+        return float(np.sum(upstream * conv2d_forward(X, W, b, padding)))
 
     np.testing.assert_allclose(dX, numeric_grad(loss, X), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(dW, numeric_grad(loss, W), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(db, numeric_grad(loss, b), rtol=1e-6, atol=1e-7)
-    assert conv2d_backward(upstream, cols, W, X.shape, padding, need_dX=False)[0] is None
+    assert conv2d_backward(upstream, X, W, padding, need_dX=False)[0] is None
 
 
 @pytest.mark.parametrize("shape,size", [((2, 4, 6, 3), 2), ((1, 7, 5, 2), 3)])
@@ -174,3 +174,17 @@ def test_an_mlp_as_layers_is_the_same_network_as_an_mlp_from_sizes():
     a, b = loss_and_grads(by_sizes, X, y, "relu"), loss_and_grads(by_layers, X, y, "relu", layers=layers)
     assert a[0] == b[0]
     np.testing.assert_array_equal(a[1]["W1"], b[1]["W1"])
+
+
+def test_conv_in_blocks_of_images_gives_the_same_as_all_at_once(monkeypatch):
+    from mnist_net import layers
+
+    rng = np.random.default_rng(8)
+    X, W, b = rng.random((5, 6, 6, 2)), rng.standard_normal((3, 3, 2, 4)), rng.standard_normal(4)
+    dZ = rng.standard_normal((5, 6, 6, 4))
+    whole = conv2d_forward(X, W, b), *conv2d_backward(dZ, X, W, "same")
+    monkeypatch.setattr(layers, "BLOCK_FLOATS", 2 * 6 * 6 * 3 * 3 * 4)  # blocks of 2, 2 and 1 images
+    assert len(layers._blocks(5, 6 * 6 * 3 * 3 * 4)) == 3
+    blocked = conv2d_forward(X, W, b), *conv2d_backward(dZ, X, W, "same")
+    for a, c in zip(whole, blocked):
+        np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
