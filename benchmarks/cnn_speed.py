@@ -203,7 +203,8 @@ def main() -> None:
         spread = f"{min(seconds[name]) * epoch_batches:.1f}-{max(seconds[name]) * epoch_batches:.1f}"
         rate = epoch_flops / (m * epoch_batches) / 1e9
         print(
-            f"  {name:<11} {m * 1e3:7.1f} ms/batch  {m * epoch_batches:6.1f} s/epoch (rounds {spread})  {rate:5.1f} GFLOP/s"
+            f"  {name:<11} {m * 1e3:7.1f} ms/batch  {m * epoch_batches:6.1f} s/epoch "
+            f"(rounds {spread})  {rate:5.1f} GFLOP/s"
         )
     print(f"ours / pytorch: {medians['ours'] / medians['pytorch']:.2f}x (goal at most 1.5x)")
     print(f"ours / GEMM limit: {medians['ours'] / medians['GEMM limit']:.2f}x")

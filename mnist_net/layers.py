@@ -30,6 +30,20 @@ def _pads(kernel: tuple[int, int], padding: str) -> tuple[tuple[int, int], tuple
     return (0, 0), (0, 0)
 
 
+NO_PADS = ((0, 0), (0, 0))
+
+
+def _padded(X: np.ndarray, pads: tuple[tuple[int, int], tuple[int, int]]) -> np.ndarray:
+    """X (n, h, w, c) with zero rows and columns around it (X itself when there are none)."""
+    if pads == NO_PADS:
+        return X
+    (t, bo), (le, r) = pads
+    n, h, w, c = X.shape
+    out = np.zeros((n, h + t + bo, w + le + r, c), X.dtype)
+    out[:, t : t + h, le : le + w, :] = X
+    return out
+
+
 def im2col(X: np.ndarray, kernel: tuple[int, int], pads: tuple[tuple[int, int], tuple[int, int]]) -> np.ndarray:
     """Patches of X, zero-padded by ``pads``: (n, h, w, c) -> columns (n, ho, wo, kh*kw*c),
     one row per output pixel, features ordered (kh, kw, c) like the filters.
@@ -37,8 +51,7 @@ def im2col(X: np.ndarray, kernel: tuple[int, int], pads: tuple[tuple[int, int], 
     One copy of the (n, ho, wo, kh, kw, c) window view: no loop over pixels or images.
     """
     kh, kw = kernel
-    if any(pads[0]) or any(pads[1]):
-        X = np.pad(X, ((0, 0), pads[0], pads[1], (0, 0)))
+    X = _padded(X, pads)
     windows = sliding_window_view(X, (kh, kw), axis=(1, 2))  # (n, ho, wo, c, kh, kw), a view
     n, ho, wo, c = windows.shape[:4]
     cols = np.empty((n, ho, wo, kh, kw, c), X.dtype)
@@ -75,8 +88,9 @@ def conv2d_forward(X: np.ndarray, W: np.ndarray, b: np.ndarray, padding: str = "
     k = kh * kw * c_in
     W2 = W.reshape(k, c_out)
     Z = np.empty((n, ho, wo, c_out), np.result_type(X, W))
+    Xp = _padded(X, pads)  # once for the batch, not once per block
     for block in _blocks(n, ho * wo * k):
-        cols = im2col(X[block], (kh, kw), pads).reshape(-1, k)
+        cols = im2col(Xp[block], (kh, kw), NO_PADS).reshape(-1, k)
         np.matmul(cols, W2, out=Z[block].reshape(-1, c_out))
     Z += b
     return Z
@@ -99,8 +113,9 @@ def conv2d_backward(
     ho, wo = dZ.shape[1], dZ.shape[2]
     k = kh * kw * c_in
     dW = np.zeros((k, c_out), np.result_type(dZ, W))
+    Xp = _padded(X, pads)
     for block in _blocks(n, ho * wo * k):
-        cols = im2col(X[block], (kh, kw), pads).reshape(-1, k)
+        cols = im2col(Xp[block], (kh, kw), NO_PADS).reshape(-1, k)
         dW += cols.T @ dZ[block].reshape(-1, c_out)
     db = dZ.reshape(-1, c_out).sum(axis=0)
     if not need_dX:
@@ -110,8 +125,9 @@ def conv2d_backward(
     back_pads = ((kh - 1 - t, h - ho + t), (kw - 1 - le, w - wo + le))
     flipped = np.ascontiguousarray(W[::-1, ::-1].transpose(0, 1, 3, 2)).reshape(kh * kw * c_out, c_in)
     dX = np.empty((n, h, w, c_in), dW.dtype)
+    dZp = _padded(dZ, back_pads)
     for block in _blocks(n, h * w * kh * kw * c_out):
-        dcols = im2col(dZ[block], (kh, kw), back_pads).reshape(-1, kh * kw * c_out)
+        dcols = im2col(dZp[block], (kh, kw), NO_PADS).reshape(-1, kh * kw * c_out)
         np.matmul(dcols, flipped, out=dX[block].reshape(-1, c_in))
     return dX, dW.reshape(W.shape), db
 
