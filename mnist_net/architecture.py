@@ -73,7 +73,7 @@ class Layer:
 Shape = tuple[int, ...]  # of one image after a layer: (h, w, c) for conv/pool, (n,) for dense
 
 
-_CONV = re.compile(r"^conv\s+(\d+)\s*x\s*(\d+)(?:\s*x\s*(\d+))?(?:\s+(same|valid))?$")
+_CONV = re.compile(r"^conv\s+(\d+)\s*x\s*(\d+)\s*x\s*(\d+)(?:\s+(same|valid))?$")
 _SIZED = re.compile(r"^(pool|dense)\s+(\d+)$")
 _DROPOUT = re.compile(r"^dropout\s+([0-9]*\.?[0-9]+)$")
 _EXAMPLE = PRESETS["cnn"]
@@ -82,9 +82,7 @@ _EXAMPLE = PRESETS["cnn"]
 def _parse_one(item: str, position: int) -> Layer:
     text = " ".join(item.lower().split())
     if m := _CONV.match(text):
-        channels, kh = int(m[1]), int(m[2])
-        kw = int(m[3]) if m[3] else kh
-        return Layer("conv", channels, (kh, kw), m[4] or "same")
+        return Layer("conv", int(m[1]), (int(m[2]), int(m[3])), m[4] or "same")
     if m := _SIZED.match(text):
         return Layer(m[1], int(m[2]))
     if m := _DROPOUT.match(text):

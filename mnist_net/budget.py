@@ -38,6 +38,8 @@ class TrainingCost:
     def describe(self) -> str:
         minutes = self.seconds / 60
         when = f"about {self.seconds:.0f} s" if minutes < 2 else f"about {minutes:.0f} min"
+        if minutes >= 180:
+            when = f"about {minutes / 60:.0f} hours"
         return f"{when}, about {self.peak_bytes / 1024**2:,.0f} MB of memory"
 
 
