@@ -249,7 +249,7 @@ def flops_per_image(layers: tuple[Layer, ...]) -> tuple[int, int]:
 def floats_per_image(layers: tuple[Layer, ...], shapes: list[Shape] | None = None) -> int:
     """Floats one training image holds at once: every layer's input and output (kept for
     backward), their gradients, dropout's mask. A bound for the memory of a batch: 4 bytes x
-    batch x this (plus the convs' fixed 8 MB blocks of im2col columns, ``layers.BLOCK_FLOATS``)."""
+    batch x this (plus the convs' fixed 2 MB blocks of im2col columns, ``layers.BLOCK_FLOATS``)."""
     shapes = shapes or layer_shapes(layers)
     total = 0
     for layer, before, after in zip(layers, shapes[:-1], shapes[1:]):
