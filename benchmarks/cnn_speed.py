@@ -14,7 +14,9 @@ training steps (forward, backward, Adam) on MNIST images:
 
 The three take turns (``--rounds`` rounds of ``--batches`` batches each), so a busy spell on
 this shared machine hits them alike; the figures are medians of the rounds, extrapolated to an
-epoch of 55,000 images (60,000 minus the validation split) with the load average beside them.
+epoch of 55,000 images (60,000 minus the validation split) with the load average beside them,
+in wall time and in CPU time (less at the mercy of the scheduler when the load exceeds the
+cores), and the ratios also paired round by round.
 ``--profile`` adds where our step's time goes, per layer and direction.
 
 Usage (from the repository root; PyTorch is for benchmarks only: ``pip install torch==2.13.0``):
@@ -174,18 +176,18 @@ def main() -> None:
             "GEMM limit": gemm_step(layers, args.batch_size),
         }
         seconds: dict[str, list[float]] = {name: [] for name in contenders}
+        cpu: dict[str, list[float]] = {name: [] for name in contenders}
         loads = [load()]
         for step in contenders.values():  # warm-up: allocations, thread pools
             step(X[: args.batch_size], y[: args.batch_size])
         for _ in range(args.rounds):
             for name, step in contenders.items():
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 for b in range(args.batches):
-                    step(
-                        X[b * args.batch_size : (b + 1) * args.batch_size],
-                        y[b * args.batch_size : (b + 1) * args.batch_size],
-                    )
+                    rows = slice(b * args.batch_size, (b + 1) * args.batch_size)
+                    step(X[rows], y[rows])
                 seconds[name].append((time.perf_counter() - start) / args.batches)
+                cpu[name].append((time.process_time() - start_cpu) / args.batches)
             loads.append(load())
         if args.profile:
             profile(layers, X, y, args.batch_size, args.batches)
@@ -206,8 +208,19 @@ def main() -> None:
             f"  {name:<11} {m * 1e3:7.1f} ms/batch  {m * epoch_batches:6.1f} s/epoch "
             f"(rounds {spread})  {rate:5.1f} GFLOP/s"
         )
-    print(f"ours / pytorch: {medians['ours'] / medians['pytorch']:.2f}x (goal at most 1.5x)")
-    print(f"ours / GEMM limit: {medians['ours'] / medians['GEMM limit']:.2f}x")
+    cpu_medians = {name: statistics.median(s) for name, s in cpu.items()}
+    print("  CPU s/epoch: " + ", ".join(f"{name} {m * epoch_batches:.1f}" for name, m in cpu_medians.items()))
+
+    def paired(a: str, b: str, times: dict[str, list[float]]) -> float:
+        """Median over rounds of a's time over b's in the same round (neighbours in time)."""
+        return statistics.median(x / z for x, z in zip(times[a], times[b]))
+
+    for other, goal in (("pytorch", " (goal at most 1.5x)"), ("GEMM limit", "")):
+        print(
+            f"ours / {other}: {medians['ours'] / medians[other]:.2f}x of medians, "
+            f"{paired('ours', other, seconds):.2f}x paired by round, "
+            f"{paired('ours', other, cpu):.2f}x in CPU time{goal}"
+        )
 
 
 if __name__ == "__main__":
