@@ -266,7 +266,11 @@ def _backward(
             grads[f"W{index[i]}"], grads[f"b{index[i]}"] = dW, db
         elif layer.kind == "pool":
             # A pool is never last: its output is the next layer's input.
-            dA = maxpool_backward(d, _as_image(A_in), trace.inputs[i + 1], layer.size)
+            fused = activation == "relu" and i > 0 and layers[i - 1].kind in ("conv", "dense")
+            dA = maxpool_backward(d, _as_image(A_in), trace.inputs[i + 1], layer.size, after_relu=fused)
+            if fused:  # the relu's backward is done: go straight on below it
+                d = dA
+                continue
         elif layer.kind == "dropout" and extra is not None:
             dA = dropout_backward(d, extra)
         else:  # dropout at prediction: the identity
