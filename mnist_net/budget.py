@@ -17,8 +17,9 @@ from .config import N_INPUTS, TrainConfig, count_parameters
 # Sustained float32 GEMM rate of one BLAS thread here, discounted (about 95 GFLOP/s for bare
 # GEMMs, 60 for a whole epoch of the default network): conservative so estimates err high.
 FLOPS_PER_SECOND = 30e9
-# Networks with conv layers: measured ~NN GFLOP/s for a whole epoch of the cnn preset (benchmarks/
-# cnn_speed.py; im2col copies, pooling and col2im cost on top of the GEMMs), discounted likewise.
+# Networks with conv layers: training steps of the cnn preset ran at 25 GFLOP/s of wall time at
+# load 8-12 here (52 GFLOP/s of CPU time; benchmarks/cnn_speed.py, 2026-12-02): the im2col copies
+# and pooling cost on top of the GEMMs. 20 errs high, as above.
 CNN_FLOPS_PER_SECOND = 20e9
 SECONDS_PER_BATCH_STEP = 40e-6  # fixed Python/NumPy cost of one layer's step, whatever its size
 OPTIMIZER_ARRAYS = {"sgd": 0, "momentum": 1, "adam": 3}  # adam: two moments and one scratch array

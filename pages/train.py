@@ -405,7 +405,7 @@ with settings, st.form("train_form", border=False):
     )
     left, right = st.columns(2)
     hidden = left.text_input(
-        "Hidden layer sizes",
+        "Hidden layer sizes (for MLP)",
         form_default(saved, "hidden_sizes", ",".join(map(str, START.hidden_sizes))),
         key="hidden_sizes",
         persist_state="session",
