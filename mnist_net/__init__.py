@@ -1,18 +1,18 @@
 """mnist_net: a handwritten-digit recogniser whose network is written from scratch in NumPy.
 
-Public API: ``load_mnist``, ``load_model``, ``save_model``, ``MLP`` (``fit``, ``iter_fit``,
-``predict_proba``, ...), ``TrainConfig``, ``Progress``, ``canvas_to_input``,
-``image_from_bytes``. Layers, from the bottom: ``functional`` (maths), ``config``, ``data``,
-``augment``, ``optim``, ``history`` -> ``train`` (the loop) -> ``network`` (the class) ->
-``model_io`` (files) -> ``registry``, ``jobs``, ``cli``. Non-goals: GPUs, convolutions,
-autograd. Never imports streamlit.
+Public API: ``load_mnist``, ``load_model``, ``save_model``, ``Network`` (alias ``MLP``: ``fit``,
+``iter_fit``, ``predict_proba``, ...), ``TrainConfig``, ``Progress``, ``canvas_to_input``,
+``image_from_bytes``. Layers, from the bottom: ``architecture`` (layer specs), ``layers`` and
+``functional`` (maths), ``config``, ``data``, ``augment``, ``optim``, ``history`` -> ``train``
+(the loop) -> ``network`` (the class) -> ``model_io`` (files) -> ``registry``, ``jobs``, ``cli``.
+Non-goals: GPUs, autograd. Never imports streamlit.
 """
 
 from .config import TrainConfig
 from .data import Mnist, MnistError, load_mnist
 from .history import Progress
 from .model_io import ModelFileError, load_model, model_from_bytes, model_to_bytes, save_model
-from .network import MLP
+from .network import MLP, Network
 from .preprocess import canvas_to_input
 from .train import TrainingState, run_training
 from .uploads import image_from_bytes
@@ -22,6 +22,7 @@ __all__ = [
     "Mnist",
     "MnistError",
     "ModelFileError",
+    "Network",
     "Progress",
     "TrainConfig",
     "TrainingState",

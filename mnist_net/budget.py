@@ -10,11 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .architecture import count_parameters as count_layer_parameters
+from .architecture import floats_per_image, flops_per_image
 from .config import N_INPUTS, TrainConfig, count_parameters
 
 # Sustained float32 GEMM rate of one BLAS thread here, discounted (about 95 GFLOP/s for bare
 # GEMMs, 60 for a whole epoch of the default network): conservative so estimates err high.
 FLOPS_PER_SECOND = 30e9
+# Networks with conv layers: training steps of the cnn preset ran at 25 GFLOP/s of wall time at
+# load 8-12 here (52 GFLOP/s of CPU time; benchmarks/cnn_speed.py, 2026-12-02): the im2col copies
+# and pooling cost on top of the GEMMs. 20 errs high, as above.
+CNN_FLOPS_PER_SECOND = 20e9
 SECONDS_PER_BATCH_STEP = 40e-6  # fixed Python/NumPy cost of one layer's step, whatever its size
 OPTIMIZER_ARRAYS = {"sgd": 0, "momentum": 1, "adam": 3}  # adam: two moments and one scratch array
 EVAL_CHUNK = 4096  # rows per forward chunk at evaluation (functional.logits_in_chunks)
@@ -33,11 +39,15 @@ class TrainingCost:
     def describe(self) -> str:
         minutes = self.seconds / 60
         when = f"about {self.seconds:.0f} s" if minutes < 2 else f"about {minutes:.0f} min"
+        if minutes >= 180:
+            when = f"about {minutes / 60:.0f} hours"
         return f"{when}, about {self.peak_bytes / 1024**2:,.0f} MB of memory"
 
 
 def estimate_training_cost(config: TrainConfig, n_images: int, n_val: int = 5000) -> TrainingCost:
     """Cost of training ``config`` on ``n_images`` images (validated against ``n_val`` each epoch)."""
+    if config.layers:
+        return _layered_cost(config, n_images, n_val)
     sizes = config.layer_sizes
     params = count_parameters(sizes)
     n_train = n_images if config.n_train is None else min(config.n_train, n_images)
@@ -56,6 +66,26 @@ def estimate_training_cost(config: TrainConfig, n_images: int, n_val: int = 5000
     if config.augment:
         seconds += config.epochs * n_train * 40e-6  # warping and stroke changes, per image
     return TrainingCost(state_bytes + batch_bytes + eval_bytes + data_bytes, seconds)
+
+
+def _layered_cost(config: TrainConfig, n_images: int, n_val: int) -> TrainingCost:
+    """estimate_training_cost for a layer spec: GEMM FLOPs over the measured rate, memory per image."""
+    layers = config.layer_specs
+    n_train = n_images if config.n_train is None else min(config.n_train, n_images)
+    forward, backward = flops_per_image(layers)
+    state_bytes = 4 * count_layer_parameters(layers) * (2 + OPTIMIZER_ARRAYS[config.optimizer])
+    batch_bytes = 4 * config.batch_size * (floats_per_image(layers) + N_INPUTS * (2 if config.augment else 0))
+    eval_bytes = 4 * min(EVAL_CHUNK, n_val) * floats_per_image(layers)
+    data_bytes = n_train * N_INPUTS + 4 * n_val * N_INPUTS
+    steps = config.epochs * -(-n_train // config.batch_size)
+    rate = CNN_FLOPS_PER_SECOND if any(layer.kind == "conv" for layer in layers) else FLOPS_PER_SECOND
+    seconds = (
+        config.epochs * (n_train * (forward + backward) + n_val * forward) / rate
+        + steps * len(layers) * SECONDS_PER_BATCH_STEP
+    )
+    if config.augment:
+        seconds += config.epochs * n_train * 40e-6
+    return TrainingCost(state_bytes + batch_bytes + min(eval_bytes, 4 * 64 * 1024**2) + data_bytes, seconds)
 
 
 def refusal(cost: TrainingCost, max_bytes: int = MAX_RUN_BYTES, max_seconds: float = MAX_RUN_SECONDS) -> str | None:

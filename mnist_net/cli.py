@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ACTIVATIONS, OPTIMIZERS, TrainConfig, parse_hidden_sizes
+from .architecture import PRESETS, parse_layers
+from .budget import estimate_training_cost
+from .config import ACTIVATIONS, OPTIMIZERS, TrainConfig, parse_hidden_sizes, preset_layers
 from .data import MnistError, load_mnist
 from .history import Progress
 from .metrics import confusion_matrix, per_class_accuracy
@@ -27,6 +29,8 @@ from .network import MLP
 from .preprocess import canvas_to_input
 from .registry import save_rescue_copy
 from .uploads import image_from_bytes
+
+MAX_CLI_SECONDS = 7 * 86400  # a run estimated (budget.py, errs high) to take longer is refused before it starts
 
 
 class CliError(Exception):
@@ -38,6 +42,14 @@ def _hidden_sizes(text: str) -> tuple[int, ...]:
         return parse_hidden_sizes(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _layers(text: str) -> str:
+    try:
+        parse_layers(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def _float_pair(text: str) -> tuple[float, float]:
@@ -78,6 +90,14 @@ def _config_from_args(args) -> TrainConfig:
     for f in fields(TrainConfig):
         v = getattr(args, f.name, None)
         values[f.name] = getattr(defaults, f.name) if v is None else v
+    if args.arch is not None and args.layers is not None:
+        raise CliError("give --arch or --layers, not both")
+    if args.arch is not None:
+        values["layers"] = preset_layers(args.arch)
+    if values["layers"] and args.hidden_sizes is not None:
+        raise CliError("--hidden sizes an MLP; with --arch cnn or --layers, write dense layers into the spec")
+    if values["layers"] and args.activation is None:
+        values["activation"] = "relu"  # a conv network with the notebook's sigmoid barely trains
     try:
         return TrainConfig(**values)
     except ValueError as e:
@@ -120,8 +140,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         extra = {
             f.name: getattr(args, f.name)
             for f in fields(TrainConfig)
-            if getattr(args, f.name, None) is not None and f.name not in ("hidden_sizes", "activation")
+            if getattr(args, f.name, None) is not None and f.name not in ("hidden_sizes", "activation", "layers")
         }
+        if args.arch is not None or args.layers is not None or args.hidden_sizes is not None:
+            print(
+                "note: --resume keeps the saved network's layers; --arch/--layers/--hidden are ignored", file=sys.stderr
+            )
         try:
             config = TrainConfig(**{**model.config.to_dict(), **extra})
         except ValueError as e:
@@ -136,11 +160,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         model.config = config
     else:
         model = MLP(_config_from_args(args))
+    cost = estimate_training_cost(model.config, 60_000)
+    if cost.seconds > MAX_CLI_SECONDS:
+        raise CliError(
+            f"this run would take {cost.describe()} here (more than {MAX_CLI_SECONDS / 86400:.0f} days): "
+            "use fewer epochs, fewer images or smaller layers"
+        )
     data = _data(args)
     if args.resume and model.data_hash_ not in (None, data.data_hash):
         print("warning: the model was trained on different data", file=sys.stderr)
     cfg = model.config
-    sizes = "-".join(map(str, [784, *cfg.hidden_sizes, 10]))
+    sizes = model.architecture
     print(
         f"training {sizes} {cfg.activation}, {cfg.optimizer} lr={cfg.learning_rate}, batch {cfg.batch_size}, "
         f"{cfg.epochs} epochs, augment={'on' if cfg.augment else 'off'}, seed {cfg.seed}",
@@ -195,7 +225,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cm = confusion_matrix(data.y_test, model.predict(data.X_test))
     acc = float(np.trace(cm) / cm.sum())
     name = args.model if args.model is not None else "the shipped default model"
-    print(f"model: {name} ({'-'.join(map(str, model.layer_sizes))}, {model.activation})")
+    print(f"model: {name} ({model.architecture}, {model.activation})")
     print(f"test accuracy: {acc:.4f} ({np.trace(cm)}/{cm.sum()})")
     print("per-class accuracy:")
     for d, a in enumerate(per_class_accuracy(cm)):
@@ -256,7 +286,22 @@ def build_parser(prog: str = "mnist-net") -> argparse.ArgumentParser:
         type=_hidden_sizes,
         help=f"hidden layer sizes, comma-separated (default: {','.join(map(str, d.hidden_sizes))})",
     )
-    t.add_argument("--activation", choices=ACTIVATIONS, help=f"hidden activation (default: {d.activation})")
+    t.add_argument(
+        "--arch",
+        choices=("mlp", *PRESETS),
+        help=f"network: mlp (of --hidden, the default) or a preset, cnn: {PRESETS['cnn']}",
+    )
+    t.add_argument(
+        "--layers",
+        type=_layers,
+        help='the network as a layer spec, e.g. "conv 16x5x5 -> pool 2 -> dense 128 -> dropout 0.2 -> dense 10" '
+        "(conv CxKxK [valid], pool P, dense N, dropout R; the last is dense 10)",
+    )
+    t.add_argument(
+        "--activation",
+        choices=ACTIVATIONS,
+        help=f"hidden activation (default: {d.activation}; relu with --arch cnn or --layers)",
+    )
     t.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default: {d.optimizer})")
     t.add_argument("--lr", dest="learning_rate", type=float, help=f"learning rate (default: {d.learning_rate})")
     t.add_argument("--momentum", type=float, help=f"for --optimizer momentum (default: {d.momentum})")

@@ -8,9 +8,21 @@ from ``app_start_config()``, a named variation of the defaults.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from numbers import Integral, Real
 from typing import Any
+
+from .architecture import (
+    PRESETS,
+    Layer,
+    describe,
+    floats_per_image,
+    format_layers,
+    layer_shapes,
+    mlp_layers,
+    parse_layers,
+)
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 ACTIVATIONS = ("sigmoid", "relu")
@@ -24,11 +36,15 @@ MAX_HIDDEN_LAYERS = 10
 MAX_PARAMETERS = 12_000_000
 MAX_EPOCHS = 10_000
 MAX_BATCH_SIZE = 65_536
+MAX_BATCH_BYTES = 2 * 1024**3  # what one training batch of a layer spec may hold (architecture.floats_per_image)
 
 
 @dataclass
 class TrainConfig:
     hidden_sizes: tuple[int, ...] = (128, 64)  # the notebook's 784-128-64-10
+    # The network as a layer spec (architecture.py), e.g. "cnn" or "conv 32x5x5 -> pool 2 -> dense 10";
+    # "" (the default) is the MLP of hidden_sizes. Stored in canonical form (presets expanded).
+    layers: str = ""
     activation: str = "sigmoid"  # the notebook's; "relu" trains faster and deeper
     optimizer: str = "adam"  # adam needs the least tuning of the three
     learning_rate: float = 1e-3  # adam's usual default; sgd wants ~0.1
@@ -71,6 +87,11 @@ class TrainConfig:
                 f"hidden_sizes and scale_range must be sequences of numbers, got "
                 f"{self.hidden_sizes!r} and {self.scale_range!r}"
             ) from None
+        if isinstance(self.layers, str) and self.layers.strip():
+            try:
+                self.layers = format_layers(parse_layers(self.layers))
+            except ValueError as e:
+                raise ValueError(f"layers: {e}") from None
         self.validate()
 
     def validate(self) -> None:
@@ -100,12 +121,21 @@ class TrainConfig:
             not 1 <= h <= MAX_UNITS for h in self.hidden_sizes
         ):
             raise ValueError(f"hidden_sizes must be 1-{MAX_HIDDEN_LAYERS} layers of 1..{MAX_UNITS} units each")
-        if count_parameters(self.layer_sizes) > MAX_PARAMETERS:
+        if not self.layers and count_parameters(self.layer_sizes) > MAX_PARAMETERS:
             raise ValueError(
                 f"hidden_sizes {','.join(map(str, self.hidden_sizes))} make a network of "
                 f"{count_parameters(self.layer_sizes):,} weights; at most {MAX_PARAMETERS:,} "
                 "can be trained and saved"
             )
+        if not isinstance(self.layers, str):
+            raise ValueError(f"layers must be a layer spec (text), got {self.layers!r}")
+        if self.layers:
+            batch_bytes = 4 * self.batch_size * floats_per_image(parse_layers(self.layers))
+            if batch_bytes > MAX_BATCH_BYTES:
+                raise ValueError(
+                    f"a batch of {self.batch_size} through these layers needs about {batch_bytes / 1024**3:.1f} GB; "
+                    f"at most {MAX_BATCH_BYTES / 1024**3:.0f} GB (a smaller batch, or fewer channels)"
+                )
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -160,9 +190,21 @@ class TrainConfig:
             raise ValueError("style_prob must be in [0, 1]")
 
     @property
+    def layer_specs(self) -> tuple[Layer, ...]:
+        """The network's layers: parsed from ``layers``, or the dense layers of ``hidden_sizes``."""
+        return parse_layers(self.layers) if self.layers else mlp_layers(self.hidden_sizes)
+
+    @property
     def layer_sizes(self) -> list[int]:
-        """[784, *hidden_sizes, 10]."""
-        return [N_INPUTS, *self.hidden_sizes, N_CLASSES]
+        """[784, *hidden_sizes, 10] for an MLP; for other layers the values each layer outputs per image."""
+        if not self.layers:
+            return [N_INPUTS, *self.hidden_sizes, N_CLASSES]
+        return [math.prod(shape) for shape in layer_shapes(self.layer_specs)]
+
+    @property
+    def architecture(self) -> str:
+        """Short text for people: ``784→128→64→10``, or the layer spec."""
+        return describe(self.layer_specs)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only, so the saved file never depends on this class."""
@@ -190,6 +232,15 @@ def app_start_config() -> TrainConfig:
     what sigmoid needs 10 for. The CLI keeps the notebook's network (``TrainConfig()``).
     """
     return replace(TrainConfig(), activation="relu", epochs=5)
+
+
+def preset_layers(name: str) -> str:
+    """The layer spec of a named architecture: "mlp" (hidden_sizes, i.e. ""), or a preset such as "cnn"."""
+    if name == "mlp":
+        return ""
+    if name not in PRESETS:
+        raise ValueError(f"unknown architecture {name!r}; choose from mlp, {', '.join(PRESETS)}")
+    return PRESETS[name]
 
 
 def parse_hidden_sizes(text: str) -> tuple[int, ...]:

@@ -1,17 +1,24 @@
 """Model files: a pickled plain dict, written atomically, loaded without running code.
 
-Format (``format_version`` 1)::
+Format (``format_version`` 2)::
 
-    {"format_version": 1, "kind": "mnist_net.MLP", "layer_sizes": [784, 128, 64, 10],
-     "activation": "sigmoid", "params": {"W1": (784, 128) float32, "b1": (128,), ...},
+    {"format_version": 2, "kind": "mnist_net.MLP", "layers": "" or a layer spec,
+     "layer_sizes": [784, 128, 64, 10], "activation": "sigmoid",
+     "params": {"W1": (784, 128) float32, "b1": (128,), ...},
      "config": TrainConfig as a dict, "history": [progress dicts], "metrics": {...},
      "data_hash": str, "optimizer_state": {name: array}, "epochs_done": int, "info": {...}}
+
+``layers`` (new in version 2) is the canonical layer spec (``architecture``), e.g. "conv
+32x5x5 -> pool 2 -> ... -> dense 10", with a conv's W{i} (kh, kw, c_in, c_out); "" means an
+MLP, described by ``layer_sizes`` exactly as in version 1 (which has no ``layers``). For a spec,
+``layer_sizes`` is the number of values each layer outputs per image (shown, never trusted).
 
 Model files come from strangers (uploads), so loading trusts nothing in them: the file
 is read with a bounded read from a regular file, unpickled by ``safe_pickle.safe_loads``
 (plain data and numeric arrays only; nothing in the file runs), then checked field by
-field: shapes chain 784 -> ... -> 10, weights finite and small enough that no input in
-[0, 1] can overflow the logits, config values of the right types, optimizer state
+field: shapes chain 784 -> ... -> 10 (a spec's weights have exactly the shapes its layers
+imply, within the spec's bounds on channels, kernels, parameters and memory), weights finite
+and small enough that no input in [0, 1] can overflow the logits, config values of the right types, optimizer state
 matching the weights.
 
 The original notebook's pickle (``w1, b1, ..., w3, b3``, weights ``(out, in)``, biases
@@ -32,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from .architecture import Layer, format_layers, layer_shapes, param_shapes, parse_layers
 from .config import ACTIVATIONS, MAX_HIDDEN_LAYERS, MAX_UNITS, TrainConfig
 from .files import write_atomic
 from .history import Progress, thin_history
@@ -39,10 +47,11 @@ from .network import MLP
 from .optim import state_problem
 from .safe_pickle import MAX_FILE_BYTES, MAX_INT, ModelFileError, describe_error, safe_loads, short_repr
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a layer spec (CNNs); 1: MLPs only, still read
 KIND = "mnist_net.MLP"
 MAX_LAYERS = MAX_HIDDEN_LAYERS + 2  # layer_sizes counts the input and the output too
 MAX_EPOCHS_DONE = 1_000_000
+MAX_SPEC_TEXT = 1000  # characters of a layer spec (architecture.MAX_SPEC_CHARS)
 MAX_LOGIT = 1e30  # float32 overflows at 3.4e38; a trained MLP's logits are below 1e3
 
 
@@ -80,6 +89,58 @@ def _validated_params(params, n_layers: int, activation: str) -> dict[str, np.nd
     if logit_bound(out, activation) > MAX_LOGIT:
         raise ModelFileError("weights are so large that predictions would overflow")
     return out
+
+
+def _validated_layer_params(params, layers: tuple[Layer, ...], activation: str) -> dict[str, np.ndarray]:
+    """A layer spec's weights: exactly the keys and shapes its layers imply, finite float32, no overflow."""
+    shapes = param_shapes(layers)
+    expected = {f"{p}{i}" for i in range(1, len(shapes) + 1) for p in "Wb"}
+    if not isinstance(params, dict) or set(params) != expected:
+        raise ModelFileError(f"parameters must be exactly {sorted(expected)} for layers {format_layers(layers)}")
+    out: dict[str, np.ndarray] = {}
+    for i, (w_shape, b_shape) in enumerate(shapes, start=1):
+        W, b = params[f"W{i}"], params[f"b{i}"]
+        if not (isinstance(W, np.ndarray) and isinstance(b, np.ndarray)):
+            raise ModelFileError(f"W{i}/b{i} must be arrays")
+        if W.dtype.kind != "f" or b.dtype.kind != "f":
+            raise ModelFileError(f"W{i}/b{i} must be float arrays, got {W.dtype}/{b.dtype}")
+        if W.shape != w_shape or b.shape != b_shape:
+            raise ModelFileError(
+                f"W{i} {W.shape} / b{i} {b.shape} do not fit the layers: expected {w_shape} / {b_shape}"
+            )
+        with np.errstate(over="ignore"):
+            W32, b32 = W.astype(np.float32), b.astype(np.float32)
+        if not (np.all(np.isfinite(W32)) and np.all(np.isfinite(b32))):
+            raise ModelFileError(f"W{i}/b{i} contain NaN or infinite values")
+        out[f"W{i}"], out[f"b{i}"] = np.ascontiguousarray(W32), np.ascontiguousarray(b32)
+    if layer_logit_bound(out, activation, layers) > MAX_LOGIT:
+        raise ModelFileError("weights are so large that predictions would overflow")
+    return out
+
+
+def layer_logit_bound(params: dict[str, np.ndarray], activation: str, layers: tuple[Layer, ...]) -> float:
+    """``logit_bound`` through any layers: a bound per channel through convs (|W| summed over the
+    kernel and input channels; zero padding only lowers it), kept by pools and by dropout (off at
+    prediction), tiled over the pixels when a dense layer flattens an image (NHWC order)."""
+    shapes = layer_shapes(layers)
+    bound = np.ones(shapes[0][-1])  # per channel of an image, or per input of a dense layer
+    worst, p = 0.0, 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for i, (layer, before) in enumerate(zip(layers, shapes[:-1])):
+            if not layer.has_params:
+                continue
+            p += 1
+            W, b = np.abs(params[f"W{p}"].astype(np.float64)), np.abs(params[f"b{p}"].astype(np.float64))
+            if layer.kind == "conv":
+                z = np.einsum("ijcd,c->d", W, bound) + b
+            else:
+                if len(before) == 3:
+                    bound = np.tile(bound, before[0] * before[1])
+                z = bound @ W + b
+            worst = max(worst, float(np.max(z)) if np.all(np.isfinite(z)) else math.inf)
+            last = i == len(layers) - 1
+            bound = np.ones_like(z) if activation == "sigmoid" and not last else z
+    return worst
 
 
 def logit_bound(params: dict[str, np.ndarray], activation: str) -> float:
@@ -121,8 +182,11 @@ def _check_type(value, annotation: str, where: str) -> None:
         raise ModelFileError(f"{where} is {short_repr(value)}, expected {annotation}")
 
 
-def _checked_config(config, sizes: list[int], activation: str) -> TrainConfig:
-    """TrainConfig from the file's dict; unknown keys are ignored (later minor additions)."""
+def _checked_config(config, sizes: list[int], activation: str, layers: str = "") -> TrainConfig:
+    """TrainConfig from the file's dict; unknown keys are ignored (later minor additions).
+
+    The architecture comes from the file's own fields: ``sizes`` for an MLP, ``layers`` for a spec.
+    """
     if config is None:
         config = {}
     if not isinstance(config, dict):
@@ -130,13 +194,15 @@ def _checked_config(config, sizes: list[int], activation: str) -> TrainConfig:
     known = {f.name: f for f in fields(TrainConfig)}
     values = {}
     for name, value in config.items():
-        if name in known and name not in ("hidden_sizes", "activation"):
+        if name in known and name not in ("hidden_sizes", "activation", "layers"):
             _check_type(value, str(known[name].type), f"config {name}")
             values[name] = value
     if values.get("seed", 0) < 0:
         raise ModelFileError("config seed must be >= 0")
+    if not layers:
+        values["hidden_sizes"] = tuple(sizes[1:-1])
     try:
-        return TrainConfig(**values, hidden_sizes=tuple(sizes[1:-1]), activation=activation)
+        return TrainConfig(**values, activation=activation, layers=layers)
     except (TypeError, ValueError) as e:
         raise ModelFileError(f"invalid training config in file: {describe_error(e)}") from None
 
@@ -328,21 +394,37 @@ def _from_dict(obj: dict) -> MLP:
         raise ModelFileError(f"unknown model file format {version}")
     if obj.get("kind", KIND) != KIND:
         raise ModelFileError(f"not an mnist_net model: kind is {short_repr(obj.get('kind'))}")
-    sizes = obj.get("layer_sizes")
-    if (
-        not isinstance(sizes, list)
-        or not 2 <= len(sizes) <= MAX_LAYERS
-        or not all(type(s) is int and 1 <= s <= MAX_UNITS for s in sizes)
-    ):
-        raise ModelFileError(f"layer_sizes must be a list of 2-{MAX_LAYERS} ints in 1..{MAX_UNITS}")
+    layers_text = obj.get("layers", "") if version >= 2 else ""
+    if type(layers_text) is not str or len(layers_text) > MAX_SPEC_TEXT:
+        raise ModelFileError(f"layers must be a layer spec of at most {MAX_SPEC_TEXT} characters")
     activation = obj.get("activation")
-    if activation not in ACTIVATIONS:
-        raise ModelFileError(f"unknown activation {short_repr(activation)}")
-    params = _validated_params(obj.get("params"), len(sizes) - 1, activation)
-    actual = [params["W1"].shape[0]] + [params[f"W{i}"].shape[1] for i in range(1, len(sizes))]
-    if actual != sizes:
-        raise ModelFileError(f"layer_sizes {sizes} do not match the parameters {actual}")
-    config = _checked_config(obj.get("config"), sizes, activation)
+    if layers_text:
+        if activation not in ACTIVATIONS:
+            raise ModelFileError(f"unknown activation {short_repr(activation)}")
+        try:
+            layers = parse_layers(layers_text)
+        except ValueError as e:
+            raise ModelFileError(f"invalid layers in file: {describe_error(e)}") from None
+        params = _validated_layer_params(obj.get("params"), layers, activation)
+        sizes: list[int] = [math.prod(shape) for shape in layer_shapes(layers)]
+        if obj.get("layer_sizes", sizes) != sizes:
+            raise ModelFileError(f"layer_sizes {short_repr(obj.get('layer_sizes'))} do not match the layers {sizes}")
+        config = _checked_config(obj.get("config"), sizes, activation, format_layers(layers))
+    else:
+        sizes = obj.get("layer_sizes")  # type: ignore[assignment]
+        if (
+            not isinstance(sizes, list)
+            or not 2 <= len(sizes) <= MAX_LAYERS
+            or not all(type(s) is int and 1 <= s <= MAX_UNITS for s in sizes)
+        ):
+            raise ModelFileError(f"layer_sizes must be a list of 2-{MAX_LAYERS} ints in 1..{MAX_UNITS}")
+        if activation not in ACTIVATIONS:
+            raise ModelFileError(f"unknown activation {short_repr(activation)}")
+        params = _validated_params(obj.get("params"), len(sizes) - 1, activation)
+        actual = [params["W1"].shape[0]] + [params[f"W{i}"].shape[1] for i in range(1, len(sizes))]
+        if actual != sizes:
+            raise ModelFileError(f"layer_sizes {sizes} do not match the parameters {actual}")
+        config = _checked_config(obj.get("config"), sizes, activation)
     history = _checked_history(obj.get("history"))
     metrics = _checked_metadata(obj.get("metrics"), "metrics", _KNOWN_METRICS)
     info = _checked_metadata(obj.get("info"), "info", _KNOWN_INFO)

@@ -1,9 +1,13 @@
-"""MLP: a dense network with a softmax output, scikit-learn-like.
+"""Network: a layered classifier with a softmax output, scikit-learn-like; ``MLP`` is its old name.
 
-Hyperparameters live in a TrainConfig; learned state lives in ``params_`` (a dict
-``{"W1": (n_in, h1), "b1": (h1,), ...}``), set by ``fit`` or rebuilt by ``from_state``
-from a saved file's dict. The maths is in ``functional``, the loop in ``train``; this
-class is where the two meet. Non-goals: convolutions, GPUs, autograd.
+One class for every architecture, because an MLP is a network of dense layers: the config's
+``layers`` spec (e.g. the ``cnn`` preset) or, when empty, its ``hidden_sizes`` say which layers.
+Keeping one class (``MLP`` is the same class) means every caller that loads, saves, shows or
+calibrates a model handles CNNs unchanged. Hyperparameters live in a TrainConfig; learned state
+lives in ``params_`` (a dict ``{"W1": ..., "b1": ..., ...}``, one pair per conv or dense layer),
+set by ``fit`` or rebuilt by ``from_state`` from a saved file's dict. The maths is in
+``functional`` and ``layers``, the loop in ``train``; this class is where they meet.
+Non-goals: GPUs, autograd.
 """
 
 from __future__ import annotations
@@ -16,17 +20,28 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .config import TrainConfig
+from .architecture import Layer, is_mlp
+from .config import N_INPUTS, TrainConfig
 from .data import as_input
-from .functional import Params, logits_in_chunks, param_layer_sizes, softmax
+from .functional import (
+    LayerOutput,
+    Params,
+    dense_layers,
+    input_gradient,
+    layer_outputs,
+    logits_in_chunks,
+    param_layer_sizes,
+    softmax,
+)
 from .history import Progress
 from .train import TrainingState, initial_params, run_training
 
 
-class MLP:
-    """Multi-layer perceptron classifier with a softmax output.
+class Network:
+    """A classifier of (n, 784) images by a chain of layers, with a softmax output.
 
     >>> model = MLP(hidden_sizes=(128, 64), activation="relu", epochs=5).fit(X, y)
+    >>> cnn = Network(layers="cnn", activation="relu", epochs=1).fit(X, y)
     >>> model.predict_proba(X[:3]).sum(axis=1)   # -> [1., 1., 1.]
     """
 
@@ -46,19 +61,36 @@ class MLP:
         return self.config.activation
 
     @property
+    def layers(self) -> tuple[Layer, ...]:
+        """The layers: the config's spec, or for an MLP the dense layers its weights describe."""
+        if self.params_ is not None and not self.config.layers:
+            return dense_layers(self.params_)
+        return self.config.layer_specs
+
+    @property
+    def is_mlp(self) -> bool:
+        return is_mlp(self.layers)
+
+    @property
     def layer_sizes(self) -> list[int]:
-        if self.params_ is not None:
+        """[n_in, h1, ..., 10] for an MLP; for other layers, the values each layer outputs per image."""
+        if self.params_ is not None and not self.config.layers:
             return param_layer_sizes(self.params_)
         return self.config.layer_sizes
 
-    def initialize(self, n_in: int = 784) -> MLP:
+    @property
+    def architecture(self) -> str:
+        """Short text for people: ``784→128→64→10``, or the layer spec."""
+        return "→".join(map(str, self.layer_sizes)) if not self.config.layers else self.config.architecture
+
+    def initialize(self, n_in: int = N_INPUTS) -> Network:
         """Seeded starting weights from the config (what ``fit`` starts from)."""
         self.params_ = initial_params(self.config, n_in)
         return self
 
     def _fitted_params(self) -> Params:
         if self.params_ is None:
-            raise ValueError("this MLP is not fitted yet: call fit() or load a model")
+            raise ValueError("this network is not fitted yet: call fit() or load a model")
         return self.params_
 
     # --- state: what a model file holds ----------------------------------------------
@@ -66,6 +98,7 @@ class MLP:
         """Everything needed to rebuild or resume this model, as plain data and arrays."""
         params = self._fitted_params()
         return {
+            "layers": self.config.layers,
             "layer_sizes": [int(s) for s in self.layer_sizes],
             "activation": self.activation,
             "params": {k: np.ascontiguousarray(v) for k, v in params.items()},
@@ -79,7 +112,7 @@ class MLP:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> MLP:
+    def from_state(cls, state: dict[str, Any]) -> Network:
         """Rebuild a model from ``state_dict()``'s dict (already validated by the loader).
 
         ``config`` may be a TrainConfig or its dict; every key but ``params`` is optional.
@@ -153,7 +186,7 @@ class MLP:
         X_val: ArrayLike | None = None,
         y_val: ArrayLike | None = None,
         stop: Callable[[], bool] | None = None,
-    ) -> MLP:
+    ) -> Network:
         """Train for config.epochs on (X, y); returns self."""
         for _ in self.iter_fit(X, y, X_val, y_val, stop=stop):
             pass
@@ -162,11 +195,27 @@ class MLP:
     def logits(self, X: ArrayLike) -> np.ndarray:
         """Raw scores (n, 10) for images (n, 784) in [0, 1] (or uint8)."""
         params = self._fitted_params()
+        X = self._inputs(X)
+        return logits_in_chunks(params, X, self.activation, layers=self.layers)
+
+    def _inputs(self, X: ArrayLike) -> np.ndarray:
         X = as_input(X)
-        n_in = params["W1"].shape[0]
+        params = self._fitted_params()
+        n_in = params["W1"].shape[0] if params["W1"].ndim == 2 and self.is_mlp else N_INPUTS
         if X.shape[1] != n_in:
             raise ValueError(f"expected {n_in} features per image, got {X.shape[1]}")
-        return logits_in_chunks(params, X, self.activation)
+        return X
+
+    # --- looking inside ---------------------------------------------------------------
+    def layer_outputs(self, X: ArrayLike) -> list[LayerOutput]:
+        """Each layer's name, kind and output for images (n, 784) (``functional.layer_outputs``);
+        for many images, call it on slices: it keeps every layer's output of the batch."""
+        return layer_outputs(self._fitted_params(), self._inputs(X), self.activation, self.layers)
+
+    def input_gradient(self, X: ArrayLike, dlogits: np.ndarray | Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """d(some function of the logits)/d(pixels), (n, 784), given its gradient w.r.t. the logits
+        (or a function of the logits returning it): ``functional.input_gradient``."""
+        return input_gradient(self._fitted_params(), self._inputs(X), self.activation, dlogits, self.layers)
 
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities (n, 10) for images (n, 784) in [0, 1]; rows sum to 1."""
@@ -181,6 +230,10 @@ class MLP:
         return float(np.mean(self.predict(X) == np.asarray(y)))
 
     def __repr__(self) -> str:
-        sizes = "-".join(map(str, self.layer_sizes))
         state = "fitted" if self.params_ is not None else "not fitted"
-        return f"MLP({sizes}, {self.activation}, {state})"
+        if not self.config.layers:
+            return f"MLP({'-'.join(map(str, self.layer_sizes))}, {self.activation}, {state})"
+        return f"Network({self.config.layers}, {self.activation}, {state})"
+
+
+MLP = Network  # the name callers and files have always used: the same class

@@ -21,9 +21,9 @@ from numpy.typing import ArrayLike
 from threadpoolctl import ThreadpoolController
 
 from .augment import augment_batch
-from .config import TrainConfig
+from .config import N_INPUTS, TrainConfig
 from .data import as_input, as_labels, stratified_split, uint8_to_float
-from .functional import Params, accuracy_and_loss, init_params, loss_and_grads
+from .functional import Params, accuracy_and_loss, dense_layers, init_params, loss_and_grads
 from .history import Progress, loss_diverged
 from .optim import make_optimizer, state_problem
 
@@ -43,9 +43,16 @@ class TrainingState:
 
 
 def initial_params(config: TrainConfig, n_in: int) -> Params:
-    """The seeded starting weights for ``config`` (the same every time for the same seed)."""
-    sizes = [n_in, *config.layer_sizes[1:]]
-    return init_params(sizes, config.activation, np.random.default_rng(config.seed))
+    """The seeded starting weights for ``config`` (the same every time for the same seed).
+
+    An MLP takes any ``n_in``; a layer spec's network reads the 784 pixels of a 28x28 image.
+    """
+    rng = np.random.default_rng(config.seed)
+    if not config.layers:
+        return init_params([n_in, *config.layer_sizes[1:]], config.activation, rng)
+    if n_in != N_INPUTS:
+        raise ValueError(f"layers {config.layers!r} read {N_INPUTS} pixels per image, got {n_in}")
+    return init_params(config.layer_specs, config.activation, rng)
 
 
 def prepare_data(
@@ -112,6 +119,8 @@ def _training_steps(
     if state.params is None:
         state.params = initial_params(cfg, n_in=X.shape[1])
     params = state.params
+    # An MLP's layers come from its weights (any n_in); a layer spec's from the config.
+    layers = cfg.layer_specs if cfg.layers else dense_layers(params)
     problem = state_problem(cfg.optimizer, state.optimizer_state, params)
     if problem:
         raise ValueError(f"cannot resume training: {problem}")
@@ -138,7 +147,8 @@ def _training_steps(
                 xb = uint8_to_float(xb)
             if cfg.augment:
                 xb = augment_batch(xb, rng, cfg, yb)
-            loss, grads, logits = loss_and_grads(params, xb, yb, cfg.activation, cfg.l2)
+            # The run's rng draws the dropout masks too: seeded, and never at prediction.
+            loss, grads, logits = loss_and_grads(params, xb, yb, cfg.activation, cfg.l2, layers, rng)
             optimizer.step(params, grads)
             loss_sum += loss * len(idx)
             correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
@@ -171,7 +181,7 @@ def _training_steps(
                     diverged=diverging,
                 )
                 if last and X_val is not None and y_val is not None and len(X_val):
-                    record.val_acc, record.val_loss = accuracy_and_loss(params, X_val, y_val, cfg.activation)
+                    record.val_acc, record.val_loss = accuracy_and_loss(params, X_val, y_val, cfg.activation, layers)
                 state.history.append(record.to_dict())
                 loss_sum = correct = count = 0.0
                 if last:

@@ -13,6 +13,7 @@ from dataclasses import replace
 import streamlit as st
 
 import mnist_net
+from mnist_net.architecture import PRESETS
 from mnist_net.budget import estimate_training_cost
 from mnist_net.config import ACTIVATIONS, OPTIMIZERS, TrainConfig, app_start_config, parse_hidden_sizes
 from mnist_net.data import FILES, cache_dir, find_mnist
@@ -33,6 +34,7 @@ SHORT_RUN_SECONDS = 60  # estimated by mnist_net.budget (which errs high)
 CHART_HEIGHT = 280  # pixels, title and legend included
 CHANCE_ACCURACY = 0.2  # at or below this a network has not learned (guessing gets 10%)
 START = app_start_config()
+NETWORKS = ("MLP", "CNN")
 STATUS_WORDS = {
     QUEUED: "waiting for a free slot",
     STARTING: "starting",
@@ -76,7 +78,7 @@ def settings_text(cfg: TrainConfig) -> str:
     images = f"{cfg.n_train:,}" if cfg.n_train else f"{N_MNIST_TRAIN:,}"
     epochs = f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
     return (
-        f"{'→'.join(map(str, cfg.layer_sizes))} · {cfg.activation} · {cfg.optimizer} · "
+        f"{cfg.architecture} · {cfg.activation} · {cfg.optimizer} · "
         f"learning rate {cfg.learning_rate:g} · batch {cfg.batch_size} · {epochs} · "
         f"{images} images · {'augmented' if cfg.augment else 'no augmentation'} · seed {cfg.seed}"
     )
@@ -357,14 +359,57 @@ settings = st.expander(
     expanded=not runs,
     icon=":material/tune:",
 )
+
+
+def epoch_time_text(hidden_text: str, layers_text: str) -> str:
+    """How long one epoch over all of MNIST takes here, for both kinds of network (budget's estimate)."""
+    parts = []
+    for name, changes in (("the MLP", {"hidden_sizes": hidden_text}), ("the CNN", {"layers": layers_text})):
+        try:
+            if "hidden_sizes" in changes:
+                cfg = replace(START, epochs=1, n_train=None, hidden_sizes=parse_hidden_sizes(hidden_text))
+            else:
+                cfg = replace(START, epochs=1, n_train=None, layers=layers_text)
+        except ValueError:
+            continue
+        seconds = estimate_training_cost(cfg, N_MNIST_TRAIN).seconds
+        when = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+        parts.append(f"about {when} for {name}")
+    return (
+        "One epoch over all 60,000 images takes " + " and ".join(parts) + " on this server (estimated "
+        "from measured speeds, on the high side; slower while other runs train). Fewer training images: "
+        "proportionally less."
+    )
+
+
 with settings, st.form("train_form", border=False):
+    top_left, top_right = st.columns([1, 3])
+    network = top_left.radio(
+        "Network",
+        NETWORKS,
+        index=NETWORKS.index(form_default(saved, "network", "MLP", NETWORKS)),
+        horizontal=True,
+        key="network",
+        persist_state="session",
+        help="MLP: dense layers only (the hidden sizes below). CNN: convolutions that look for strokes "
+        "anywhere in the image; reads drawn digits better, but an epoch takes far longer here.",
+    )
+    cnn_layers = top_right.text_input(
+        "CNN layers (for CNN)",
+        form_default(saved, "layers", PRESETS["cnn"]),
+        key="cnn_layers",
+        persist_state="session",
+        help="Layers from the image to the 10 scores, separated by ->: conv CHANNELSxKxK (add 'valid' for no "
+        "padding), pool SIZE, dense UNITS, dropout RATE; the last is dense 10. Each conv and dense layer "
+        "but the last is followed by the activation.",
+    )
     left, right = st.columns(2)
     hidden = left.text_input(
-        "Hidden layer sizes",
+        "Hidden layer sizes (for MLP)",
         form_default(saved, "hidden_sizes", ",".join(map(str, START.hidden_sizes))),
         key="hidden_sizes",
         persist_state="session",
-        help="Units in each hidden layer, comma-separated. 128,64 gives 784→128→64→10.",
+        help="For MLP: units in each hidden layer, comma-separated. 128,64 gives 784→128→64→10.",
     )
     activation = left.selectbox(
         "Activation",
@@ -436,6 +481,12 @@ with settings, st.form("train_form", border=False):
         persist_state="session",
         help="Slower to learn, but copes better with digits drawn by hand on the canvas.",
     )
+    st.caption(
+        epoch_time_text(
+            form_default(saved, "hidden_sizes", ",".join(map(str, START.hidden_sizes))),
+            form_default(saved, "layers", PRESETS["cnn"]),
+        )
+    )
     start = st.form_submit_button(
         "Start training", type="primary", icon=":material/play_arrow:", disabled=running, key="start"
     )
@@ -444,8 +495,12 @@ with settings, st.form("train_form", border=False):
 def config_from_form() -> TrainConfig:
     """The form's values on top of the app's starting config; ValueError says what is wrong."""
     n = int(n_train)
+    if network == "CNN":
+        architecture = {"layers": str(cnn_layers)}
+    else:
+        architecture = {"hidden_sizes": parse_hidden_sizes(hidden), "layers": ""}
     return replace(
-        START, hidden_sizes=parse_hidden_sizes(hidden), activation=activation, optimizer=optimizer,
+        START, **architecture, activation=activation, optimizer=optimizer,
         learning_rate=float(lr), batch_size=int(batch_size), epochs=int(epochs), augment=bool(augment),
         n_train=None if n >= N_MNIST_TRAIN else n, seed=int(seed), log_every=log_every_for(n, int(batch_size)),
     )  # fmt: skip
@@ -455,6 +510,7 @@ if start and not running:
     registry.remember_settings(
         uid,
         {
+            "network": str(network), "layers": str(cnn_layers),
             "hidden_sizes": str(hidden), "activation": activation, "optimizer": optimizer,
             "learning_rate": float(lr), "n_train": int(n_train), "epochs": int(epochs),
             "batch_size": int(batch_size), "seed": int(seed), "augment": bool(augment),

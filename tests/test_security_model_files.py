@@ -568,8 +568,8 @@ def test_valid_pickles_of_non_models_are_refused(obj, match):
 
 def test_a_model_from_a_future_format_version_is_refused(model):
     refused(
-        modified(model, lambda d: d.update(format_version=2)),
-        r"format 2 is newer than this program supports \(1\); upgrade mnist_net",
+        modified(model, lambda d: d.update(format_version=3)),
+        r"format 3 is newer than this program supports \(2\); upgrade mnist_net",
     )
     refused(modified(model, lambda d: d.update(format_version=0)), r"unknown model file format 0")
     refused(pickle.dumps(model_to_dict(model), protocol=2), r"unsupported pickle protocol 2")
