@@ -139,7 +139,10 @@ def save_rescue_copy(model: MLP) -> Path:
 def model_facts(model: MLP) -> dict[str, str]:
     """Human-readable facts about a model: layers, activation, accuracy, when and how trained."""
     facts = {
-        "Layers": " → ".join(str(s) for s in model.layer_sizes),
+        # A CNN's spec says what its layers are; its value counts per layer would not.
+        "Layers": model.config.architecture.replace("->", "→")
+        if model.config.layers
+        else " → ".join(str(s) for s in model.layer_sizes),
         "Activation": model.activation,
     }
     acc = model.metrics_.get("test_accuracy")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_net import load_model, registry
+from mnist_net import MLP, TrainConfig, load_model, registry
 from mnist_net.registry import list_models, model_facts, model_filename, models_dir, save_new_model
 
 WHEN = datetime(2026, 11, 28, 11, 5, 12, tzinfo=UTC)
@@ -85,6 +85,8 @@ def test_missing_folder_lists_nothing(tmp_path):
 def test_model_facts(small_model):
     facts = model_facts(small_model)
     assert facts["Layers"] == "784 → 64 → 10"
+    cnn = MLP(TrainConfig(layers="conv 4x3x3 -> pool 2 -> dense 10")).initialize()
+    assert model_facts(cnn)["Layers"] == "conv 4x3x3 → pool 2 → dense 10"
     assert facts["Activation"] == "relu"
     assert facts["Test accuracy"].endswith("%")
     assert facts["Trained"] == "2026-11-28 10:00 UTC"
