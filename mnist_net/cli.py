@@ -330,6 +330,22 @@ def build_parser(prog: str = "mnist-net") -> argparse.ArgumentParser:
         type=int,
         help=f"augmentation: thickened strokes grow by 1..N pixels (default: {d.max_thicken})",
     )
+    t.add_argument("--max-slant", type=float, help=f"augmentation: degrees of lean either way (default: {d.max_slant})")
+    t.add_argument(
+        "--elastic-prob",
+        type=float,
+        help=f"augmentation: chance of an elastic distortion (Simard 2003) (default: {d.elastic_prob})",
+    )
+    t.add_argument("--elastic-alpha", type=float, help=f"augmentation: its strength (default: {d.elastic_alpha})")
+    t.add_argument(
+        "--elastic-sigma", type=float, help=f"augmentation: its smoothness, pixels (default: {d.elastic_sigma})"
+    )
+    t.add_argument(
+        "--style-prob",
+        type=float,
+        help="augmentation: chance of each handwriting style MNIST lacks (flag and foot on 1, crossbar on 7, "
+        f"slash through 0, curled 9, open 4) (default: {d.style_prob})",
+    )
     t.add_argument("--n-train", type=int, help="use only this many training images (default: all)")
     t.add_argument("--val-fraction", type=float, help=f"held out for validation (default: {d.val_fraction:.4f})")
     t.add_argument("--seed", type=int, help=f"the only source of randomness (default: {d.seed})")
