@@ -97,14 +97,30 @@ def _train(config: TrainConfig, mnist_dir: str, conn, stop_event, source: str) -
     return ("result", result)
 
 
-def _own_session() -> None:
-    """Leave the parent's session: its own scheduling group, and no Ctrl-C from the server's terminal.
+# A run yields the CPU to people drawing: an answer is ~10 ms of server CPU that someone waits
+# for, a training batch is not. Nice 10 weighs about a tenth of the server when both want a
+# core and costs the run nothing while the server idles (benchmarks/load_test.py).
+TRAINING_NICENESS = 10
 
-    Linux (with autogroup) shares the CPU between sessions first: a run left in the web
-    server's session would split one share with every drawing session, and slow them too.
-    The server still ends its runs when it exits (they are daemon processes).
+
+def _own_session() -> None:
+    """Leave the parent's session (no Ctrl-C from the server's terminal) and yield the CPU.
+
+    Linux (with autogroup) shares the CPU between sessions first, and niceness only counts
+    inside a session: the run's own session gets the niceness too, so it weighs less than the
+    web server's whenever the server has work. The server still ends its runs when it exits
+    (they are daemon processes).
     """
     try:
         os.setsid()
     except (AttributeError, OSError):  # not on this platform, or already a session leader
+        pass
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, TRAINING_NICENESS)
+    except (AttributeError, OSError):
+        pass
+    try:  # Linux with autogroup only; elsewhere the process niceness is all there is
+        with open("/proc/self/autogroup", "w") as f:
+            f.write(str(TRAINING_NICENESS))
+    except OSError:
         pass

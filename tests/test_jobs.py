@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from mnist_net.history import (
     thin_history,
 )
 from mnist_net.jobs import CANCELLED, DIVERGED, DONE, FAILED, STOPPED, TrainingJob, describe_exit
+from mnist_net.worker import TRAINING_NICENESS
 
 
 def test_parse_hidden_sizes():
@@ -100,6 +102,21 @@ def test_stop_ends_early_and_still_evaluates(mnist_dir):
     assert snap.fraction_done < 0.5
     assert job.model.info_["stopped_early"] is True
     assert snap.evaluation is not None and job.model_bytes
+
+
+def test_the_training_process_yields_the_cpu_to_the_server(mnist_dir):
+    config = TrainConfig(hidden_sizes=(32,), epochs=50, n_train=5000, batch_size=16, log_every=1)
+    job = TrainingJob(config, mnist_dir).start()
+    try:
+        assert wait_until(lambda: job.snapshot().history, timeout=60)
+        assert os.getpriority(os.PRIO_PROCESS, job.pid) == TRAINING_NICENESS > os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getsid(job.pid) == job.pid  # a session of its own, so the niceness counts against the server
+        autogroup = Path(f"/proc/{job.pid}/autogroup")
+        if autogroup.exists():
+            assert autogroup.read_text().split()[-1] == str(TRAINING_NICENESS)
+    finally:
+        job.stop()
+        assert job.join(timeout=60)
 
 
 def test_snapshots_are_consistent_copies(mnist_dir):
