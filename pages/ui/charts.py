@@ -162,3 +162,242 @@ def confusion_chart(ev: Evaluation) -> alt.LayerChart:
 def enlarged(image_784: np.ndarray, factor: int = 3) -> np.ndarray:
     """A 28x28 digit repeated into blocks so it stays crisp when shown bigger."""
     return np.repeat(np.repeat(image_784.reshape(28, 28), factor, axis=0), factor, axis=1)
+
+
+# --- look inside: the draw page's views ----------------------------------------------------------
+
+DIGIT_COLOURS = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+]  # fmt: skip
+BOX_RED = np.array([230, 60, 60], np.uint8)
+
+
+def stroke_chart(strokes: list[int], proba: np.ndarray, guess: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """(data, Vega-Lite spec) of the ten probabilities after each stroke: one line per digit, the guess bold.
+
+    strokes: (k,) stroke counts; proba: (k, 10). A plain spec (drawn per stroke: cheap to build).
+    """
+    k = len(strokes)
+    table = pd.DataFrame(
+        {
+            "stroke": np.repeat(np.asarray(strokes, int), 10),
+            "digit": np.tile(DIGITS, k),
+            "probability": np.asarray(proba, float).reshape(-1),
+            "guess": np.tile([d == guess for d in range(10)], k),
+        }
+    )
+    spec = {
+        "padding": {"left": 4, "top": 4, "right": 12, "bottom": 4},
+        "mark": {"type": "line", "point": {"size": 30}},
+        "encoding": {
+            "x": {
+                "field": "stroke",
+                "type": "quantitative",
+                "title": "after stroke",
+                "scale": {"domain": [1, max(2, int(max(strokes, default=1)))], "nice": False},
+                "axis": {"tickMinStep": 1, "format": "d"},
+            },
+            "y": {
+                "field": "probability",
+                "type": "quantitative",
+                "title": None,
+                "scale": {"domain": [0, 1]},
+                "axis": {"format": ".0%", "tickCount": 3},
+            },
+            "color": {
+                "field": "digit",
+                "type": "nominal",
+                "sort": DIGITS,
+                "title": "digit",
+                "scale": {"domain": DIGITS, "range": DIGIT_COLOURS},
+                "legend": {"orient": "right", "columns": 1, "symbolSize": 60, "labelFontSize": 12},
+            },
+            "strokeWidth": {"condition": {"test": "datum.guess", "value": 4}, "value": 1.5},
+            "opacity": {"condition": {"test": "datum.guess", "value": 1}, "value": 0.6},
+            "tooltip": [
+                {"field": "stroke", "type": "quantitative"},
+                {"field": "digit", "type": "nominal"},
+                {"field": "probability", "type": "quantitative", "format": ".1%"},
+            ],
+        },
+    }
+    return table, spec
+
+
+def grey_picture(image: np.ndarray, max_side: int = 140) -> np.ndarray:
+    """(h, w) ink in [0, 1] -> (h', w', 3) uint8 white ink on black, shrunk by whole steps to at most
+    ``max_side`` (a picture to show, not an input)."""
+    step = max(1, -(-max(image.shape) // max_side))
+    grey = (np.clip(image[::step, ::step], 0, 1) * 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def boxed_picture(ink: np.ndarray, box: tuple[int, int, int, int], max_side: int = 140) -> np.ndarray:
+    """The ink (h, w) as ``grey_picture`` with the digit's box (top, left, bottom, right) drawn in red."""
+    step = max(1, -(-max(ink.shape) // max_side))
+    picture = grey_picture(ink, max_side)
+    h, w = picture.shape[:2]
+    top, left = min(h - 1, box[0] // step), min(w - 1, box[1] // step)
+    bottom, right = min(h - 1, (box[2] - 1) // step), min(w - 1, (box[3] - 1) // step)
+    return outline(picture, top, left, bottom, right)
+
+
+def outline(picture: np.ndarray, top: int, left: int, bottom: int, right: int) -> np.ndarray:
+    """Draw a red rectangle (inclusive corners) on an (h, w, 3) uint8 picture, in place; returns it."""
+    picture[top, left : right + 1] = picture[bottom, left : right + 1] = BOX_RED
+    picture[top : bottom + 1, left] = picture[top : bottom + 1, right] = BOX_RED
+    return picture
+
+
+def boxed_fit(small: np.ndarray, side: int, factor: int = 5) -> np.ndarray:
+    """``small`` (h, w <= side) centred in a side x side box, enlarged ``factor`` times, the box outlined."""
+    field = np.zeros((side, side), np.float32)
+    top, left = (side - small.shape[0]) // 2, (side - small.shape[1]) // 2
+    field[top : top + small.shape[0], left : left + small.shape[1]] = small
+    big = np.repeat(np.repeat(field, factor, axis=0), factor, axis=1)
+    picture = np.repeat((np.clip(big, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)
+    return outline(picture, 0, 0, side * factor - 1, side * factor - 1)
+
+
+def placed_picture(x: np.ndarray, offset: tuple[int, int], shape: tuple[int, int], factor: int = 5) -> np.ndarray:
+    """The 28x28 input enlarged ``factor`` times, the fitted digit's place (offset, shape) outlined in
+    red and its centre of mass (pixel 14, 14) marked with a red dot."""
+    picture = np.repeat(enlarged(x, factor)[..., None], 3, axis=2)
+    picture = (np.clip(picture, 0, 1) * 255).astype(np.uint8)
+    top, left = offset[0] * factor, offset[1] * factor
+    outline(picture, top, left, top + shape[0] * factor - 1, left + shape[1] * factor - 1)
+    centre = 14 * factor + factor // 2
+    picture[centre - 2 : centre + 3, centre - 2 : centre + 3] = BOX_RED
+    return picture
+
+
+# --- look inside: the train page's views ---------------------------------------------------------
+
+
+def reliability_chart(bins) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """(data, Vega-Lite spec) of a reliability diagram (``metrics.Reliability``): accuracy per
+    confidence bin as bars, the diagonal of perfect calibration as a dashed line."""
+    lo, hi = bins.edges[:-1], bins.edges[1:]
+    filled = bins.count > 0
+    table = pd.DataFrame(
+        {
+            "lo": lo[filled],
+            "hi": hi[filled],
+            "accuracy": bins.accuracy[filled],
+            "confidence": bins.confidence[filled],
+            "count": bins.count[filled],
+        }
+    )
+    spec = {
+        "title": {"text": "Confidence vs accuracy", "anchor": "start", "offset": 0},
+        "layer": [
+            {
+                "mark": {"type": "rect", "color": BLUE, "opacity": 0.85},
+                "encoding": {
+                    "x": {
+                        "field": "lo",
+                        "type": "quantitative",
+                        "title": "confidence (top probability)",
+                        "scale": {"domain": [0, 1]},
+                        "axis": {"format": ".0%"},
+                    },
+                    "x2": {"field": "hi"},
+                    "y": {"datum": 0, "type": "quantitative"},
+                    "y2": {"field": "accuracy"},
+                    "tooltip": [
+                        {"field": "lo", "title": "from", "format": ".0%"},
+                        {"field": "hi", "title": "to", "format": ".0%"},
+                        {"field": "count", "title": "test digits", "format": ","},
+                        {"field": "confidence", "title": "mean confidence", "format": ".1%"},
+                        {"field": "accuracy", "title": "accuracy", "format": ".1%"},
+                    ],
+                },
+            },  # fmt: skip
+            {
+                "data": {"values": [{"a": 0, "b": 0}, {"a": 1, "b": 1}]},
+                "mark": {"type": "line", "color": ORANGE, "strokeDash": [4, 4]},
+                "encoding": {
+                    "x": {"field": "a", "type": "quantitative"},
+                    "y": {
+                        "field": "b",
+                        "type": "quantitative",
+                        "title": "accuracy",
+                        "scale": {"domain": [0, 1]},
+                        "axis": {"format": ".0%"},
+                    },
+                },
+            },  # fmt: skip
+        ],
+    }
+    return table, spec
+
+
+def coverage_chart(curve) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """(data, Vega-Lite spec) of the "not sure" rule's trade (``metrics.CoverageCurve``): accuracy of
+    the sure answers against the share answered as sure, the thresholds in use marked."""
+    keep = curve.coverage > 0
+    table = pd.DataFrame(
+        {
+            "coverage": curve.coverage[keep],
+            "accuracy": curve.accuracy[keep],
+            "min_probability": curve.min_probability[keep],
+            "min_margin": curve.min_margin[keep],
+            "current": (np.arange(len(curve.scale)) == curve.current)[keep],
+        }
+    )
+    tooltip = [
+        {"field": "coverage", "title": "answered as sure", "format": ".1%"},
+        {"field": "accuracy", "title": "of those right", "format": ".2%"},
+        {"field": "min_probability", "title": "probability at least", "format": ".2f"},
+        {"field": "min_margin", "title": "ahead of runner-up by", "format": ".2f"},
+    ]
+    x = {"field": "coverage", "type": "quantitative", "title": "answered as sure (coverage)",
+         "axis": {"format": ".0%"}, "scale": {"zero": False}}  # fmt: skip
+    y = {"field": "accuracy", "type": "quantitative", "title": "accuracy of those",
+         "axis": {"format": ".1%"}, "scale": {"zero": False}}  # fmt: skip
+    spec = {
+        "title": {"text": "What the \u201cnot sure\u201d rule trades", "anchor": "start", "offset": 0},
+        "padding": {"left": 4, "top": 4, "right": 16, "bottom": 4},
+        "layer": [
+            {"mark": {"type": "line", "color": BLUE, "point": {"size": 20}},
+             "encoding": {"x": x, "y": y, "tooltip": tooltip}},
+            {"transform": [{"filter": "datum.current"}],
+             "mark": {"type": "point", "color": ORANGE, "size": 160, "filled": True},
+             "encoding": {"x": x, "y": y, "tooltip": tooltip}},
+            {"transform": [{"filter": "datum.current"}],
+             "mark": {"type": "text", "align": "left", "dx": 10, "dy": -10, "color": ORANGE, "fontWeight": "bold"},
+             "encoding": {"x": x, "y": y, "text": {"value": "the app's rule"}}},
+        ],
+    }  # fmt: skip
+    return table, spec
+
+
+def runs_chart(curves: dict[str, list[dict]], column: str, title: str, percent: bool):
+    """(data, Vega-Lite spec) of one history column (e.g. ``val_acc``) for several runs overlaid, a
+    colour per run. curves: run label -> its history records (thinned here)."""
+    frames = []
+    for label, history in curves.items():
+        table = pd.DataFrame(history_columns(thin_history(history)))
+        if column in table and len(table):
+            part = table[["epoch", column]].rename(columns={column: "value"}).dropna()
+            part = part[np.isfinite(part["value"])]
+            part["run"] = label
+            frames.append(part)
+    data = pd.concat(frames) if frames else pd.DataFrame({"epoch": [], "value": [], "run": []})
+    end = epoch_axis_end(float(data["epoch"].max()) if len(data) else 1.0)
+    spec = {
+        "title": {"text": title, "anchor": "start", "offset": 0},
+        "padding": {"left": 4, "top": 4, "right": 16, "bottom": 4},
+        "mark": {"type": "line", "point": {"size": 20}},
+        "encoding": {
+            "x": {"field": "epoch", "type": "quantitative", "title": "epoch",
+                  "scale": {"domain": [0, end], "nice": False}, "axis": {"tickMinStep": 1, "format": "d"}},
+            "y": {"field": "value", "type": "quantitative", "title": None, "scale": {"zero": False},
+                  "axis": {"format": ".0%"} if percent else {}},
+            "color": {"field": "run", "type": "nominal", "title": None, "sort": list(curves),
+                      "legend": {"orient": "top", "direction": "horizontal", "offset": 0, "padding": 0}},
+            "tooltip": [{"field": "run"}, {"field": "epoch", "type": "quantitative", "format": ".2f"},
+                        {"field": "value", "type": "quantitative", "format": ".4f"}],
+        },
+    }  # fmt: skip
+    return data, spec
