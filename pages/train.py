@@ -340,11 +340,11 @@ def settings_table(views: list[RunView]) -> pd.DataFrame:
         cfg, ev = v.config, v.snapshot.evaluation
         rows.append(
             {
-                "run": v.label, "layers": "→".join(map(str, cfg.layer_sizes)), "activation": cfg.activation,
+                "run": v.label, "test accuracy": None if ev is None else f"{ev.accuracy:.2%}",
+                "layers": "→".join(map(str, cfg.layer_sizes)), "activation": cfg.activation,
                 "optimiser": cfg.optimizer, "learning rate": cfg.learning_rate, "batch": cfg.batch_size,
                 "epochs": cfg.epochs, "images": cfg.n_train or N_MNIST_TRAIN, "augmented": cfg.augment,
                 "seed": cfg.seed, "status": STATUS_WORDS.get(v.snapshot.status, v.snapshot.status),
-                "test accuracy": None if ev is None else f"{ev.accuracy:.2%}",
             }
         )  # fmt: skip
     return pd.DataFrame(rows)

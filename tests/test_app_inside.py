@@ -89,7 +89,7 @@ def test_every_draw_view_renders_for_the_model(draw_page, kind, mnist):
     assert not at.exception
     # The four steps in order, then the plain resize and what the network says of each.
     assert [im.captions[0][:2] for im in step_images(at)] == ["1.", "2.", "3.", "4."]
-    assert any("plain resize" in im.captions[0] for im in at.get("image"))
+    assert any("Plain resize" in im.captions[0] for im in at.get("image"))
     model = load_model(saved[kind])
     x = canvas_to_input(image)
     verdict = assess(model.predict_proba(x[None])[0])
@@ -160,7 +160,8 @@ def test_upload_shows_the_steps_too(draw_page, mnist):
     shown = step_images(at)
     assert len(shown) == 4
     top, left, bottom, right = steps.box
-    assert f"{right - left}×{bottom - top} px" in shown[1].captions[0]
+    assert shown[1].captions[0] == "2. Crop box"
+    assert any(f"({right - left}×{bottom - top} px)" in c.value for c in at.caption)
 
 
 # --- the train page -------------------------------------------------------------------------------

@@ -210,7 +210,15 @@ def stroke_chart(strokes: list[int], proba: np.ndarray, guess: int) -> tuple[pd.
                 "sort": DIGITS,
                 "title": "digit",
                 "scale": {"domain": DIGITS, "range": DIGIT_COLOURS},
-                "legend": {"orient": "right", "columns": 1, "symbolSize": 60, "labelFontSize": 12},
+                "legend": {
+                    "orient": "top",
+                    "direction": "horizontal",
+                    "columns": 10,
+                    "symbolSize": 60,
+                    "labelFontSize": 12,
+                    "offset": 4,
+                    "padding": 0,
+                },
             },
             "strokeWidth": {"condition": {"test": "datum.guess", "value": 4}, "value": 1.5},
             "opacity": {"condition": {"test": "datum.guess", "value": 1}, "value": 0.6},
@@ -288,22 +296,20 @@ def reliability_chart(bins) -> tuple[pd.DataFrame, dict[str, Any]]:
             "count": bins.count[filled],
         }
     )
+    percent_axis = {"format": ".0%", "tickCount": 5}
     spec = {
         "title": {"text": "Confidence vs accuracy", "anchor": "start", "offset": 0},
+        "padding": {"left": 4, "top": 4, "right": 16, "bottom": 4},
         "layer": [
             {
                 "mark": {"type": "rect", "color": BLUE, "opacity": 0.85},
                 "encoding": {
-                    "x": {
-                        "field": "lo",
-                        "type": "quantitative",
-                        "title": "confidence (top probability)",
-                        "scale": {"domain": [0, 1]},
-                        "axis": {"format": ".0%"},
-                    },
+                    "x": {"field": "lo", "type": "quantitative", "title": "confidence (top probability)",
+                          "scale": {"domain": [0, 1]}, "axis": percent_axis},
                     "x2": {"field": "hi"},
-                    "y": {"datum": 0, "type": "quantitative"},
-                    "y2": {"field": "accuracy"},
+                    "y": {"field": "accuracy", "type": "quantitative", "title": "accuracy",
+                          "scale": {"domain": [0, 1]}, "axis": percent_axis},
+                    "y2": {"datum": 0},
                     "tooltip": [
                         {"field": "lo", "title": "from", "format": ".0%"},
                         {"field": "hi", "title": "to", "format": ".0%"},
@@ -312,23 +318,13 @@ def reliability_chart(bins) -> tuple[pd.DataFrame, dict[str, Any]]:
                         {"field": "accuracy", "title": "accuracy", "format": ".1%"},
                     ],
                 },
-            },  # fmt: skip
+            },
             {
-                "data": {"values": [{"a": 0, "b": 0}, {"a": 1, "b": 1}]},
-                "mark": {"type": "line", "color": ORANGE, "strokeDash": [4, 4]},
-                "encoding": {
-                    "x": {"field": "a", "type": "quantitative"},
-                    "y": {
-                        "field": "b",
-                        "type": "quantitative",
-                        "title": "accuracy",
-                        "scale": {"domain": [0, 1]},
-                        "axis": {"format": ".0%"},
-                    },
-                },
-            },  # fmt: skip
+                "mark": {"type": "rule", "color": ORANGE, "strokeDash": [4, 4], "strokeWidth": 2},
+                "encoding": {"x": {"datum": 0}, "y": {"datum": 0}, "x2": {"datum": 1}, "y2": {"datum": 1}},
+            },
         ],
-    }
+    }  # fmt: skip
     return table, spec
 
 
@@ -395,6 +391,7 @@ def runs_chart(curves: dict[str, list[dict]], column: str, title: str, percent: 
             "y": {"field": "value", "type": "quantitative", "title": None, "scale": {"zero": False},
                   "axis": {"format": ".0%"} if percent else {}},
             "color": {"field": "run", "type": "nominal", "title": None, "sort": list(curves),
+                      "scale": {"domain": list(curves), "range": DIGIT_COLOURS},
                       "legend": {"orient": "top", "direction": "horizontal", "offset": 0, "padding": 0}},
             "tooltip": [{"field": "run"}, {"field": "epoch", "type": "quantitative", "format": ".2f"},
                         {"field": "value", "type": "quantitative", "format": ".4f"}],

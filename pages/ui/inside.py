@@ -40,7 +40,7 @@ from pages.ui.charts import (
 )
 from pages.ui.style import plain
 
-STEP_WIDTH = 120  # pixels per step picture
+STEP_WIDTH = 100  # pixels per step picture
 MAX_CELL_DIGITS = 24  # test digits shown for one confusion-matrix cell
 
 
@@ -83,35 +83,34 @@ def show_steps(reading: Reading) -> None:
         return
     top, left, bottom, right = s.box
     pictures = [
-        (grey_picture(s.ink), f"1. Ink found ({s.ink.shape[1]}×{s.ink.shape[0]}): the background taken away"),
-        (
-            boxed_picture(s.kept, s.box),
-            f"2. Crop box: {right - left}×{bottom - top} px around the digit (specks dropped)",
-        ),
-        (
-            boxed_fit(s.fitted, BOX),
-            f"3. Fit into {BOX}×{BOX}: {s.fitted.shape[1]}×{s.fitted.shape[0]}, aspect kept, strokes full ink",
-        ),
-        (
-            placed_picture(s.input, s.offset, s.fitted.shape),
-            f"4. Into {SIDE}×{SIDE}, moved so its centre of mass (dot) is on pixel (14, 14), as in MNIST",
-        ),
+        (grey_picture(s.ink), "1. Ink found"),
+        (boxed_picture(s.kept, s.box), "2. Crop box"),
+        (boxed_fit(s.fitted, BOX), f"3. Into {BOX}×{BOX}"),
+        (placed_picture(s.input, s.offset, s.fitted.shape), "4. Centred"),
     ]
-    with st.container(horizontal=True, key="input_steps"):
-        for picture, caption in pictures:
-            st.image(picture, caption=caption, width=STEP_WIDTH)
-    if reading.picture is None:
+    naive = None if reading.picture is None else naive_input(reading.picture)
+    with st.container(horizontal=True, key="steps_row", gap="medium"):
+        with st.container(horizontal=True, key="input_steps", width="content", gap="small"):
+            for picture, caption in pictures:
+                st.image(picture, caption=caption, width=STEP_WIDTH)
+        if naive is not None:
+            with st.container(key="naive_resize", width="content"):
+                st.image(enlarged(naive, 4), clamp=True, width=STEP_WIDTH, caption="Plain resize")
+    st.caption(
+        f"1: the background is taken away ({s.ink.shape[1]}×{s.ink.shape[0]} px). 2: specks far from the digit "
+        f"are dropped and the box around its ink found ({right - left}×{bottom - top} px). 3: the box is resized "
+        f"so its long side is {BOX} px ({s.fitted.shape[1]}×{s.fitted.shape[0]}: aspect kept), strokes made full "
+        f"ink. 4: it is placed in {SIDE}×{SIDE} so its centre of mass (red dot) is on pixel (14, 14), as MNIST's "
+        "digits were made. Right: the whole picture simply resized."
+    )
+    if naive is None:
         return
-    naive = naive_input(reading.picture)
     naive_proba = reading.model.predict_proba(naive[None])[0]
-    with st.container(horizontal=True, key="naive_resize"):
-        st.image(enlarged(naive, 4), clamp=True, width=STEP_WIDTH, caption="A plain resize of the whole picture")
-        st.markdown(
-            f"**These steps:** the network says {verdict_text(reading.proba)}.  \n"
-            f"**A plain resize to {SIDE}×{SIDE}** (what many demos do) would give the picture on the left, and "
-            f"the network would say {verdict_text(naive_proba)}. MNIST's digits were made with the steps above, "
-            "so that is what the network learned to read."
-        )
+    st.container(key="naive_verdict").markdown(
+        f"**These steps:** the network says {verdict_text(reading.proba)}. "
+        f"**A plain resize** of the whole picture to {SIDE}×{SIDE} (what many demos do): it would say "
+        f"{verdict_text(naive_proba)}."
+    )
 
 
 def show_strokes(reading: Reading) -> None:
@@ -124,8 +123,8 @@ def show_strokes(reading: Reading) -> None:
     data, spec = stroke_chart([n for n, _ in points], proba, reading.digit)
     st.vega_lite_chart(data, spec, width="stretch", height=200, key="stroke_chart")
     st.caption(
-        "How sure the network was of each digit after each stroke (strokes with no digit yet are left out). "
-        "The bold line is its answer now."
+        f"How sure the network was of each digit after each stroke: {len(points)} "
+        f"stroke{'s' if len(points) != 1 else ''} with a digit to read so far. The bold line is its answer now."
     )
 
 
@@ -209,10 +208,9 @@ def show_mistakes_explorer(run_id: str, model: mnist_net.MLP, data: mnist_net.Mn
         )
         with st.container(horizontal=True, key="cell_digits"):
             for i in shown:
-                truth = "" if chosen[0] == chosen[1] else f", {chosen[0]}: {proba[i, chosen[0]]:.0%}"
-                st.image(
-                    enlarged(data.X_test[i] / 255.0), width=84, caption=f"{chosen[1]}: {proba[i, chosen[1]]:.0%}{truth}"
-                )
+                truth = "" if chosen[0] == chosen[1] else f" · {chosen[0]}: {proba[i, chosen[0]]:.0%}"
+                caption = f"{chosen[1]}: {proba[i, chosen[1]]:.0%}{truth}"
+                st.image(enlarged(data.X_test[i] / 255.0), width=100, caption=caption)
     left, right = st.columns(2)
     bins = reliability_bins(y, proba)
     with left:
