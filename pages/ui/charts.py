@@ -6,12 +6,14 @@ an ``Evaluation``); these only say how to draw them.
 
 from __future__ import annotations
 
+import io
 import math
 from typing import Any
 
 import altair as alt
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from mnist_net.history import history_columns, thin_history
 from mnist_net.metrics import Evaluation
@@ -230,6 +232,14 @@ def stroke_chart(strokes: list[int], proba: np.ndarray, guess: int) -> tuple[pd.
         },
     }
     return table, spec
+
+
+def png(picture: np.ndarray) -> bytes:
+    """An (h, w) or (h, w, 3) uint8 picture as PNG bytes, compressed lightly: these are drawn per stroke, and
+    Streamlit's own encoding of an array (zlib level 6) took twice the time for a few hundred bytes less."""
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
 
 
 def grey_picture(image: np.ndarray, max_side: int = 140) -> np.ndarray:

@@ -33,6 +33,7 @@ from pages.ui.charts import (
     enlarged,
     grey_picture,
     placed_picture,
+    png,
     probability_chart,
     reliability_chart,
     runs_chart,
@@ -92,10 +93,11 @@ def show_steps(reading: Reading) -> None:
     with st.container(horizontal=True, key="steps_row", gap="medium"):
         with st.container(horizontal=True, key="input_steps", width="content", gap="small"):
             for picture, caption in pictures:
-                st.image(picture, caption=caption, width=STEP_WIDTH)
+                st.image(png(picture), caption=caption, width=STEP_WIDTH)
         if naive is not None:
             with st.container(key="naive_resize", width="content"):
-                st.image(enlarged(naive, 4), clamp=True, width=STEP_WIDTH, caption="Plain resize")
+                picture = (np.clip(enlarged(naive, 4), 0, 1) * 255).astype(np.uint8)
+                st.image(png(picture), width=STEP_WIDTH, caption="Plain resize")
     st.caption(
         f"1: the background is taken away ({s.ink.shape[1]}×{s.ink.shape[0]} px). 2: specks far from the digit "
         f"are dropped and the box around its ink found ({right - left}×{bottom - top} px). 3: the box is resized "
