@@ -100,7 +100,10 @@ def test_every_draw_view_renders_for_the_model(draw_page, kind, mnist):
     assert compare.value in compare.options and len(compare.options) == 3  # the shipped one and two saved
     verdicts = [m.value for m in at.markdown if "  \nsays a " in m.value]
     assert len(verdicts) == 2 and f"says a {verdict.digit} ({verdict.probability:.0%})" in verdicts[0]
-    assert len(at.get("vega_lite_chart")) == 3  # the answer's bars and the two compared
+    [compared] = [c for c in at.get("vega_lite_chart") if '"xOffset"' in c.proto.spec]
+    table = chart_table(compared)
+    assert list(table["model"].unique()) == ["Saved: " + saved[kind].name, compare.value]
+    np.testing.assert_allclose(table["probability"][:10], model.predict_proba(x[None])[0], rtol=1e-5)
     # Another model to compare with: its verdict follows.
     other = [o for o in compare.options if o != compare.value][0]
     compare.set_value(other).run()

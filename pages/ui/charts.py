@@ -242,6 +242,36 @@ def png(picture: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def comparison_chart(probabilities: dict[str, np.ndarray]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """(data, Vega-Lite spec) of two (or more) models' ten probabilities as grouped bars, one colour per
+    model (name -> (10,) probabilities; the first in blue). One chart, not one per model: drawn per stroke."""
+    names = list(probabilities)
+    table = pd.DataFrame(
+        {
+            "digit": DIGITS * len(names),
+            "model": np.repeat(names, 10),
+            "probability": np.concatenate([np.asarray(p, float) for p in probabilities.values()]),
+        }
+    )
+    spec = {
+        "mark": {"type": "bar"},
+        "encoding": {
+            "x": {"field": "digit", "type": "nominal", "sort": DIGITS, "title": None,
+                  "axis": {"labelAngle": 0, "labelFontSize": 13}},
+            "xOffset": {"field": "model", "type": "nominal", "sort": names},
+            "y": {"field": "probability", "type": "quantitative", "title": None, "scale": {"domain": [0, 1]},
+                  "axis": {"format": ".0%", "tickCount": 3}},
+            "color": {"field": "model", "type": "nominal", "title": None, "sort": names,
+                      "scale": {"domain": names, "range": [BLUE, ORANGE, GREY][: len(names)]},
+                      "legend": {"orient": "top", "direction": "horizontal", "offset": 0, "padding": 0,
+                                 "labelLimit": 280}},
+            "tooltip": [{"field": "model"}, {"field": "digit"},
+                        {"field": "probability", "type": "quantitative", "format": ".1%"}],
+        },
+    }  # fmt: skip
+    return table, spec
+
+
 def grey_picture(image: np.ndarray, max_side: int = 140) -> np.ndarray:
     """(h, w) ink in [0, 1] -> (h', w', 3) uint8 white ink on black, shrunk by whole steps to at most
     ``max_side`` (a picture to show, not an input)."""

@@ -29,19 +29,19 @@ from pages.ui import state
 from pages.ui.charts import (
     boxed_fit,
     boxed_picture,
+    comparison_chart,
     coverage_chart,
     enlarged,
     grey_picture,
     placed_picture,
     png,
-    probability_chart,
     reliability_chart,
     runs_chart,
     stroke_chart,
 )
 from pages.ui.style import plain
 
-STEP_WIDTH = 100  # pixels per step picture
+STEP_WIDTH = 112  # pixels per step picture: none is wider (Streamlit would resize it, and encode it again)
 MAX_CELL_DIGITS = 24  # test digits shown for one confusion-matrix cell
 
 
@@ -84,10 +84,10 @@ def show_steps(reading: Reading) -> None:
         return
     top, left, bottom, right = s.box
     pictures = [
-        (grey_picture(s.ink), "1. Ink found"),
-        (boxed_picture(s.kept, s.box), "2. Crop box"),
-        (boxed_fit(s.fitted, BOX), f"3. Into {BOX}×{BOX}"),
-        (placed_picture(s.input, s.offset, s.fitted.shape), "4. Centred"),
+        (grey_picture(s.ink, STEP_WIDTH), "1. Ink found"),
+        (boxed_picture(s.kept, s.box, STEP_WIDTH), "2. Crop box"),
+        (boxed_fit(s.fitted, BOX, STEP_WIDTH // BOX), f"3. Into {BOX}×{BOX}"),
+        (placed_picture(s.input, s.offset, s.fitted.shape, STEP_WIDTH // SIDE), "4. Centred"),
     ]
     naive = None if reading.picture is None else naive_input(reading.picture)
     with st.container(horizontal=True, key="steps_row", gap="medium"):
@@ -96,7 +96,7 @@ def show_steps(reading: Reading) -> None:
                 st.image(png(picture), caption=caption, width=STEP_WIDTH)
         if naive is not None:
             with st.container(key="naive_resize", width="content"):
-                picture = (np.clip(enlarged(naive, 4), 0, 1) * 255).astype(np.uint8)
+                picture = (np.clip(enlarged(naive, STEP_WIDTH // SIDE), 0, 1) * 255).astype(np.uint8)
                 st.image(png(picture), width=STEP_WIDTH, caption="Plain resize")
     st.caption(
         f"1: the background is taken away ({s.ink.shape[1]}×{s.ink.shape[0]} px). 2: specks far from the digit "
@@ -142,11 +142,13 @@ def show_comparison(reading: Reading) -> None:
         st.error(f"**{plain(other_label)}** could not be used: {plain(e)}", icon=":material/error:")
         return
     other_proba = other.predict_proba(reading.x[None])[0]
-    for column, label, proba in zip(st.columns(2), (reading.model_label, other_label), (reading.proba, other_proba)):
-        with column, st.container(key=f"compare_{'chosen' if label is reading.model_label else 'other'}"):
-            st.markdown(f"**{plain(label)}**  \nsays {verdict_text(proba)}")
-            data, spec = probability_chart(proba, int(np.argmax(proba)))
-            st.vega_lite_chart(data, spec, width="stretch", height=150)
+    with st.container(key="compare_verdicts"):
+        for column, label, proba in zip(
+            st.columns(2), (reading.model_label, other_label), (reading.proba, other_proba)
+        ):
+            column.markdown(f"**{plain(label)}**  \nsays {verdict_text(proba)}")
+    data, spec = comparison_chart({reading.model_label: reading.proba, other_label: other_proba})
+    st.vega_lite_chart(data, spec, width="stretch", height=180, key="compare_chart")
 
 
 DRAW_VIEWS = [
