@@ -44,11 +44,16 @@ def check_draw_views(page, draw_strokes, name: str, models: int) -> None:
     open_view(page, "inside_steps", ".st-key-input_steps")
     open_view(page, "inside_strokes", "[data-testid=stVegaLiteChart]")
     open_view(page, "inside_compare", "[data-testid=stMarkdown], [data-testid=stCaptionContainer]")
-    steps = page.locator(".st-key-input_steps [data-testid=stImage]")
+    steps = page.locator(".st-key-input_steps figure.step")
     expect(steps).to_have_count(4)
     expect(steps.nth(0)).to_contain_text("1. Ink found")
     expect(steps.nth(3)).to_contain_text("4. Centred")
-    expect(page.locator(".st-key-naive_resize [data-testid=stImage]")).to_have_count(1)
+    expect(page.locator(".st-key-input_steps figure.naive")).to_have_count(1)
+    # Each picture decoded in the browser, as wide as the others.
+    sizes = page.locator(".st-key-input_steps img").evaluate_all(
+        "imgs => imgs.map(i => [i.complete, i.naturalWidth, i.width])"
+    )
+    assert len(sizes) == 5 and all(done and 80 <= natural <= 112 and shown == 112 for done, natural, shown in sizes)
     expect(page.locator(".st-key-naive_verdict")).to_contain_text(re.compile(r"it would say a \d \(\d+%"))
     strokes_view = page.locator(".st-key-inside_strokes")
     expect(strokes_view.locator("[data-testid=stVegaLiteChart]")).to_have_count(1)

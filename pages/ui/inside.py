@@ -39,9 +39,9 @@ from pages.ui.charts import (
     runs_chart,
     stroke_chart,
 )
-from pages.ui.style import plain
+from pages.ui.style import picture_strip_html, plain
 
-STEP_WIDTH = 112  # pixels per step picture: none is wider (Streamlit would resize it, and encode it again)
+STEP_WIDTH = 112  # pixels per step picture (each is at most that wide)
 MAX_CELL_DIGITS = 24  # test digits shown for one confusion-matrix cell
 
 
@@ -89,15 +89,12 @@ def show_steps(reading: Reading) -> None:
         (boxed_fit(s.fitted, BOX, STEP_WIDTH // BOX), f"3. Into {BOX}×{BOX}"),
         (placed_picture(s.input, s.offset, s.fitted.shape, STEP_WIDTH // SIDE), "4. Centred"),
     ]
+    strip = [(png(picture), caption, "step") for picture, caption in pictures]
     naive = None if reading.picture is None else naive_input(reading.picture)
-    with st.container(horizontal=True, key="steps_row", gap="medium"):
-        with st.container(horizontal=True, key="input_steps", width="content", gap="small"):
-            for picture, caption in pictures:
-                st.image(png(picture), caption=caption, width=STEP_WIDTH)
-        if naive is not None:
-            with st.container(key="naive_resize", width="content"):
-                picture = (np.clip(enlarged(naive, STEP_WIDTH // SIDE), 0, 1) * 255).astype(np.uint8)
-                st.image(png(picture), width=STEP_WIDTH, caption="Plain resize")
+    if naive is not None:
+        picture = (np.clip(enlarged(naive, STEP_WIDTH // SIDE), 0, 1) * 255).astype(np.uint8)
+        strip.append((png(picture), "Plain resize", "apart naive"))
+    st.container(key="input_steps").markdown(picture_strip_html(strip, STEP_WIDTH), unsafe_allow_html=True)
     st.caption(
         f"1: the background is taken away ({s.ink.shape[1]}×{s.ink.shape[0]} px). 2: specks far from the digit "
         f"are dropped and the box around its ink found ({right - left}×{bottom - top} px). 3: the box is resized "
