@@ -85,7 +85,8 @@ def picture_strip_html(pictures: list[tuple[bytes, str, str]], width: int) -> st
     stroke, that costs a fraction of an image element each (a media file, decoded again to check).
     """
     figures = "".join(
-        f'<figure class="{html.escape(css)}"><img width="{int(width)}" alt="{html.escape(caption)}" '
+        f'<figure class="{html.escape(css)}"><img style="width: {int(width)}px; height: auto" '
+        f'alt="{html.escape(caption)}" '
         f'src="data:image/png;base64,{base64.b64encode(data).decode()}"><figcaption>{html.escape(caption)}'
         "</figcaption></figure>"
         for data, caption, css in pictures
