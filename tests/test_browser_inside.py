@@ -54,7 +54,7 @@ def check_draw_views(page, draw_strokes, name: str, models: int) -> None:
         "imgs => imgs.map(i => [i.complete, i.naturalWidth, i.getBoundingClientRect().width])"
     )
     assert len(sizes) == 5, sizes
-    assert all(done and 80 <= natural <= 112 and shown == 112 for done, natural, shown in sizes), sizes
+    assert all(done and natural == shown == 112 for done, natural, shown in sizes), sizes
     expect(page.locator(".st-key-naive_verdict")).to_contain_text(re.compile(r"it would say a \d \(\d+%"))
     strokes_view = page.locator(".st-key-inside_strokes")
     expect(strokes_view.locator("[data-testid=stVegaLiteChart]")).to_have_count(1)

@@ -272,6 +272,13 @@ def comparison_chart(probabilities: dict[str, np.ndarray]) -> tuple[pd.DataFrame
     return table, spec
 
 
+def pad_to(picture: np.ndarray, side: int) -> np.ndarray:
+    """An (h, w, 3) uint8 picture (h, w <= side) centred on black, side x side: pictures in a row all the same size."""
+    h, w = picture.shape[:2]
+    top, left = (side - h) // 2, (side - w) // 2
+    return np.pad(picture, ((top, side - h - top), (left, side - w - left), (0, 0)))
+
+
 def grey_picture(image: np.ndarray, max_side: int = 140) -> np.ndarray:
     """(h, w) ink in [0, 1] -> (h', w', 3) uint8 white ink on black, shrunk by whole steps to at most
     ``max_side`` (a picture to show, not an input)."""

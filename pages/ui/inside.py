@@ -33,6 +33,7 @@ from pages.ui.charts import (
     coverage_chart,
     enlarged,
     grey_picture,
+    pad_to,
     placed_picture,
     png,
     reliability_chart,
@@ -89,7 +90,7 @@ def show_steps(reading: Reading) -> None:
         (boxed_fit(s.fitted, BOX, STEP_WIDTH // BOX), f"3. Into {BOX}×{BOX}"),
         (placed_picture(s.input, s.offset, s.fitted.shape, STEP_WIDTH // SIDE), "4. Centred"),
     ]
-    strip = [(png(picture), caption, "step") for picture, caption in pictures]
+    strip = [(png(pad_to(picture, STEP_WIDTH)), caption, "step") for picture, caption in pictures]
     naive = None if reading.picture is None else naive_input(reading.picture)
     if naive is not None:
         picture = (np.clip(enlarged(naive, STEP_WIDTH // SIDE), 0, 1) * 255).astype(np.uint8)
