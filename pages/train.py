@@ -233,11 +233,11 @@ def show_results(view: RunView) -> None:
     right.altair_chart(confusion_chart(ev), width="stretch", height=330)
     if len(ev.mistakes) and snap.mistake_images is not None and snap.mistake_labels is not None:
         st.caption("The test digits it got most confidently wrong:")
-        columns = st.columns(len(ev.mistakes))
-        for col, image, label, said, p in zip(
-            columns, snap.mistake_images, snap.mistake_labels, ev.mistake_predicted, ev.mistake_probability
-        ):
-            col.image(enlarged(image), width="stretch", caption=f"is {label}, said {said} ({p:.0%})")
+        with st.container(horizontal=True, key="worst_mistakes"):  # a row on a desktop, rows of three on a phone
+            for image, label, said, p in zip(
+                snap.mistake_images, snap.mistake_labels, ev.mistake_predicted, ev.mistake_probability
+            ):
+                st.image(enlarged(image), width=84, caption=f"is {label}, said {said} ({p:.0%})")
     explore = st.expander(
         "Explore the mistakes: any confusion-matrix cell, confidence vs accuracy, the \u201cnot sure\u201d rule",
         icon=":material/search:",

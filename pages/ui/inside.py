@@ -212,7 +212,7 @@ def show_mistakes_explorer(run_id: str, model: mnist_net.MLP, data: mnist_net.Mn
             for i in shown:
                 truth = "" if chosen[0] == chosen[1] else f" · {chosen[0]}: {proba[i, chosen[0]]:.0%}"
                 caption = f"{chosen[1]}: {proba[i, chosen[1]]:.0%}{truth}"
-                st.image(enlarged(data.X_test[i] / 255.0), width=100, caption=caption)
+                st.image(enlarged(data.X_test[i] / 255.0), width=90, caption=caption)
     left, right = st.columns(2)
     bins = reliability_bins(y, proba)
     with left:
