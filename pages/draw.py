@@ -212,7 +212,8 @@ def upload_panel(chosen: Chosen) -> None:
             UPLOAD_PROMPT if taken is None else "I can't find a digit in that picture.",
             image=None if taken is None else taken[1],
         )
-    look_inside(reading(chosen, proba, steps, None if taken is None else taken[1]))
+    if taken is not None:  # nothing to look into before a picture (and the page's run stays as short as before)
+        look_inside(reading(chosen, proba, steps, taken[1]))
 
 
 def show_prediction(
