@@ -11,9 +11,12 @@ rebuilds exactly that normalisation from whatever it is given:
    and paper noise are subtracted).
 2. ``digit_region``: drop specks far from the digit, find the ink's bounding box, and
    decide whether there is a digit at all (blank, near-blank and a lone dot give None).
-3. ``mnist_normalise``: crop, resize the long side to 20 px with an anti-aliasing filter,
-   and shift by whole pixels so the centre of mass lands within half a pixel of pixel
-   (14, 14) of the 28x28 field, where MNIST puts it.
+3. ``mnist_normalise``: crop, resize the long side to 20 px with an anti-aliasing filter
+   (``fit_into_box``), and shift by whole pixels so the centre of mass lands within half a
+   pixel of pixel (14, 14) of the 28x28 field, where MNIST puts it (``centre_offset``).
+
+``input_steps`` returns every intermediate array (``InputSteps``, for the draw page's "how
+your drawing became the input"); ``canvas_to_input`` is its last step, so both are one path.
 
 Image files (uploads, the CLI's ``predict``) are decoded into arrays by ``uploads.image_from_bytes``.
 
@@ -24,6 +27,8 @@ Pure NumPy + Pillow; never imports streamlit.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -294,10 +299,11 @@ def _components(cells: np.ndarray) -> np.ndarray:
     return labels
 
 
-def digit_region(ink: np.ndarray) -> np.ndarray | None:
-    """Keep the digit's ink, drop specks; None when what is left is blank, tiny or a lone dot.
+def digit_box(ink: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+    """Keep the digit's ink, drop specks, find its box; None when what is left is blank, tiny or a lone dot.
 
-    ink: (H, W) float32 in [0, 1]. Returns the ink cropped to the digit's bounding box.
+    ink: (H, W) float32 in [0, 1]. Returns (the ink with specks set to 0 (H, W), the digit's
+    bounding box (top, left, bottom, right), bottom and right exclusive).
     Specks are found on a coarse grid (GRID cells on the long side): connected parts whose
     ink is below MIN_PART of the heaviest part are removed. A deliberate mark well apart
     from the digit but as heavy as a stroke is kept (it may be part of a 5 or a 7).
@@ -326,7 +332,8 @@ def digit_region(ink: np.ndarray) -> np.ndarray | None:
     cols = np.nonzero((ink > INK_LEVEL).any(axis=0))[0]
     if len(rows) == 0:
         return None
-    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    box = (int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1)
+    crop = ink[box[0] : box[2], box[1] : box[3]]
     ch, cw = crop.shape
     if max(ch, cw) < MIN_EXTENT * max(h, w) or max(ch, cw) < 2:
         return None
@@ -334,7 +341,16 @@ def digit_region(ink: np.ndarray) -> np.ndarray | None:
     fill = float(np.mean(crop > 0.5))
     if aspect < DOT_ASPECT and fill > DOT_FILL and max(ch, cw) < DOT_EXTENT * max(h, w):
         return None
-    return crop
+    return ink, box
+
+
+def digit_region(ink: np.ndarray) -> np.ndarray | None:
+    """The digit's ink (specks dropped) cropped to its bounding box (h, w), or None (see ``digit_box``)."""
+    found = digit_box(ink)
+    if found is None:
+        return None
+    kept, (top, left, bottom, right) = found
+    return kept[top:bottom, left:right]
 
 
 # --- 3. MNIST normalisation --------------------------------------------------------------------
@@ -348,13 +364,11 @@ def centre_of_mass(image: np.ndarray) -> tuple[float, float]:
     return float(image.sum(axis=1) @ rows) / total, float(image.sum(axis=0) @ cols) / total
 
 
-def mnist_normalise(crop: np.ndarray) -> np.ndarray | None:
-    """Ink cropped to its bounding box (h, w) -> (784,) float32 MNIST-style input, or None.
+def fit_into_box(crop: np.ndarray) -> np.ndarray | None:
+    """Ink cropped to its bounding box (h, w) -> (h', w') float32 with long side BOX, strokes saturated; or None.
 
-    The long side is resized to BOX pixels (aspect ratio kept, anti-aliased), the ink is
-    scaled so strokes are saturated (a thin stroke shrunk 10x would otherwise fade), and the
-    result is placed in SIDE x SIDE by a whole-pixel shift putting its centre of mass within
-    half a pixel of CENTRE (pixel 14, where MNIST puts it), clamped so no ink falls off.
+    The long side is resized to BOX pixels (aspect ratio kept, anti-aliased), and the ink is
+    scaled so strokes are saturated (a thin stroke shrunk 10x would otherwise fade).
     """
     h, w = crop.shape
     f = BOX / max(h, w)
@@ -365,13 +379,77 @@ def mnist_normalise(crop: np.ndarray) -> np.ndarray | None:
     peak = float(np.percentile(small[small > 0], PEAK_PERCENTILE)) if (small > 0).any() else 0.0
     if peak <= 0:
         return None
-    small = np.minimum(small / peak, 1.0)
+    return np.minimum(small / peak, 1.0)
+
+
+def centre_offset(small: np.ndarray) -> tuple[int, int]:
+    """(top, left) placing ``small`` (h, w <= SIDE) in SIDE x SIDE with its centre of mass within half a
+    pixel of CENTRE (pixel 14, where MNIST puts it), by whole pixels, clamped so no ink falls off."""
     com_r, com_c = centre_of_mass(small)
     top = int(np.clip(round(CENTRE - com_r), 0, SIDE - small.shape[0]))
     left = int(np.clip(round(CENTRE - com_c), 0, SIDE - small.shape[1]))
+    return top, left
+
+
+def place(small: np.ndarray, offset: tuple[int, int]) -> np.ndarray:
+    """``small`` (h, w) put into a zero SIDE x SIDE field at ``offset`` (top, left) -> (784,) float32."""
+    top, left = offset
     out = np.zeros((SIDE, SIDE), np.float32)
     out[top : top + small.shape[0], left : left + small.shape[1]] = small
     return out.ravel()
+
+
+def mnist_normalise(crop: np.ndarray) -> np.ndarray | None:
+    """Ink cropped to its bounding box (h, w) -> (784,) float32 MNIST-style input, or None.
+
+    ``fit_into_box`` (long side BOX, strokes saturated), then placed in SIDE x SIDE at
+    ``centre_offset`` (centre of mass at pixel 14, where MNIST puts it).
+    """
+    small = fit_into_box(crop)
+    return None if small is None else place(small, centre_offset(small))
+
+
+@dataclass(frozen=True)
+class InputSteps:
+    """What ``canvas_to_input`` made of one picture, step by step (for showing how a drawing became the input).
+
+    Each field is None from the step where the pipeline found no digit on. ``input`` is the
+    very array ``canvas_to_input`` returns (it is built from these steps).
+    """
+
+    ink: np.ndarray | None  # (H', W') float32 ink in [0, 1], 0 = background (shrunk to WORK_SIDE if larger)
+    kept: np.ndarray | None  # (H', W') the ink with specks far from the digit set to 0
+    box: tuple[int, int, int, int] | None  # the digit's box in ``ink``: (top, left, bottom, right), exclusive
+    fitted: np.ndarray | None  # (h, w), long side BOX: the digit's ink fitted into the 20x20 box
+    centre_of_mass: tuple[float, float] | None  # (row, col) of ``fitted``
+    offset: tuple[int, int] | None  # (top, left) where ``fitted`` went into the 28x28 field
+    input: np.ndarray | None  # (784,) float32: the network input
+
+    @property
+    def crop(self) -> np.ndarray | None:
+        """(h, w) the digit's ink cropped to its box (a view of ``kept``)."""
+        if self.kept is None or self.box is None:
+            return None
+        top, left, bottom, right = self.box
+        return self.kept[top:bottom, left:right]
+
+
+def input_steps(image) -> InputSteps:
+    """A drawing or photo of one digit -> its ``InputSteps`` (see ``canvas_to_input`` for what ``image`` may be).
+
+    Raises ValueError like ``canvas_to_input``.
+    """
+    ink = ink_map(image)
+    found = None if ink is None else digit_box(ink)
+    if found is None:
+        return InputSteps(ink, None, None, None, None, None, None)
+    kept, box = found
+    top, left, bottom, right = box
+    fitted = fit_into_box(kept[top:bottom, left:right])
+    if fitted is None:
+        return InputSteps(ink, kept, box, None, None, None, None)
+    offset = centre_offset(fitted)
+    return InputSteps(ink, kept, box, fitted, centre_of_mass(fitted), offset, place(fitted, offset))
 
 
 def canvas_to_input(image) -> np.ndarray | None:
@@ -382,18 +460,18 @@ def canvas_to_input(image) -> np.ndarray | None:
     (H, W) grey / (H, W, 3) RGB array, e.g. a photo of a digit on paper. Returns None when
     there is no digit to read (blank, near-blank, a stray dot). Raises ValueError with the
     reason for shapes and dtypes it cannot use, and for NaN/infinite values.
+    The last of ``input_steps``: one code path for the answer and for showing the steps.
     """
-    ink = ink_map(image)
-    if ink is None:
-        return None
-    crop = digit_region(ink)
-    if crop is None:
-        return None
-    return mnist_normalise(crop)
+    return input_steps(image).input
 
 
 __all__ = [
     "canvas_to_input",
+    "input_steps",
+    "InputSteps",
+    "digit_box",
+    "fit_into_box",
+    "centre_offset",
     "ink_map",
     "digit_region",
     "mnist_normalise",

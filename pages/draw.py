@@ -4,8 +4,12 @@ A stroke reruns only the drawing panel (``st.fragment``: canvas, its buttons, th
 not the model picker with its file listing. The drawing is kept in session state
 (``pages.ui.canvas``), so it is still there after another page or an upload, and it is read
 again by whichever model is chosen. Drawing and upload go through the same ``mnist_net``
-pipeline (``canvas_to_input`` -> ``predict_proba`` -> ``assess``). No maths here.
+pipeline (``input_steps`` -> ``predict_proba`` -> ``assess``). Below the answer, "look inside"
+views (``pages.ui.inside``) in expanders that run only while open. No maths here.
 """
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import streamlit as st
@@ -13,10 +17,12 @@ import streamlit as st
 import mnist_net
 from mnist_net.confidence import assess
 from mnist_net.novelty import assess_input, several_digits
+from mnist_net.preprocess import InputSteps, input_steps
 from mnist_net.registry import list_models, model_facts
 from mnist_net.uploads import MAX_UPLOAD_BYTES
 from pages.ui import canvas, state
 from pages.ui.charts import enlarged, probability_chart
+from pages.ui.inside import Reading, look_inside
 from pages.ui.style import PREDICTION_CSS, answer_bar_html, plain, prediction_html
 
 state.run_inside_frame()
@@ -35,7 +41,16 @@ UPLOAD_PROMPT = (
 )
 
 
-def choose_model() -> mnist_net.MLP | None:
+@dataclass(frozen=True)
+class Chosen:
+    """The model that answers, its name, and the picker's other models (label -> loader), to compare."""
+
+    model: mnist_net.MLP | None
+    label: str
+    others: dict[str, Callable[[], mnist_net.MLP]]
+
+
+def choose_model() -> Chosen:
     """Sidebar: pick a model and show its facts. Falls back to the shipped model on a bad upload."""
     st.subheader("Model")
     trained = state.session_model()
@@ -45,6 +60,13 @@ def choose_model() -> mnist_net.MLP | None:
         labels[state.SESSION_MODEL_CHOICE] = "Trained in this session"
     labels.update({key: f"Saved: {m.name}" for key, m in saved.items()})
     labels["upload"] = "Upload a model file…"
+    loaders: dict[str, Callable[[], mnist_net.MLP]] = {"default": state.default_model}
+    if trained is not None:
+        loaders[state.SESSION_MODEL_CHOICE] = lambda: trained
+    loaders.update({key: (lambda path=m.path: state.load_file_model(path)) for key, m in saved.items()})
+    uploaded = st.session_state.get(state.UPLOADED_MODEL_KEY)
+    if uploaded is not None:
+        loaders["upload"] = lambda: uploaded[1]
     if st.session_state.get(state.MODEL_CHOICE_KEY) not in labels:
         st.session_state[state.MODEL_CHOICE_KEY] = "default"
     choice = st.selectbox(
@@ -80,20 +102,21 @@ def choose_model() -> mnist_net.MLP | None:
         )
     if model is None:
         try:
-            model = state.default_model()
+            model, choice, name = state.default_model(), "default", labels["default"]
         except mnist_net.ModelFileError as e:
             st.error(
                 f"The shipped model could not be loaded: {plain(e)}. Train one on the Train page.",
                 icon=":material/error:",
             )
-            return None
+            return Chosen(None, name, {})
     # Facts carry text from the file (its source, its date): shown as plain text, never as markup.
     st.markdown("  \n".join(f"**{name}:** {plain(value)}" for name, value in model_facts(model).items()))
-    return model
+    others = {(labels[k] if k != "upload" else "Uploaded model"): f for k, f in loaders.items() if k != choice}
+    return Chosen(model, name, others)
 
 
 @st.fragment
-def drawing_panel(model: mnist_net.MLP | None) -> None:
+def drawing_panel(chosen: Chosen) -> None:
     """The canvas, Undo, Clear, pen width and the answer: all that a stroke reruns."""
     bar = st.container(key="answer_bar")  # the answer above the canvas, on phones only (PREDICTION_CSS)
     left, right = st.columns([1, 1], gap="large")
@@ -111,12 +134,26 @@ def drawing_panel(model: mnist_net.MLP | None) -> None:
             persist_state="session",
             width=canvas.SIDE,
         )
-    strokes, x = drawing.shown_strokes, drawing.shown_input
+    strokes, steps, picture = drawing.shown_strokes, drawing.shown_steps, drawing.shown_picture
     injected = st.session_state.get(state.INJECTED_CANVAS_KEY)
     if injected is not None and strokes == 0:
-        x = mnist_net.canvas_to_input(injected)  # AppTest: the canvas renders nothing there
+        steps, picture = input_steps(injected), injected  # AppTest: the canvas renders nothing there
     with right:
-        show_prediction(model, x, strokes, DRAW_PROMPT, bar)
+        proba = show_prediction(chosen.model, None if steps is None else steps.input, strokes, DRAW_PROMPT, bar)
+    look_inside(reading(chosen, proba, steps, picture, drawing.stroke_inputs))
+
+
+def reading(
+    chosen: Chosen,
+    proba: np.ndarray | None,
+    steps: InputSteps | None,
+    picture: np.ndarray | None,
+    stroke_inputs: list | None = None,
+) -> Reading | None:
+    """What the look-inside views read (None: no answer to look into)."""
+    if chosen.model is None or proba is None or steps is None or steps.input is None:
+        return None
+    return Reading(chosen.model, chosen.label, steps.input, proba, steps, picture, stroke_inputs or [], chosen.others)
 
 
 def digit_upload_key() -> str:
@@ -143,7 +180,7 @@ def take_upload() -> None:
     st.session_state[state.UPLOADED_DIGIT_KEY] = (file.name, image)
 
 
-def upload_panel(model: mnist_net.MLP | None) -> None:
+def upload_panel(chosen: Chosen) -> None:
     """A picture of a digit -> the answer (the last picture taken stays until the next one)."""
     left, right = st.columns([1, 1], gap="large")
     with left:
@@ -159,30 +196,33 @@ def upload_panel(model: mnist_net.MLP | None) -> None:
         if problem is not None:
             st.error(f"Could not use **{plain(problem[0])}**: {plain(problem[1])}", icon=":material/error:")
         taken = st.session_state.get(state.UPLOADED_DIGIT_KEY)
-        x = None
+        steps = None
         if taken is not None:
             name, image = taken
             st.image(image, caption=name, width=160)
             try:
-                x = mnist_net.canvas_to_input(image)
+                steps = input_steps(image)
             except ValueError as e:
                 st.error(f"Could not read **{plain(name)}**: {plain(e)}", icon=":material/error:")
     with right:
-        show_prediction(
-            model,
-            x,
+        proba = show_prediction(
+            chosen.model,
+            None if steps is None else steps.input,
             0,
             UPLOAD_PROMPT if taken is None else "I can't find a digit in that picture.",
             image=None if taken is None else taken[1],
         )
+    if taken is not None:  # nothing to look into before a picture (and the page's run stays as short as before)
+        look_inside(reading(chosen, proba, steps, taken[1]))
 
 
 def show_prediction(
     model: mnist_net.MLP | None, x: np.ndarray | None, strokes: int, prompt: str, bar=None, image=None
-) -> None:
+) -> np.ndarray | None:
     """The answer for network input ``x`` (None: ``prompt``, or "keep drawing" after strokes).
 
     ``image``, when given (an upload), is also checked for several digits side by side.
+    Returns the model's (10,) probabilities (None: no answer).
     """
     if x is None:
         st.info(prompt if strokes == 0 else KEEP_DRAWING, icon=":material/draw:")
@@ -191,10 +231,10 @@ def show_prediction(
                 answer_bar_html(None, False, BAR_PROMPT if strokes == 0 else BAR_KEEP_DRAWING, strokes),
                 unsafe_allow_html=True,
             )
-        return
+        return None
     if model is None:
         st.warning("No model to ask: choose or train one first.", icon=":material/warning:")
-        return
+        return None
     proba = model.predict_proba(x[None, :])[0]
     verdict = assess(proba)
     novelty = assess_input(x, model)
@@ -217,6 +257,7 @@ def show_prediction(
     data, spec = probability_chart(proba, digit)
     st.vega_lite_chart(data, spec, width="stretch", height=190)
     st.image(enlarged(x, 5), clamp=True, width=140, caption="What the network sees (28×28)")
+    return proba
 
 
 st.html(PREDICTION_CSS)
@@ -224,7 +265,7 @@ st.title("Draw a digit")
 intro = st.empty()
 
 with st.sidebar:
-    model = choose_model()
+    chosen = choose_model()
 
 source = st.segmented_control(
     "Input",
@@ -237,7 +278,7 @@ source = st.segmented_control(
 )
 if source == UPLOAD:
     intro.caption("Upload a picture of one handwritten digit, 0 to 9: the network reads it like a drawing.")
-    upload_panel(model)
+    upload_panel(chosen)
 else:
     intro.caption("Draw one digit, 0 to 9, with your mouse or finger. The network guesses after every stroke.")
-    drawing_panel(model)
+    drawing_panel(chosen)

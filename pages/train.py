@@ -10,6 +10,7 @@ The form starts from ``app_start_config()``. No maths here: this page only draws
 
 from dataclasses import replace
 
+import pandas as pd
 import streamlit as st
 
 import mnist_net
@@ -22,6 +23,7 @@ from mnist_net.jobs import CANCELLED, DIVERGED, DONE, EVALUATING, FAILED, QUEUED
 from mnist_net.runs import N_MNIST_TRAIN, RunRefused, RunView
 from pages.ui import state
 from pages.ui.charts import accuracy_curve, confusion_chart, enlarged, loss_curve, per_digit_chart
+from pages.ui.inside import show_mistakes_explorer, show_runs_side_by_side
 from pages.ui.style import plain
 
 state.run_inside_frame()
@@ -233,11 +235,25 @@ def show_results(view: RunView) -> None:
     right.altair_chart(confusion_chart(ev), width="stretch", height=330)
     if len(ev.mistakes) and snap.mistake_images is not None and snap.mistake_labels is not None:
         st.caption("The test digits it got most confidently wrong:")
-        columns = st.columns(len(ev.mistakes))
-        for col, image, label, said, p in zip(
-            columns, snap.mistake_images, snap.mistake_labels, ev.mistake_predicted, ev.mistake_probability
-        ):
-            col.image(enlarged(image), width="stretch", caption=f"is {label}, said {said} ({p:.0%})")
+        with st.container(horizontal=True, key="worst_mistakes"):  # a row on a desktop, rows of three on a phone
+            for image, label, said, p in zip(
+                snap.mistake_images, snap.mistake_labels, ev.mistake_predicted, ev.mistake_probability
+            ):
+                st.image(enlarged(image), width=84, caption=f"is {label}, said {said} ({p:.0%})")
+    explore = st.expander(
+        "Explore the mistakes: any confusion-matrix cell, confidence vs accuracy, the \u201cnot sure\u201d rule",
+        icon=":material/search:",
+        key="explore_mistakes",
+        on_change="rerun",
+    )
+    if explore.open:  # it runs the model over the 10,000 test digits (once per run): only when asked
+        with explore:
+            try:
+                data = state.get_mnist()
+            except mnist_net.MnistError as e:
+                st.error(f"The test digits are not available: {plain(e)}", icon=":material/cloud_off:")
+            else:
+                show_mistakes_explorer(view.id, model, data)
     show_keep(view, model)
 
 
@@ -317,6 +333,23 @@ def show_ending(view: RunView) -> None:
         args=(view.id,),
         help="A model you kept stays in the models folder.",
     )
+
+
+def settings_table(views: list[RunView]) -> pd.DataFrame:
+    """One row per run: its settings and result, for "runs side by side"."""
+    rows = []
+    for v in views:
+        cfg, ev = v.config, v.snapshot.evaluation
+        rows.append(
+            {
+                "run": v.label, "test accuracy": None if ev is None else f"{ev.accuracy:.2%}",
+                "layers": "→".join(map(str, cfg.layer_sizes)), "activation": cfg.activation,
+                "optimiser": cfg.optimizer, "learning rate": cfg.learning_rate, "batch": cfg.batch_size,
+                "epochs": cfg.epochs, "images": cfg.n_train or N_MNIST_TRAIN, "augmented": cfg.augment,
+                "seed": cfg.seed, "status": STATUS_WORDS.get(v.snapshot.status, v.snapshot.status),
+            }
+        )  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def forget(run_id: str) -> None:
@@ -561,3 +594,13 @@ if runs:
     runs_and_live_panel()
     if shown is not None and not shown.snapshot.running:
         show_ending(shown)
+if len(runs) >= 2:
+    side_by_side = st.expander(
+        "Runs side by side: curves overlaid, settings in a table",
+        icon=":material/stacked_line_chart:",
+        key="runs_side_by_side",
+        on_change="rerun",
+    )
+    if side_by_side.open:
+        with side_by_side:
+            show_runs_side_by_side(runs, settings_table)

@@ -6,12 +6,14 @@ an ``Evaluation``); these only say how to draw them.
 
 from __future__ import annotations
 
+import io
 import math
 from typing import Any
 
 import altair as alt
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from mnist_net.history import history_columns, thin_history
 from mnist_net.metrics import Evaluation
@@ -162,3 +164,284 @@ def confusion_chart(ev: Evaluation) -> alt.LayerChart:
 def enlarged(image_784: np.ndarray, factor: int = 3) -> np.ndarray:
     """A 28x28 digit repeated into blocks so it stays crisp when shown bigger."""
     return np.repeat(np.repeat(image_784.reshape(28, 28), factor, axis=0), factor, axis=1)
+
+
+# --- look inside: the draw page's views ----------------------------------------------------------
+
+DIGIT_COLOURS = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+]  # fmt: skip
+BOX_RED = np.array([230, 60, 60], np.uint8)
+
+
+def stroke_chart(strokes: list[int], proba: np.ndarray, guess: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """(data, Vega-Lite spec) of the ten probabilities after each stroke: one line per digit, the guess bold.
+
+    strokes: (k,) stroke counts; proba: (k, 10). A plain spec (drawn per stroke: cheap to build).
+    """
+    k = len(strokes)
+    table = pd.DataFrame(
+        {
+            "stroke": np.repeat(np.asarray(strokes, int), 10),
+            "digit": np.tile(DIGITS, k),
+            "probability": np.asarray(proba, float).reshape(-1),
+            "guess": np.tile([d == guess for d in range(10)], k),
+        }
+    )
+    spec = {
+        "padding": {"left": 4, "top": 4, "right": 12, "bottom": 4},
+        "mark": {"type": "line", "point": {"size": 30}},
+        "encoding": {
+            "x": {
+                "field": "stroke",
+                "type": "quantitative",
+                "title": "after stroke",
+                "scale": {"domain": [1, max(2, int(max(strokes, default=1)))], "nice": False},
+                "axis": {"tickMinStep": 1, "format": "d"},
+            },
+            "y": {
+                "field": "probability",
+                "type": "quantitative",
+                "title": None,
+                "scale": {"domain": [0, 1]},
+                "axis": {"format": ".0%", "tickCount": 3},
+            },
+            "color": {
+                "field": "digit",
+                "type": "nominal",
+                "sort": DIGITS,
+                "title": "digit",
+                "scale": {"domain": DIGITS, "range": DIGIT_COLOURS},
+                "legend": {
+                    "orient": "top",
+                    "direction": "horizontal",
+                    "columns": 10,
+                    "symbolSize": 60,
+                    "labelFontSize": 12,
+                    "offset": 4,
+                    "padding": 0,
+                },
+            },
+            "strokeWidth": {"condition": {"test": "datum.guess", "value": 4}, "value": 1.5},
+            "opacity": {"condition": {"test": "datum.guess", "value": 1}, "value": 0.6},
+            "tooltip": [
+                {"field": "stroke", "type": "quantitative"},
+                {"field": "digit", "type": "nominal"},
+                {"field": "probability", "type": "quantitative", "format": ".1%"},
+            ],
+        },
+    }
+    return table, spec
+
+
+def png(picture: np.ndarray) -> bytes:
+    """An (h, w) or (h, w, 3) uint8 picture as PNG bytes, compressed lightly: these are drawn per stroke, and
+    Streamlit's own encoding of an array (zlib level 6) took twice the time for a few hundred bytes less."""
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def comparison_chart(probabilities: dict[str, np.ndarray]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """(data, Vega-Lite spec) of two (or more) models' ten probabilities as grouped bars, one colour per
+    model (name -> (10,) probabilities; the first in blue). One chart, not one per model: drawn per stroke."""
+    names = list(probabilities)
+    table = pd.DataFrame(
+        {
+            "digit": DIGITS * len(names),
+            "model": np.repeat(names, 10),
+            "probability": np.concatenate([np.asarray(p, float) for p in probabilities.values()]),
+        }
+    )
+    spec = {
+        "mark": {"type": "bar"},
+        "encoding": {
+            "x": {"field": "digit", "type": "nominal", "sort": DIGITS, "title": None,
+                  "axis": {"labelAngle": 0, "labelFontSize": 13}},
+            "xOffset": {"field": "model", "type": "nominal", "sort": names},
+            "y": {"field": "probability", "type": "quantitative", "title": None, "scale": {"domain": [0, 1]},
+                  "axis": {"format": ".0%", "tickCount": 3}},
+            "color": {"field": "model", "type": "nominal", "title": None, "sort": names,
+                      "scale": {"domain": names, "range": [BLUE, ORANGE, GREY][: len(names)]},
+                      "legend": {"orient": "top", "direction": "horizontal", "offset": 0, "padding": 0,
+                                 "labelLimit": 280}},
+            "tooltip": [{"field": "model"}, {"field": "digit"},
+                        {"field": "probability", "type": "quantitative", "format": ".1%"}],
+        },
+    }  # fmt: skip
+    return table, spec
+
+
+def pad_to(picture: np.ndarray, side: int) -> np.ndarray:
+    """An (h, w, 3) uint8 picture (h, w <= side) centred on black, side x side: pictures in a row all the same size."""
+    h, w = picture.shape[:2]
+    top, left = (side - h) // 2, (side - w) // 2
+    return np.pad(picture, ((top, side - h - top), (left, side - w - left), (0, 0)))
+
+
+def grey_picture(image: np.ndarray, max_side: int = 140) -> np.ndarray:
+    """(h, w) ink in [0, 1] -> (h', w', 3) uint8 white ink on black, shrunk by whole steps to at most
+    ``max_side`` (a picture to show, not an input)."""
+    step = max(1, -(-max(image.shape) // max_side))
+    grey = (np.clip(image[::step, ::step], 0, 1) * 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def boxed_picture(ink: np.ndarray, box: tuple[int, int, int, int], max_side: int = 140) -> np.ndarray:
+    """The ink (h, w) as ``grey_picture`` with the digit's box (top, left, bottom, right) drawn in red."""
+    step = max(1, -(-max(ink.shape) // max_side))
+    picture = grey_picture(ink, max_side)
+    h, w = picture.shape[:2]
+    top, left = min(h - 1, box[0] // step), min(w - 1, box[1] // step)
+    bottom, right = min(h - 1, (box[2] - 1) // step), min(w - 1, (box[3] - 1) // step)
+    return outline(picture, top, left, bottom, right)
+
+
+def outline(picture: np.ndarray, top: int, left: int, bottom: int, right: int) -> np.ndarray:
+    """Draw a red rectangle (inclusive corners) on an (h, w, 3) uint8 picture, in place; returns it."""
+    picture[top, left : right + 1] = picture[bottom, left : right + 1] = BOX_RED
+    picture[top : bottom + 1, left] = picture[top : bottom + 1, right] = BOX_RED
+    return picture
+
+
+def boxed_fit(small: np.ndarray, side: int, factor: int = 5) -> np.ndarray:
+    """``small`` (h, w <= side) centred in a side x side box, enlarged ``factor`` times, the box outlined."""
+    field = np.zeros((side, side), np.float32)
+    top, left = (side - small.shape[0]) // 2, (side - small.shape[1]) // 2
+    field[top : top + small.shape[0], left : left + small.shape[1]] = small
+    big = np.repeat(np.repeat(field, factor, axis=0), factor, axis=1)
+    picture = np.repeat((np.clip(big, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)
+    return outline(picture, 0, 0, side * factor - 1, side * factor - 1)
+
+
+def placed_picture(x: np.ndarray, offset: tuple[int, int], shape: tuple[int, int], factor: int = 5) -> np.ndarray:
+    """The 28x28 input enlarged ``factor`` times, the fitted digit's place (offset, shape) outlined in
+    red and its centre of mass (pixel 14, 14) marked with a red dot."""
+    picture = np.repeat(enlarged(x, factor)[..., None], 3, axis=2)
+    picture = (np.clip(picture, 0, 1) * 255).astype(np.uint8)
+    top, left = offset[0] * factor, offset[1] * factor
+    outline(picture, top, left, top + shape[0] * factor - 1, left + shape[1] * factor - 1)
+    centre = 14 * factor + factor // 2
+    picture[centre - 2 : centre + 3, centre - 2 : centre + 3] = BOX_RED
+    return picture
+
+
+# --- look inside: the train page's views ---------------------------------------------------------
+
+
+def reliability_chart(bins) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """(data, Vega-Lite spec) of a reliability diagram (``metrics.Reliability``): accuracy per
+    confidence bin as bars, the diagonal of perfect calibration as a dashed line."""
+    lo, hi = bins.edges[:-1], bins.edges[1:]
+    filled = bins.count > 0
+    table = pd.DataFrame(
+        {
+            "lo": lo[filled],
+            "hi": hi[filled],
+            "accuracy": bins.accuracy[filled],
+            "confidence": bins.confidence[filled],
+            "count": bins.count[filled],
+        }
+    )
+    percent_axis = {"format": ".0%", "tickCount": 5}
+    spec = {
+        "title": {"text": "Confidence vs accuracy", "anchor": "start", "offset": 0},
+        "padding": {"left": 4, "top": 4, "right": 16, "bottom": 4},
+        "layer": [
+            {
+                "mark": {"type": "rect", "color": BLUE, "opacity": 0.85},
+                "encoding": {
+                    "x": {"field": "lo", "type": "quantitative", "title": "confidence (top probability)",
+                          "scale": {"domain": [0, 1]}, "axis": percent_axis},
+                    "x2": {"field": "hi"},
+                    "y": {"field": "accuracy", "type": "quantitative", "title": "accuracy",
+                          "scale": {"domain": [0, 1]}, "axis": percent_axis},
+                    "y2": {"datum": 0},
+                    "tooltip": [
+                        {"field": "lo", "title": "from", "format": ".0%"},
+                        {"field": "hi", "title": "to", "format": ".0%"},
+                        {"field": "count", "title": "test digits", "format": ","},
+                        {"field": "confidence", "title": "mean confidence", "format": ".1%"},
+                        {"field": "accuracy", "title": "accuracy", "format": ".1%"},
+                    ],
+                },
+            },
+            {
+                "mark": {"type": "rule", "color": ORANGE, "strokeDash": [4, 4], "strokeWidth": 2},
+                "encoding": {"x": {"datum": 0}, "y": {"datum": 0}, "x2": {"datum": 1}, "y2": {"datum": 1}},
+            },
+        ],
+    }  # fmt: skip
+    return table, spec
+
+
+def coverage_chart(curve) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """(data, Vega-Lite spec) of the "not sure" rule's trade (``metrics.CoverageCurve``): accuracy of
+    the sure answers against the share answered as sure, the thresholds in use marked."""
+    keep = curve.coverage > 0
+    table = pd.DataFrame(
+        {
+            "coverage": curve.coverage[keep],
+            "accuracy": curve.accuracy[keep],
+            "min_probability": curve.min_probability[keep],
+            "min_margin": curve.min_margin[keep],
+            "current": (np.arange(len(curve.scale)) == curve.current)[keep],
+        }
+    )
+    tooltip = [
+        {"field": "coverage", "title": "answered as sure", "format": ".1%"},
+        {"field": "accuracy", "title": "of those right", "format": ".2%"},
+        {"field": "min_probability", "title": "probability at least", "format": ".2f"},
+        {"field": "min_margin", "title": "ahead of runner-up by", "format": ".2f"},
+    ]
+    x = {"field": "coverage", "type": "quantitative", "title": "answered as sure (coverage)",
+         "axis": {"format": ".0%"}, "scale": {"zero": False}}  # fmt: skip
+    y = {"field": "accuracy", "type": "quantitative", "title": "accuracy of those",
+         "axis": {"format": ".1%"}, "scale": {"zero": False}}  # fmt: skip
+    spec = {
+        "title": {"text": "What the \u201cnot sure\u201d rule trades", "anchor": "start", "offset": 0},
+        "padding": {"left": 4, "top": 4, "right": 16, "bottom": 4},
+        "layer": [
+            {"mark": {"type": "line", "color": BLUE, "point": {"size": 20}},
+             "encoding": {"x": x, "y": y, "tooltip": tooltip}},
+            {"transform": [{"filter": "datum.current"}],
+             "mark": {"type": "point", "color": ORANGE, "size": 160, "filled": True},
+             "encoding": {"x": x, "y": y, "tooltip": tooltip}},
+            {"transform": [{"filter": "datum.current"}],
+             "mark": {"type": "text", "align": "left", "dx": 10, "dy": -10, "color": ORANGE, "fontWeight": "bold"},
+             "encoding": {"x": x, "y": y, "text": {"value": "the app's rule"}}},
+        ],
+    }  # fmt: skip
+    return table, spec
+
+
+def runs_chart(curves: dict[str, list[dict]], column: str, title: str, percent: bool):
+    """(data, Vega-Lite spec) of one history column (e.g. ``val_acc``) for several runs overlaid, a
+    colour per run. curves: run label -> its history records (thinned here)."""
+    frames = []
+    for label, history in curves.items():
+        table = pd.DataFrame(history_columns(thin_history(history)))
+        if column in table and len(table):
+            part = table[["epoch", column]].rename(columns={column: "value"}).dropna()
+            part = part[np.isfinite(part["value"])]
+            part["run"] = label
+            frames.append(part)
+    data = pd.concat(frames) if frames else pd.DataFrame({"epoch": [], "value": [], "run": []})
+    end = epoch_axis_end(float(data["epoch"].max()) if len(data) else 1.0)
+    spec = {
+        "title": {"text": title, "anchor": "start", "offset": 0},
+        "padding": {"left": 4, "top": 4, "right": 16, "bottom": 4},
+        "mark": {"type": "line", "point": {"size": 20}},
+        "encoding": {
+            "x": {"field": "epoch", "type": "quantitative", "title": "epoch",
+                  "scale": {"domain": [0, end], "nice": False}, "axis": {"tickMinStep": 1, "format": "d"}},
+            "y": {"field": "value", "type": "quantitative", "title": None, "scale": {"zero": False},
+                  "axis": {"format": ".0%"} if percent else {}},
+            "color": {"field": "run", "type": "nominal", "title": None, "sort": list(curves),
+                      "scale": {"domain": list(curves), "range": DIGIT_COLOURS},
+                      "legend": {"orient": "top", "direction": "horizontal", "offset": 0, "padding": 0}},
+            "tooltip": [{"field": "run"}, {"field": "epoch", "type": "quantitative", "format": ".2f"},
+                        {"field": "value", "type": "quantitative", "format": ".4f"}],
+        },
+    }  # fmt: skip
+    return data, spec

@@ -11,6 +11,9 @@ had the newer drawing, and is ignored: a cleared or undone stroke never comes ba
 canvas takes a new drawing when it arrives, which clears a stroke drawn on the old one
 meanwhile and cuts short one in progress, as the component re-creates its pen; the answer
 changes only once the canvas has the new drawing, so a person sees both change together.)
+It also keeps what the "look inside" views need: the picture's ``InputSteps`` (the answer's
+input is their last step) and the input after each stroke (``stroke_inputs``, for "stroke by
+stroke"; Undo drops the undone strokes' entries, Clear all of them).
 No Streamlit here: plain data in, plain data out (``pages.ui.canvas`` shows it).
 """
 
@@ -22,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-import mnist_net
+from mnist_net.preprocess import InputSteps, input_steps
 
 
 def marker(revision: int) -> dict[str, Any]:
@@ -62,9 +65,17 @@ class Drawing:
     given: list[dict] = field(default_factory=list)  # the strokes last given to the canvas
     strokes: list[dict] = field(default_factory=list)  # canvas objects (paths), oldest first
     shown_strokes: int = 0
-    shown_input: np.ndarray | None = None
+    shown_steps: InputSteps | None = None  # how the picture became the input (None: nothing reported yet)
+    shown_picture: np.ndarray | None = None  # (H, W, 4) the picture last reported, for the plain-resize view
+    # (strokes, input or None) after each reported stroke, oldest first, strokes increasing
+    stroke_inputs: list[tuple[int, np.ndarray | None]] = field(default_factory=list)
     waiting: bool = False  # for the canvas to report the drawing it was given
     last_report: dict | None = None
+
+    @property
+    def shown_input(self) -> np.ndarray | None:
+        """(784,) the network input of the picture last reported (None: no digit to read)."""
+        return None if self.shown_steps is None else self.shown_steps.input
 
     def give(self, strokes: list[dict], mounting: bool = False) -> None:
         """Put ``strokes`` on the canvas under a new revision (reports of older ones are ignored).
@@ -96,7 +107,7 @@ class Drawing:
 
         Not taken: no report, the one already read, one of an older revision, or the
         component's default value (no picture: nothing drawn on this canvas yet). Raises
-        ValueError (from ``canvas_to_input``) if the picture cannot be read.
+        ValueError (from ``input_steps``) if the picture cannot be read.
         """
         if not report or report == self.last_report:
             return False
@@ -106,9 +117,13 @@ class Drawing:
         image = picture()
         if image is None:
             return False
+        steps = input_steps(image)
         self.last_report = report
         self.strokes = strokes
         self.shown_strokes = len(strokes)
-        self.shown_input = mnist_net.canvas_to_input(image)
+        self.shown_steps, self.shown_picture = steps, image
+        # Undo comes back as fewer strokes: the entries of the undone ones go; a cleared canvas has none.
+        kept = [(n, x) for n, x in self.stroke_inputs if n < len(strokes)]
+        self.stroke_inputs = kept + [(len(strokes), steps.input)] if strokes else []
         self.waiting = False
         return True

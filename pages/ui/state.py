@@ -49,6 +49,8 @@ DIGIT_UPLOAD_GENERATION_KEY = "digit_upload_generation"  # each upload empties t
 UPLOADED_DIGIT_KEY = "uploaded_digit"  # (file name, image array) of the last picture taken
 UPLOAD_PROBLEM_KEY = "digit_upload_problem"  # (file name, reason) of the last refused picture
 STROKE_WIDTH_KEY = "stroke_width"
+COMPARE_KEY = "compare_with"  # the draw page's "compare two models": the other model's label
+TEST_PROBABILITIES_KEY = "test_probabilities"  # (run id, (10000, 10) its model's test probabilities)
 INPUT_MODE_KEY = "input_mode"
 # Test seam: AppTest cannot draw on the canvas, so a test may put an (H, W, 4) RGBA array here.
 INJECTED_CANVAS_KEY = "injected_canvas_image"

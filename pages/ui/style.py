@@ -1,7 +1,8 @@
-"""The app's CSS and the HTML of the answer block (the only raw HTML the pages write)."""
+"""The app's CSS and the HTML of the answer block and of picture strips (the only raw HTML the pages write)."""
 
 from __future__ import annotations
 
+import base64
 import html
 import re
 
@@ -26,6 +27,11 @@ PREDICTION_CSS = f"""<style>
   line-height: 1.25; }}
 .answer-bar-digit {{ font-size: 2.6rem; font-weight: 700; color: #3b5bdb; min-width: 1.6rem; }}
 .answer-bar-digit.unsure {{ color: #9aa1ad; }}
+.picture-strip {{ display: flex; flex-wrap: wrap; gap: 0.75rem 1rem; align-items: flex-start; margin-bottom: 0.5rem; }}
+.picture-strip figure {{ margin: 0; text-align: center; }}
+.picture-strip img {{ display: block; border-radius: 0.25rem; image-rendering: pixelated; }}
+.picture-strip figcaption {{ color: #5c6370; font-size: 0.8rem; margin-top: 0.25rem; white-space: nowrap; }}
+.picture-strip .apart {{ margin-left: 1rem; }}
 {PHONE} {{
   .st-key-answer_bar {{ display: block; }}
   .prediction {{ display: none; }}
@@ -70,6 +76,22 @@ def answer_bar_html(digit: int | None, sure: bool, text: str, strokes: int) -> s
     shown = "" if digit is None else f'<span class="answer-bar-digit{"" if sure else " unsure"}">{int(digit)}</span>'
     data = "" if digit is None else f' data-digit="{int(digit)}" data-sure="{int(sure)}"'
     return f'<div class="answer-bar"{data} data-strokes="{int(strokes)}">{shown}<span>{html.escape(text)}</span></div>'
+
+
+def picture_strip_html(pictures: list[tuple[bytes, str, str]], width: int) -> str:
+    """Small pictures in a row (wrapping), each with a one-line caption: (PNG bytes, caption, CSS class).
+
+    The pictures go inline (data URIs) in one element: for a few tiny pictures redrawn per
+    stroke, that costs a fraction of an image element each (a media file, decoded again to check).
+    """
+    figures = "".join(
+        f'<figure class="{html.escape(css)}"><img style="width: {int(width)}px; height: auto" '
+        f'alt="{html.escape(caption)}" '
+        f'src="data:image/png;base64,{base64.b64encode(data).decode()}"><figcaption>{html.escape(caption)}'
+        "</figcaption></figure>"
+        for data, caption, css in pictures
+    )
+    return f'<div class="picture-strip">{figures}</div>'
 
 
 # What Markdown (and Streamlit's extensions: ``:emoji:``, ``$math$``, ``:color[...]``) can read as markup.

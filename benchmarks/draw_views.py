@@ -1,0 +1,166 @@
+"""Server CPU time per stroke on the draw page, with the look-inside views closed and open.
+
+Starts the real app, draws digits stroke by stroke in headless Chromium, and reads the server
+process's CPU time (all its threads, nanoseconds, from /proc/<pid>/task/*/schedstat) from just
+before each stroke until the server is quiet again after the answer is shown. The conditions
+take turns digit by digit (closed, then each view alone, then all open, again and again), so all
+see the same machine load. With ``--before REF``, a second server runs the app as it was at git
+commit REF (exported with ``git archive``, nothing in the checkout changes), and its page takes
+its turn too: the page before the views. Prints median and p95 per condition and the ratio of
+medians to the first condition. A second model is put in the models folder (a copy of the
+shipped one) so "compare two models" compares two.
+
+    python benchmarks/draw_views.py --rounds 12 --before 4c38ee0
+
+Non-goals: timing in the browser (``tests/test_browser_draw.py -k speed`` does mouse-up to answer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import app_server  # noqa: E402
+from app_server import CHROMIUM, CHROMIUM_ARGS, PROJECT_ROOT, start_app, stop_app  # noqa: E402
+
+VIEWS = ("inside_steps", "inside_strokes", "inside_compare")
+CONDITIONS = {"closed": (), **{name: (name,) for name in VIEWS}, "all open": VIEWS}
+# A 7 in three strokes and a 4 in three: drawn alternately, each stroke timed.
+DIGITS = [
+    [[(0.27, 0.20), (0.73, 0.20)], [(0.73, 0.20), (0.62, 0.42), (0.45, 0.85)], [(0.45, 0.52), (0.72, 0.52)]],
+    [[(0.35, 0.15), (0.25, 0.55), (0.70, 0.55)], [(0.60, 0.20), (0.60, 0.88)], [(0.20, 0.55), (0.30, 0.55)]],
+]
+
+
+def server_cpu_ns(pid: int) -> int:
+    """CPU time of every thread of process ``pid`` so far, in nanoseconds."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that just ended
+    return total
+
+
+def wait_quiet(pid: int, window: float = 0.12, threshold_ns: int = 1_500_000, timeout: float = 10) -> None:
+    """Wait until the server used less than ``threshold_ns`` of CPU in the last ``window`` seconds."""
+    deadline = time.monotonic() + timeout
+    last = server_cpu_ns(pid)
+    while time.monotonic() < deadline:
+        time.sleep(window)
+        now = server_cpu_ns(pid)
+        if now - last < threshold_ns:
+            return
+        last = now
+
+
+def set_views(page, open_views) -> None:
+    for key in VIEWS:
+        details = page.locator(f".st-key-{key} details")
+        if (details.get_attribute("open") is not None) != (key in open_views):
+            page.locator(f".st-key-{key} summary").click()
+            page.wait_for_function(
+                "([sel, want]) => { const d = document.querySelector(sel); return d && d.open === want; }",
+                arg=[f".st-key-{key} details", key in open_views],
+            )
+
+
+def draw_stroke(page, stroke) -> None:
+    box = page.locator("canvas.upper-canvas").bounding_box()
+    points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
+    page.mouse.move(*points[0])
+    page.mouse.down()
+    for x, y in points[1:]:
+        page.mouse.move(x, y, steps=8)
+    page.mouse.up()
+
+
+def serve(root: Path, work: Path, mnist: str):
+    """Start the app found in ``root`` (a checkout) with a models folder holding a second model."""
+    (work / "models").mkdir(parents=True)
+    shutil.copy(PROJECT_ROOT / "assets" / "default_model.pkl", work / "models" / "second.pkl")
+    app_server.PROJECT_ROOT = root  # start_app runs `streamlit run app.py` there
+    try:
+        return start_app(work, {"MNIST_DIR": mnist, "OMP_NUM_THREADS": "1"})
+    finally:
+        app_server.PROJECT_ROOT = PROJECT_ROOT
+
+
+def export(ref: str, folder: Path) -> Path:
+    """The project as it was at git commit ``ref``, written into ``folder`` (the checkout is not touched)."""
+    folder.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", ref], cwd=PROJECT_ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
+def open_page(browser, url: str):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    page.locator("canvas.upper-canvas").wait_for()
+    draw_stroke(page, DIGITS[0][0])  # warm up: first stroke, model load, first views
+    page.wait_for_selector('.answer-bar[data-strokes="1"]', state="attached")
+    return page
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=12, help="digits per condition")
+    parser.add_argument("--before", metavar="REF", help="also time the page as it was at this git commit")
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    mnist = os.environ.get("MNIST_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "mnist"))
+    conditions = ({f"before ({args.before})": None} if args.before else {}) | CONDITIONS
+    times: dict[str, list[float]] = {name: [] for name in conditions}
+    servers = []
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            servers.append(serve(PROJECT_ROOT, Path(tmp) / "now", mnist))
+            if args.before:
+                old_root = export(args.before, Path(tmp) / "src")
+                servers.append(serve(old_root, Path(tmp) / "before", mnist))
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+                pages = [open_page(browser, url) for _, url in servers]
+                for r in range(args.rounds):
+                    for name, open_views in conditions.items():
+                        now = open_views is not None
+                        page, pid = pages[0 if now else 1], servers[0 if now else 1][0].pid
+                        page.locator(".st-key-clear button").click()
+                        page.wait_for_selector('.answer-bar[data-strokes="0"]', state="attached")
+                        if now:
+                            set_views(page, open_views)
+                        wait_quiet(pid)
+                        for n, stroke in enumerate(DIGITS[r % len(DIGITS)], start=1):
+                            before = server_cpu_ns(pid)
+                            draw_stroke(page, stroke)
+                            page.wait_for_selector(f'.answer-bar[data-strokes="{n}"]', state="attached")
+                            wait_quiet(pid)
+                            times[name].append((server_cpu_ns(pid) - before) / 1e6)
+                browser.close()
+        finally:
+            for proc, _ in servers:
+                stop_app(proc)
+    base = float(np.median(next(iter(times.values()))))
+    print(f"load average {os.getloadavg()[0]:.1f}; server CPU per stroke (ms), {args.rounds * 3} strokes each")
+    print(f"{'views':<22}{'median':>8}{'p95':>8}{'ratio':>8}")
+    for name, t in times.items():
+        med, p95 = float(np.median(t)), float(np.percentile(t, 95))
+        print(f"{name:<22}{med:>8.1f}{p95:>8.1f}{med / base:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+"""The "look inside" views: how a drawing became the input, stroke by stroke, two models side by side
+(draw page); mistakes to explore, confidence against accuracy, runs side by side (train page).
+
+Each view is one function drawing numbers that ``mnist_net`` computed (``preprocess.input_steps``,
+``metrics``); no maths here. The draw page's views sit in expanders below the answer and run only
+while open (``look_inside``): a stroke reruns the drawing panel, and a closed view costs it nothing.
+
+Hook for the views that read a network's layers (saliency, hidden activations, first-layer
+weights): add a ``DrawView`` to ``DRAW_VIEWS``; it gets the same ``Reading`` (model, input,
+probabilities) as the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import mnist_net
+from mnist_net.confidence import MIN_MARGIN, MIN_PROBABILITY, assess
+from mnist_net.data import BOX, SIDE
+from mnist_net.metrics import cell_members, coverage_curve, reliability_bins
+from mnist_net.preprocess import InputSteps
+from mnist_net.synth import naive_input
+from pages.ui import state
+from pages.ui.charts import (
+    boxed_fit,
+    boxed_picture,
+    comparison_chart,
+    coverage_chart,
+    enlarged,
+    grey_picture,
+    pad_to,
+    placed_picture,
+    png,
+    reliability_chart,
+    runs_chart,
+    stroke_chart,
+)
+from pages.ui.style import picture_strip_html, plain
+
+STEP_WIDTH = 112  # pixels per step picture (each is at most that wide)
+MAX_CELL_DIGITS = 24  # test digits shown for one confusion-matrix cell
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the draw page's answer was read from, for the views below it."""
+
+    model: mnist_net.MLP
+    model_label: str
+    x: np.ndarray  # (784,) the network input
+    proba: np.ndarray  # (10,) the model's probabilities for it
+    steps: InputSteps | None = None  # how the picture became x (None: x came some other way)
+    picture: np.ndarray | None = None  # the picture itself (drawing or upload)
+    stroke_inputs: list[tuple[int, np.ndarray | None]] = field(default_factory=list)  # the drawing's, per stroke
+    other_models: dict[str, Callable[[], mnist_net.MLP]] = field(default_factory=dict)  # label -> loader
+
+    @property
+    def digit(self) -> int:
+        return int(np.argmax(self.proba))
+
+
+@dataclass(frozen=True)
+class DrawView:
+    key: str  # its expander's key (session state: open or not)
+    label: str
+    icon: str
+    show: Callable[[Reading], None]
+
+
+def verdict_text(proba: np.ndarray) -> str:
+    v = assess(proba)
+    return f"a {v.digit} ({v.probability:.0%})" + ("" if v.sure else ", not sure")
+
+
+def show_steps(reading: Reading) -> None:
+    """The steps of canvas_to_input as small pictures, beside a plain resize of the whole picture."""
+    s = reading.steps
+    if s is None or s.ink is None or s.box is None or s.fitted is None or s.offset is None:
+        st.caption("No steps to show for this input.")
+        return
+    top, left, bottom, right = s.box
+    pictures = [
+        (grey_picture(s.ink, STEP_WIDTH), "1. Ink found"),
+        (boxed_picture(s.kept, s.box, STEP_WIDTH), "2. Crop box"),
+        (boxed_fit(s.fitted, BOX, STEP_WIDTH // BOX), f"3. Into {BOX}×{BOX}"),
+        (placed_picture(s.input, s.offset, s.fitted.shape, STEP_WIDTH // SIDE), "4. Centred"),
+    ]
+    strip = [(png(pad_to(picture, STEP_WIDTH)), caption, "step") for picture, caption in pictures]
+    naive = None if reading.picture is None else naive_input(reading.picture)
+    if naive is not None:
+        picture = (np.clip(enlarged(naive, STEP_WIDTH // SIDE), 0, 1) * 255).astype(np.uint8)
+        strip.append((png(picture), "Plain resize", "apart naive"))
+    st.container(key="input_steps").markdown(picture_strip_html(strip, STEP_WIDTH), unsafe_allow_html=True)
+    st.caption(
+        f"1: the background is taken away ({s.ink.shape[1]}×{s.ink.shape[0]} px). 2: specks far from the digit "
+        f"are dropped and the box around its ink found ({right - left}×{bottom - top} px). 3: the box is resized "
+        f"so its long side is {BOX} px ({s.fitted.shape[1]}×{s.fitted.shape[0]}: aspect kept), strokes made full "
+        f"ink. 4: it is placed in {SIDE}×{SIDE} so its centre of mass (red dot) is on pixel (14, 14), as MNIST's "
+        "digits were made. Right: the whole picture simply resized."
+    )
+    if naive is None:
+        return
+    naive_proba = reading.model.predict_proba(naive[None])[0]
+    st.container(key="naive_verdict").markdown(
+        f"**These steps:** the network says {verdict_text(reading.proba)}. "
+        f"**A plain resize** of the whole picture to {SIDE}×{SIDE} (what many demos do): it would say "
+        f"{verdict_text(naive_proba)}."
+    )
+
+
+def show_strokes(reading: Reading) -> None:
+    """The ten probabilities after each stroke so far, by the model that is answering now."""
+    points = [(n, x) for n, x in reading.stroke_inputs if x is not None]
+    if not points:
+        st.caption("Draw stroke by stroke: this chart grows with each one (Clear starts it again, Undo takes back).")
+        return
+    proba = reading.model.predict_proba(np.stack([x for _, x in points]))
+    data, spec = stroke_chart([n for n, _ in points], proba, reading.digit)
+    st.vega_lite_chart(data, spec, width="stretch", height=200, key="stroke_chart")
+    st.caption(
+        f"How sure the network was of each digit after each stroke: {len(points)} "
+        f"stroke{'s' if len(points) != 1 else ''} with a digit to read so far. The bold line is its answer now."
+    )
+
+
+def show_comparison(reading: Reading) -> None:
+    """The same input read by the chosen model and by another one from the picker."""
+    if not reading.other_models:
+        st.caption("There is only one model to choose from: train or upload another to compare.")
+        return
+    other_label = st.selectbox("Compare with", list(reading.other_models), key=state.COMPARE_KEY)
+    try:
+        other = reading.other_models[other_label]()
+    except mnist_net.ModelFileError as e:
+        st.error(f"**{plain(other_label)}** could not be used: {plain(e)}", icon=":material/error:")
+        return
+    other_proba = other.predict_proba(reading.x[None])[0]
+    with st.container(key="compare_verdicts"):
+        for column, label, proba in zip(
+            st.columns(2), (reading.model_label, other_label), (reading.proba, other_proba)
+        ):
+            column.markdown(f"**{plain(label)}**  \nsays {verdict_text(proba)}")
+    data, spec = comparison_chart({reading.model_label: reading.proba, other_label: other_proba})
+    st.vega_lite_chart(data, spec, width="stretch", height=180, key="compare_chart")
+
+
+DRAW_VIEWS = [
+    DrawView("inside_steps", "How your drawing became the input", ":material/transform:", show_steps),
+    DrawView("inside_strokes", "Stroke by stroke", ":material/timeline:", show_strokes),
+    DrawView("inside_compare", "Compare two models", ":material/compare:", show_comparison),
+]
+
+
+def look_inside(reading: Reading | None) -> None:
+    """The draw page's views, each in an expander whose code runs only while it is open."""
+    st.caption("Look inside")
+    for view in DRAW_VIEWS:
+        box = st.expander(view.label, icon=view.icon, key=view.key, on_change="rerun")
+        if box.open:
+            with box:
+                if reading is None:
+                    st.caption("Draw a digit first: this shows what the network did with it.")
+                else:
+                    view.show(reading)
+
+
+# --- the train page's views -------------------------------------------------------------------------
+
+
+def test_probabilities(run_id: str, model: mnist_net.MLP, X_test: np.ndarray) -> np.ndarray:
+    """(n, 10) the run's model's probabilities on the test images, computed once per run in this session."""
+    cached = st.session_state.get(state.TEST_PROBABILITIES_KEY)
+    if cached is None or cached[0] != run_id:
+        cached = (run_id, model.predict_proba(X_test))
+        st.session_state[state.TEST_PROBABILITIES_KEY] = cached
+    return cached[1]
+
+
+def show_mistakes_explorer(run_id: str, model: mnist_net.MLP, data: mnist_net.Mnist) -> None:
+    """Choose a confusion-matrix cell, see its test digits; confidence vs accuracy; the not-sure rule's trade."""
+    proba = test_probabilities(run_id, model, data.X_test)
+    y = data.y_test
+    said = proba.argmax(axis=1)
+    counts = np.bincount(y * 10 + said, minlength=100).reshape(10, 10)
+    cells = sorted(
+        ((int(t), int(p)) for t, p in zip(*np.nonzero(counts))),
+        key=lambda c: (c[0] == c[1], -counts[c]),
+    )  # mistakes first, the commonest first
+    chosen = st.selectbox(
+        "Confusion-matrix cell",
+        cells,
+        format_func=lambda c: (
+            f"a {c[0]} read as {c[1]} ({counts[c]:,} test digits)"
+            if c[0] != c[1]
+            else f"a {c[0]} read right ({counts[c]:,})"
+        ),
+        key=f"cell_{run_id}",
+    )
+    if chosen is not None:
+        members = cell_members(y, proba, *chosen)
+        shown = members[:MAX_CELL_DIGITS]
+        st.caption(
+            f"{len(members):,} test digits are a {chosen[0]} the network read as {chosen[1]}"
+            + (f"; the {len(shown)} it was surest of:" if len(members) > len(shown) else ":")
+        )
+        with st.container(horizontal=True, key="cell_digits"):
+            for i in shown:
+                truth = "" if chosen[0] == chosen[1] else f" · {chosen[0]}: {proba[i, chosen[0]]:.0%}"
+                caption = f"{chosen[1]}: {proba[i, chosen[1]]:.0%}{truth}"
+                st.image(enlarged(data.X_test[i] / 255.0), width=90, caption=caption)
+    left, right = st.columns(2)
+    bins = reliability_bins(y, proba)
+    with left:
+        table, spec = reliability_chart(bins)
+        st.vega_lite_chart(table, spec, width="stretch", height=280, key="reliability_chart")
+        st.caption(
+            f"Test digits grouped by how sure the network was. A bar under the dashed line: less often right "
+            f"than it was sure (overconfident). Calibration error: {bins.calibration_error:.2%}."
+        )
+    curve = coverage_curve(y, proba)
+    with right:
+        table, spec = coverage_chart(curve)
+        st.vega_lite_chart(table, spec, width="stretch", height=280, key="coverage_chart")
+        i = curve.current
+        st.caption(
+            f"The app says \u201cnot sure\u201d unless the top probability is at least {MIN_PROBABILITY:.2f} and "
+            f"{MIN_MARGIN:.2f} ahead of the runner-up. For this model it answers {curve.coverage[i]:.1%} of the "
+            f"test digits as sure, {curve.accuracy[i]:.2%} of them right (all answers: {curve.accuracy[0]:.2%}). "
+            "Stricter thresholds (left along the curve) answer fewer, more often right."
+        )
+
+
+def show_runs_side_by_side(views: list, settings_table: Callable[[list], pd.DataFrame]) -> None:
+    """This browser's runs' curves overlaid, and their settings in a table."""
+    with_history = [v for v in views if v.snapshot.history]
+    if len(with_history) < 2:
+        st.caption("Train two or more networks to compare them here (change one setting, train again).")
+        return
+    curves = {v.label: v.snapshot.history for v in reversed(with_history)}
+    left, right = st.columns(2)
+    for column, (col, title, percent) in zip(
+        (left, right), (("val_acc", "Validation accuracy", True), ("loss", "Training loss", False))
+    ):
+        data, spec = runs_chart(curves, col, title, percent)
+        column.vega_lite_chart(data, spec, width="stretch", height=280, key=f"runs_{col}")
+    st.dataframe(settings_table(list(reversed(with_history))), hide_index=True, width="stretch", key="runs_table")
