@@ -198,8 +198,10 @@ def shown_answer(page, strokes: int, timeout_ms: int = 30_000) -> str | None:
 def watch_answers(page) -> None:
     """Start timing, in the page itself, from each pen-up (mouse or finger) to the answer shown.
 
-    ``answer_delays`` returns the times: from the last mouseup/touchend to the moment a
-    ``.prediction`` block for a new stroke count enters the page (a MutationObserver).
+    ``answer_delays`` returns the times: from the last mouseup/touchend to the moment the
+    answer for a new stroke count enters the page (a MutationObserver). It watches the answer
+    bar, which every screen size has and which says "0 strokes" after Clear, so two drawings
+    of one stroke in a row are two answers even when the old answer block lingers a moment.
     """
     page.evaluate(
         """() => {
@@ -210,9 +212,9 @@ def watch_answers(page) -> None:
             window.addEventListener("mouseup", up, true);
             window.addEventListener("touchend", up, true);
             new MutationObserver(() => {
-                const shown = document.querySelector(".prediction[data-strokes]");
-                const strokes = shown && shown.getAttribute("data-strokes");
-                if (strokes && strokes !== lastSeen && penUp !== null) {
+                const bar = document.querySelector(".answer-bar[data-strokes]");
+                const strokes = bar && bar.getAttribute("data-strokes");
+                if (strokes && strokes !== "0" && strokes !== lastSeen && penUp !== null) {
                     window.answerTimes.push((performance.now() - penUp) / 1000);
                     penUp = null;
                 }

@@ -254,6 +254,9 @@ def test_phone_touch_drawing_answer_on_screen_and_menu(app_url, phone_page):
     assert shown_answer(page, 1) == "7"
 
 
+FILE_IN_UPLOADER = '[data-testid="stFileChip"]'  # a file the uploader lists (Streamlit 1.67's "chip")
+
+
 def upload(page, path) -> None:
     """Give ``path`` to the uploader once the page shows exactly one.
 
@@ -282,10 +285,10 @@ def test_upload_says_its_limit_and_a_refused_picture_leaves_the_uploader(app_url
     upload(page, bad)
     page.get_by_text(re.compile(r"Could not use .*notes\.png")).wait_for()
     # The refused file is not left in the uploader's list; a second refusal does not pile up either.
-    expect(page.locator('[data-testid="stFileUploaderFile"]')).to_have_count(0)
+    expect(page.locator(FILE_IN_UPLOADER)).to_have_count(0)
     upload(page, bad)
     page.get_by_text(re.compile(r"Could not use .*notes\.png")).wait_for()
-    expect(page.locator('[data-testid="stFileUploaderFile"]')).to_have_count(0)
+    expect(page.locator(FILE_IN_UPLOADER)).to_have_count(0)
     screenshot(page, "draw_upload_refused.png")
     # Over the limit: the browser refuses it, saying the same limit.
     big = tmp_path / "huge.png"
@@ -300,7 +303,7 @@ def test_upload_says_its_limit_and_a_refused_picture_leaves_the_uploader(app_url
     upload(page, seven)
     page.wait_for_selector('.prediction[data-digit="7"]')
     expect(page.get_by_text(re.compile(r"Could not use"))).to_have_count(0)
-    expect(page.locator('[data-testid="stFileUploaderFile"]')).to_have_count(0)
+    expect(page.locator(FILE_IN_UPLOADER)).to_have_count(0)
     expect(page.get_by_text("seven.png")).to_be_visible()
     screenshot(page, "draw_upload.png")
     page.locator(".st-key-input_mode button", has_text="Draw").click()
