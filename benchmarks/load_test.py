@@ -31,6 +31,8 @@ import os
 import re
 import sys
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -246,6 +248,23 @@ async def sample_memory(pid: int, samples: list[dict], stop: asyncio.Event) -> N
             pass
 
 
+SERVER_CPU: dict[str, float] = {}  # phase -> the web server's CPU-s per wall-s (its cores in use)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (its threads included), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def server_cpu(pid: int, phase: str):
+    """Book how many cores the web server process used during ``phase`` (training runs elsewhere)."""
+    cpu, wall = cpu_seconds(pid), time.perf_counter()
+    yield
+    SERVER_CPU[phase] = (cpu_seconds(pid) - cpu) / (time.perf_counter() - wall)
+
+
 def summary(results: list[dict]) -> dict:
     times = np.array([r["latency"] for r in results if r["latency"] == r["latency"]])
     return {
@@ -282,13 +301,16 @@ async def run(args) -> dict:
                     if args.nice_browser:
                         nice_browser(args.nice_browser, proc.pid)
                     await session_draws(pages[0], 1, 0)  # warm-up: first script runs, model cache
-                    phases["idle (1 session)"] = await session_draws(pages[0], args.rounds, 0)
-                    phases[f"{args.sessions} sessions drawing"] = await crowd(pages, args.rounds)
+                    with server_cpu(proc.pid, "idle (1 session)"):
+                        phases["idle (1 session)"] = await session_draws(pages[0], args.rounds, 0)
+                    with server_cpu(proc.pid, f"{args.sessions} sessions drawing"):
+                        phases[f"{args.sessions} sessions drawing"] = await crowd(pages, args.rounds)
                     trainer_context, trainer = await start_training(browser, url)
                     if args.nice_browser:
                         nice_browser(args.nice_browser, proc.pid)
                     progress = [await training_progress(trainer)]
-                    phases[f"{args.sessions} sessions drawing + 1 training"] = await crowd(pages, args.rounds)
+                    with server_cpu(proc.pid, f"{args.sessions} sessions drawing + 1 training"):
+                        phases[f"{args.sessions} sessions drawing + 1 training"] = await crowd(pages, args.rounds)
                     progress.append(await training_progress(trainer))
                     still_training = await trainer.locator(".st-key-stop button").count() == 1
                     await trainer.locator(".st-key-stop button").click()
@@ -302,7 +324,7 @@ async def run(args) -> dict:
                     await browser.close()
         finally:
             stop_app(proc)
-    report = {name: summary(results) for name, results in phases.items()}
+    report = {name: {**summary(results), "server_cores": SERVER_CPU[name]} for name, results in phases.items()}
     idle = report["idle (1 session)"]["median_s"]
     for figures in report.values():
         figures["median_vs_idle"] = figures["median_s"] / idle
@@ -340,11 +362,14 @@ def main() -> int:
     result = asyncio.run(run(args))
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "load_test.json").write_text(json.dumps(result, indent=2))
-    print(f"{'phase':40} {'drawings':>8} {'correct':>8} {'lost':>5} {'median':>8} {'p95':>8} {'max':>8} {'x idle':>7}")
+    print(
+        f"{'phase':40} {'drawings':>8} {'correct':>8} {'lost':>5} {'median':>8} {'p95':>8} {'max':>8} {'x idle':>7}"
+        f" {'server cores':>12}"
+    )
     for name, f in result["phases"].items():
         print(
             f"{name:40} {f['drawings']:8d} {f['correct']:8d} {f['lost_strokes']:5d} {f['median_s']:7.2f}s "
-            f"{f['p95_s']:7.2f}s {f['max_s']:7.2f}s {f['median_vs_idle']:7.1f}"
+            f"{f['p95_s']:7.2f}s {f['max_s']:7.2f}s {f['median_vs_idle']:7.1f} {f['server_cores']:12.2f}"
         )
     before, after = result["training_progress_before_and_after_crowd"]
     print(
