@@ -241,7 +241,13 @@ def nice_browser(level: int, server_pid: int) -> None:
 async def sample_memory(pid: int, samples: list[dict], stop: asyncio.Event) -> None:
     """Every 0.5 s: the server's RSS and that of all its child processes, in MB."""
     while not stop.is_set():
-        samples.append({"server_mb": rss_mb(pid), "children_mb": sum(rss_mb(c) for c in descendants(pid))})
+        samples.append(
+            {
+                "server_mb": rss_mb(pid),
+                "children_mb": sum(rss_mb(c) for c in descendants(pid)),
+                "load_1min": os.getloadavg()[0],
+            }
+        )
         try:
             await asyncio.wait_for(stop.wait(), 0.5)
         except TimeoutError:
@@ -342,6 +348,7 @@ async def run(args) -> dict:
         "server_memory_mb_max": max(m["server_mb"] for m in memory),
         "children_memory_mb_max": max(m["children_mb"] for m in memory),
         "load_average": os.getloadavg(),
+        "load_1min_during": [min(m["load_1min"] for m in memory), max(m["load_1min"] for m in memory)],
     }
 
 
@@ -379,7 +386,9 @@ def main() -> int:
     print(
         f"server memory max {result['server_memory_mb_max']:.0f} MB, its child processes (training) max "
         f"{result['children_memory_mb_max']:.0f} MB; load average at the end "
-        f"{', '.join(f'{x:.1f}' for x in result['load_average'])}; browser niceness {args.nice_browser}"
+        f"{', '.join(f'{x:.1f}' for x in result['load_average'])} (1-min load during the run "
+        f"{result['load_1min_during'][0]:.1f}-{result['load_1min_during'][1]:.1f}); "
+        f"browser niceness {args.nice_browser}"
     )
     if LOST:
         print(f"lost drawings: {len(LOST)} (screenshots in benchmarks/out/)")
