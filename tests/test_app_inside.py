@@ -25,7 +25,7 @@ from pages.ui import state
 from pages.ui.drawing import Drawing, marker
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-VIEWS = ("inside_steps", "inside_strokes", "inside_compare")
+VIEWS = ("inside_steps", "inside_why", "inside_strokes", "inside_compare")
 
 
 def as_canvas(digit_784: np.ndarray) -> np.ndarray:
@@ -54,7 +54,7 @@ def chart_table(chart):
 
 def strip_captions(at) -> list[str]:
     """The captions of the pictures in the steps strip, in order (each figure holds one PNG picture)."""
-    strips = [m.value for m in at.markdown if 'class="picture-strip"' in m.value]
+    strips = [m.value for m in at.markdown if 'class="picture-strip"' in m.value and "Ink found" in m.value]
     if not strips:
         return []
     [strip] = strips
@@ -93,6 +93,7 @@ def test_every_draw_view_renders_for_the_model(draw_page, kind, mnist):
     at.run()
     assert [e.label for e in at.expander] == [
         "How your drawing became the input",
+        "Why this digit",
         "Stroke by stroke",
         "Compare two models",
     ]
@@ -109,6 +110,12 @@ def test_every_draw_view_renders_for_the_model(draw_page, kind, mnist):
     verdict = assess(model.predict_proba(x[None])[0])
     said = next(m.value for m in at.markdown if m.value.startswith("**These steps:**"))
     assert f"a {verdict.digit} ({verdict.probability:.0%})" in said
+    # Why this digit: the input and its red/blue map, naming the answer and the runner-up by the logits.
+    best, second = np.argsort(-model.logits(x[None])[0].astype(np.float64), kind="stable")[:2]
+    why = [m.value for m in at.markdown if "picture-strip" in m.value and "Why " in m.value]
+    assert len(why) == 1, [w[:300] for w in why]
+    assert f"Why {best}, not {second}" in why[0] and why[0].count("<img") == 2
+    assert any(f"surer of {best} than of {second}" in c.value for c in at.caption)
     # Compare: the chosen model and the first other one, each with its verdict and bars.
     compare = at.selectbox(key="compare_with")
     assert compare.value in compare.options and len(compare.options) == 3  # the shipped one and two saved

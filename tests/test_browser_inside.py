@@ -42,6 +42,7 @@ def check_draw_views(page, draw_strokes, name: str, models: int) -> None:
         draw_strokes(page, [stroke])
         shown_answer(page, n)
     open_view(page, "inside_steps", ".st-key-input_steps")
+    open_view(page, "inside_why", ".st-key-why_digit")
     open_view(page, "inside_strokes", "[data-testid=stVegaLiteChart]")
     open_view(page, "inside_compare", "[data-testid=stMarkdown], [data-testid=stCaptionContainer]")
     steps = page.locator(".st-key-input_steps figure.step")
@@ -56,6 +57,12 @@ def check_draw_views(page, draw_strokes, name: str, models: int) -> None:
     assert len(sizes) == 5, sizes
     assert all(done and natural == shown == 112 for done, natural, shown in sizes), sizes
     expect(page.locator(".st-key-naive_verdict")).to_contain_text(re.compile(r"it would say a \d \(\d+%"))
+    # Why this digit: the input and its red/blue map (decoded, 168 px), naming the answer and runner-up.
+    why = page.locator(".st-key-why_digit figure")
+    expect(why).to_have_count(2)
+    expect(why.nth(1)).to_contain_text(re.compile(r"^Why \d, not \d$"))
+    why_sizes = why.locator("img").evaluate_all("imgs => imgs.map(i => [i.complete, i.naturalWidth])")
+    assert why_sizes == [[True, 168], [True, 168]], why_sizes
     strokes_view = page.locator(".st-key-inside_strokes")
     expect(strokes_view.locator("[data-testid=stVegaLiteChart]")).to_have_count(1)
     expect(strokes_view).to_contain_text("3 strokes with a digit to read")

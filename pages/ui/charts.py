@@ -445,3 +445,13 @@ def runs_chart(curves: dict[str, list[dict]], column: str, title: str, percent: 
         },
     }  # fmt: skip
     return data, spec
+
+
+def attribution_picture(pixels: np.ndarray, scale: float, x: np.ndarray, factor: int = 6) -> np.ndarray:
+    """(28*factor, 28*factor, 3) uint8: red where ``pixels`` (784,) is positive, blue where negative (full
+    colour at ``scale``), over the input ``x`` (784,) drawn faint grey so the digit stays recognisable."""
+    share = pixels / scale if scale > 0 else np.zeros_like(pixels)
+    faint = 0.25 * np.clip(x, 0, 1)
+    rgb = np.stack([np.maximum(faint, np.clip(share, 0, 1)), faint, np.maximum(faint, np.clip(-share, 0, 1))], axis=1)
+    rgb = (rgb * 255).astype(np.uint8).reshape(28, 28, 3)
+    return np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)

@@ -5,9 +5,9 @@ Each view is one function drawing numbers that ``mnist_net`` computed (``preproc
 ``metrics``); no maths here. The draw page's views sit in expanders below the answer and run only
 while open (``look_inside``): a stroke reruns the drawing panel, and a closed view costs it nothing.
 
-Hook for the views that read a network's layers (saliency, hidden activations, first-layer
-weights): add a ``DrawView`` to ``DRAW_VIEWS``; it gets the same ``Reading`` (model, input,
-probabilities) as the others.
+"Why this digit" draws ``explain.margin_attribution``. Hook for the views that read a network's
+layers (hidden activations, first-layer weights, conv filters): add a ``DrawView`` to
+``DRAW_VIEWS``; it gets the same ``Reading`` (model, input, probabilities) as the others.
 """
 
 from __future__ import annotations
@@ -22,11 +22,13 @@ import streamlit as st
 import mnist_net
 from mnist_net.confidence import MIN_MARGIN, MIN_PROBABILITY, assess
 from mnist_net.data import BOX, SIDE
+from mnist_net.explain import margin_attribution
 from mnist_net.metrics import cell_members, coverage_curve, reliability_bins
 from mnist_net.preprocess import InputSteps
 from mnist_net.synth import naive_input
 from pages.ui import state
 from pages.ui.charts import (
+    attribution_picture,
     boxed_fit,
     boxed_picture,
     comparison_chart,
@@ -43,6 +45,7 @@ from pages.ui.charts import (
 from pages.ui.style import picture_strip_html, plain
 
 STEP_WIDTH = 112  # pixels per step picture (each is at most that wide)
+WHY_WIDTH = 168  # pixels of the "why this digit" pictures (6 per input pixel)
 MAX_CELL_DIGITS = 24  # test digits shown for one confusion-matrix cell
 
 
@@ -149,8 +152,26 @@ def show_comparison(reading: Reading) -> None:
     st.vega_lite_chart(data, spec, width="stretch", height=180, key="compare_chart")
 
 
+def show_why(reading: Reading) -> None:
+    """Which pixels pushed the network towards its answer (red) and which towards the runner-up (blue)."""
+    a = margin_attribution(reading.model, reading.x)
+    heat = attribution_picture(a.pixels, a.display_scale, reading.x, factor=WHY_WIDTH // SIDE)
+    strip = [
+        (png((np.clip(enlarged(reading.x, WHY_WIDTH // SIDE), 0, 1) * 255).astype(np.uint8)), "The input", "step"),
+        (png(heat), f"Why {a.digit}, not {a.rival}", "step"),
+    ]
+    st.container(key="why_digit").markdown(picture_strip_html(strip, WHY_WIDTH), unsafe_allow_html=True)
+    st.caption(
+        f"Red: ink that made the network surer of {a.digit} than of {a.rival}, its runner-up; blue: ink that "
+        f"spoke for {a.rival}; brighter is stronger (the strongest 5% in full colour). Method: the gradient "
+        f"of the difference of the two digits' scores (logits: {a.margin:+.2f} now) with respect to each pixel, "
+        "times the pixel's ink (gradient x input). Blank pixels show no colour: they pushed neither way."
+    )
+
+
 DRAW_VIEWS = [
     DrawView("inside_steps", "How your drawing became the input", ":material/transform:", show_steps),
+    DrawView("inside_why", "Why this digit", ":material/psychology:", show_why),
     DrawView("inside_strokes", "Stroke by stroke", ":material/timeline:", show_strokes),
     DrawView("inside_compare", "Compare two models", ":material/compare:", show_comparison),
 ]
