@@ -93,3 +93,32 @@ def stop_app(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=20)
+
+
+def stroke_points(box: dict, stroke) -> list[tuple[float, float]]:
+    """A stroke in canvas fractions [(x, y), ...] -> page coordinates in the canvas's bounding ``box``."""
+    return [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
+
+
+# Timing in the page itself, from each pen-up (mouse or finger) to the answer for a new stroke
+# count (a MutationObserver), so a figure is the user's wait, not a driver's round trips. It
+# watches the answer bar, which every screen size has and which says "0 strokes" after Clear,
+# so two one-stroke drawings in a row are two answers even when the old answer block lingers.
+# ``window.answerTimes`` holds the seconds.
+WATCH_ANSWERS_JS = """() => {
+    if (window.answerTimes) return;
+    window.answerTimes = [];
+    let penUp = null, lastSeen = null;
+    const up = () => { penUp = performance.now(); };
+    window.addEventListener("mouseup", up, true);
+    window.addEventListener("touchend", up, true);
+    new MutationObserver(() => {
+        const bar = document.querySelector(".answer-bar[data-strokes]");
+        const strokes = bar && bar.getAttribute("data-strokes");
+        if (strokes && strokes !== "0" && strokes !== lastSeen && penUp !== null) {
+            window.answerTimes.push((performance.now() - penUp) / 1000);
+            penUp = null;
+        }
+        lastSeen = strokes;
+    }).observe(document.body, { childList: true, subtree: true, attributes: true });
+}"""

@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import app_server  # noqa: E402
-from app_server import CHROMIUM, CHROMIUM_ARGS, PROJECT_ROOT, start_app, stop_app  # noqa: E402
+from app_server import CHROMIUM, CHROMIUM_ARGS, PROJECT_ROOT, start_app, stop_app, stroke_points  # noqa: E402
 
 VIEWS = ("inside_steps", "inside_strokes", "inside_compare")
 CONDITIONS = {"closed": (), **{name: (name,) for name in VIEWS}, "all open": VIEWS}
@@ -77,8 +77,7 @@ def set_views(page, open_views) -> None:
 
 
 def draw_stroke(page, stroke) -> None:
-    box = page.locator("canvas.upper-canvas").bounding_box()
-    points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
+    points = stroke_points(page.locator("canvas.upper-canvas").bounding_box(), stroke)
     page.mouse.move(*points[0])
     page.mouse.down()
     for x, y in points[1:]:

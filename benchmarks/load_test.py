@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from app_server import CHROMIUM, CHROMIUM_ARGS, PROJECT_ROOT, start_app, stop_app
+from app_server import CHROMIUM, CHROMIUM_ARGS, PROJECT_ROOT, WATCH_ANSWERS_JS, start_app, stop_app, stroke_points
 
 # Eight users have eight visible tabs: keep Chromium from throttling the ones it considers
 # in the background (their timers drive the canvas's rerun).
@@ -59,24 +59,6 @@ LOST_AFTER_S = 20
 LOST: list[dict] = []  # one entry per drawing the app never answered
 
 
-# In the page itself: from each mouse-up to the answer bar carrying the new stroke count
-# (a MutationObserver), so the figure is the user's wait, not Playwright's round trips
-# through one Python process driving dozens of pages.
-WATCH_ANSWERS = """() => {
-    if (window.answerTimes) return;
-    window.answerTimes = [];
-    let penUp = null, lastSeen = null;
-    window.addEventListener("mouseup", () => { penUp = performance.now(); }, true);
-    new MutationObserver(() => {
-        const bar = document.querySelector(".answer-bar[data-strokes]");
-        const strokes = bar && bar.getAttribute("data-strokes");
-        if (strokes && strokes !== "0" && strokes !== lastSeen && penUp !== null) {
-            window.answerTimes.push((performance.now() - penUp) / 1000);
-            penUp = null;
-        }
-        lastSeen = strokes;
-    }).observe(document.body, { childList: true, subtree: true, attributes: true });
-}"""
 CANVAS = ".st-key-canvas canvas.upper-canvas"
 
 
@@ -87,7 +69,7 @@ async def open_draw_page(browser, url: str):
     await page.goto(url)
     await page.wait_for_selector(CANVAS)
     await page.get_by_text(PROMPT).wait_for()
-    await page.evaluate(WATCH_ANSWERS)
+    await page.evaluate(WATCH_ANSWERS_JS)
     return context, page
 
 
@@ -105,7 +87,7 @@ async def settled_canvas_box(page) -> dict:
 
 async def draw(page, strokes, box) -> None:
     for stroke in strokes:
-        points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
+        points = stroke_points(box, stroke)
         await page.mouse.move(*points[0])
         await page.mouse.down()
         for x, y in points[1:]:
@@ -116,7 +98,7 @@ async def draw(page, strokes, box) -> None:
 async def draw_and_time(page, digit: str) -> dict:
     """Draw ``digit``, wait for the page's answer to it, clear. Returns digit, shown digit and latency.
 
-    The latency is timed in the page (``WATCH_ANSWERS``). A drawing the app never answers
+    The latency is timed in the page (``app_server.WATCH_ANSWERS_JS``). A drawing the app never answers
     within ``LOST_AFTER_S`` is counted as lost (with a screenshot) and drawn again after Clear.
     """
     strokes = DIGITS[digit]

@@ -12,9 +12,11 @@ Non-goals: other attribution methods (integrated gradients, occlusion); explaini
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from . import confidence
 from .network import Network
 
 
@@ -37,9 +39,10 @@ class Attribution:
 
 
 def top_two(logits: np.ndarray) -> tuple[int, int]:
-    """The answer and the runner-up of one row of 10 logits (ties: the lower digit first)."""
-    order = np.argsort(-np.asarray(logits, np.float64), kind="stable")
-    return int(order[0]), int(order[1])
+    """The answer and the runner-up of one row of 10 logits (ties: the lower digit first, as the
+    "not sure" rule orders them: softmax keeps the order)."""
+    first, _, second, _ = confidence.top_two(np.asarray(logits, np.float64)[None])
+    return int(first[0]), int(second[0])
 
 
 def margin_attribution(
@@ -50,13 +53,20 @@ def margin_attribution(
     ``digit`` and ``rival`` default to the network's answer and runner-up for x.
     """
     x = np.asarray(x, np.float32).reshape(1, -1)
-    logits = model.logits(x)[0]
-    best, second = top_two(logits)
-    digit = best if digit is None else int(digit)
-    rival = (second if digit == best else best) if rival is None else int(rival)
-    if not (0 <= digit < logits.size and 0 <= rival < logits.size) or digit == rival:
-        raise ValueError(f"digit and rival must be two different classes of 0..{logits.size - 1}")
-    dlogits = np.zeros((1, logits.size), np.float32)
-    dlogits[0, digit], dlogits[0, rival] = 1.0, -1.0
-    gradient = np.asarray(model.input_gradient(x, dlogits), np.float32)[0]
-    return Attribution(digit, rival, float(logits[digit] - logits[rival]), gradient, gradient * x[0])
+    pair: dict[str, Any] = {}
+
+    def margin_gradient(logits: np.ndarray) -> np.ndarray:
+        """d margin / d logits, choosing the pair from the logits of the one forward pass."""
+        row = logits[0]
+        best, second = top_two(row)
+        first = best if digit is None else int(digit)
+        other = (second if first == best else best) if rival is None else int(rival)
+        if not (0 <= first < row.size and 0 <= other < row.size) or first == other:
+            raise ValueError(f"digit and rival must be two different classes of 0..{row.size - 1}")
+        pair.update(digit=first, rival=other, margin=float(row[first]) - float(row[other]))
+        dlogits = np.zeros_like(logits, dtype=np.float32)
+        dlogits[0, first], dlogits[0, other] = 1.0, -1.0
+        return dlogits
+
+    gradient = np.asarray(model.input_gradient(x, margin_gradient), np.float32)[0]
+    return Attribution(pair["digit"], pair["rival"], pair["margin"], gradient, gradient * x[0])

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from app_server import CHROMIUM, CHROMIUM_ARGS, start_app, stop_app
+from app_server import CHROMIUM, CHROMIUM_ARGS, WATCH_ANSWERS_JS, start_app, stop_app, stroke_points
 from conftest import MNIST_DIR
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -130,7 +130,7 @@ def draw(page, strokes, canvas=None) -> None:
     """
     box = (canvas or page.locator("canvas.upper-canvas")).bounding_box()
     for stroke in strokes:
-        points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
+        points = stroke_points(box, stroke)
         page.mouse.move(*points[0])
         page.mouse.down()
         for x, y in points[1:]:
@@ -140,8 +140,7 @@ def draw(page, strokes, canvas=None) -> None:
 
 def canvas_points(page, stroke) -> list[tuple[float, float]]:
     """A stroke in canvas fractions -> page coordinates (CSS pixels) on the page's canvas."""
-    box = page.locator("canvas.upper-canvas").bounding_box()
-    return [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
+    return stroke_points(page.locator("canvas.upper-canvas").bounding_box(), stroke)
 
 
 def touch_draw(page, strokes, steps: int = 8, finger: float = 10) -> None:
@@ -196,32 +195,9 @@ def shown_answer(page, strokes: int, timeout_ms: int = 30_000) -> str | None:
 
 
 def watch_answers(page) -> None:
-    """Start timing, in the page itself, from each pen-up (mouse or finger) to the answer shown.
-
-    ``answer_delays`` returns the times: from the last mouseup/touchend to the moment the
-    answer for a new stroke count enters the page (a MutationObserver). It watches the answer
-    bar, which every screen size has and which says "0 strokes" after Clear, so two drawings
-    of one stroke in a row are two answers even when the old answer block lingers a moment.
-    """
-    page.evaluate(
-        """() => {
-            if (window.answerTimes) return;
-            window.answerTimes = [];
-            let penUp = null, lastSeen = null;
-            const up = () => { penUp = performance.now(); };
-            window.addEventListener("mouseup", up, true);
-            window.addEventListener("touchend", up, true);
-            new MutationObserver(() => {
-                const bar = document.querySelector(".answer-bar[data-strokes]");
-                const strokes = bar && bar.getAttribute("data-strokes");
-                if (strokes && strokes !== "0" && strokes !== lastSeen && penUp !== null) {
-                    window.answerTimes.push((performance.now() - penUp) / 1000);
-                    penUp = null;
-                }
-                lastSeen = strokes;
-            }).observe(document.body, { childList: true, subtree: true, attributes: true });
-        }"""
-    )
+    """Start timing, in the page itself, from each pen-up (mouse or finger) to the answer shown
+    (``app_server.WATCH_ANSWERS_JS``); ``answer_delays`` returns the seconds."""
+    page.evaluate(WATCH_ANSWERS_JS)
 
 
 def answer_delays(page) -> list[float]:

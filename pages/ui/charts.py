@@ -22,6 +22,17 @@ DIGITS = [str(d) for d in range(10)]
 BLUE, ORANGE, GREY = "#3b5bdb", "#f08c00", "#c5cbd8"
 
 
+def probability_axis() -> dict[str, Any]:
+    """The y encoding every probability chart shares: 0-100% with three ticks (a fresh dict each time)."""
+    return {
+        "field": "probability",
+        "type": "quantitative",
+        "title": None,
+        "scale": {"domain": [0, 1]},
+        "axis": {"format": ".0%", "tickCount": 3},
+    }
+
+
 def probability_chart(proba: np.ndarray, digit: int) -> tuple[pd.DataFrame, dict[str, Any]]:
     """(data, Vega-Lite spec) of the ten probabilities as bars, the guessed digit highlighted.
 
@@ -42,13 +53,7 @@ def probability_chart(proba: np.ndarray, digit: int) -> tuple[pd.DataFrame, dict
                 "title": None,
                 "axis": {"labelAngle": 0, "labelFontSize": 13},
             },
-            "y": {
-                "field": "probability",
-                "type": "quantitative",
-                "title": None,
-                "scale": {"domain": [0, 1]},
-                "axis": {"format": ".0%", "tickCount": 3},
-            },
+            "y": probability_axis(),
             "color": {"condition": {"test": "datum.chosen", "value": BLUE}, "value": GREY},
             "tooltip": [
                 {"field": "digit", "type": "nominal"},
@@ -199,13 +204,7 @@ def stroke_chart(strokes: list[int], proba: np.ndarray, guess: int) -> tuple[pd.
                 "scale": {"domain": [1, max(2, int(max(strokes, default=1)))], "nice": False},
                 "axis": {"tickMinStep": 1, "format": "d"},
             },
-            "y": {
-                "field": "probability",
-                "type": "quantitative",
-                "title": None,
-                "scale": {"domain": [0, 1]},
-                "axis": {"format": ".0%", "tickCount": 3},
-            },
+            "y": probability_axis(),
             "color": {
                 "field": "digit",
                 "type": "nominal",
@@ -259,8 +258,7 @@ def comparison_chart(probabilities: dict[str, np.ndarray]) -> tuple[pd.DataFrame
             "x": {"field": "digit", "type": "nominal", "sort": DIGITS, "title": None,
                   "axis": {"labelAngle": 0, "labelFontSize": 13}},
             "xOffset": {"field": "model", "type": "nominal", "sort": names},
-            "y": {"field": "probability", "type": "quantitative", "title": None, "scale": {"domain": [0, 1]},
-                  "axis": {"format": ".0%", "tickCount": 3}},
+            "y": probability_axis(),
             "color": {"field": "model", "type": "nominal", "title": None, "sort": names,
                       "scale": {"domain": names, "range": [BLUE, ORANGE, GREY][: len(names)]},
                       "legend": {"orient": "top", "direction": "horizontal", "offset": 0, "padding": 0,
