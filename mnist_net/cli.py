@@ -24,7 +24,7 @@ from .config import ACTIVATIONS, OPTIMIZERS, TrainConfig, parse_hidden_sizes, pr
 from .data import MnistError, load_mnist
 from .history import Progress
 from .metrics import confusion_matrix, per_class_accuracy
-from .model_io import ModelFileError, load_model, save_model
+from .model_io import ModelFileError, load_model, release_copy, save_model
 from .network import MLP
 from .preprocess import canvas_to_input
 from .registry import save_rescue_copy
@@ -237,6 +237,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise CliError(f"{out} exists; pass --force to overwrite it")
+    _check_writable(out)
+    model = release_copy(_load(args.model))
+    save_model(model, out)
+    print(f"saved {out} ({out.stat().st_size / 1e6:.1f} MB): weights and training record, no optimizer state")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     model = _load(args.model)
     status = 0
@@ -262,7 +273,7 @@ def build_parser(prog: str = "mnist-net") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog, description="Train, evaluate and use a from-scratch NumPy MNIST network."
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,export,predict}")
     data_opts = argparse.ArgumentParser(add_help=False)
     data_opts.add_argument(
         "--data-dir", help="folder with the four MNIST .gz files (default: $MNIST_DIR, then the per-user cache)"
@@ -363,6 +374,18 @@ def build_parser(prog: str = "mnist-net") -> argparse.ArgumentParser:
     )
     e.add_argument("model", help="model file (.pkl)")
     e.set_defaults(func=cmd_evaluate)
+
+    x = sub.add_parser(
+        "export",
+        help="a copy to ship: weights without optimizer state or wall-clock facts",
+        description="Save a copy of a model to ship: without the optimizer's state (a third of an Adam-trained "
+        "file: resuming it restarts the optimizer's moments) and without when or how long it trained, so the "
+        "same training command followed by export gives the same bytes.",
+    )
+    x.add_argument("model", help="model file (.pkl)")
+    x.add_argument("--out", "-o", required=True, help="output model file")
+    x.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    x.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
         "predict",

@@ -517,6 +517,24 @@ def model_to_dict(model: MLP) -> dict[str, Any]:
     }
 
 
+# What a release copy leaves out: facts of the clock, which differ between two runs of one command.
+WALL_CLOCK_INFO, WALL_CLOCK_METRICS = ("trained_at",), ("train_seconds",)
+WALL_CLOCK_PROGRESS = ("elapsed", "samples_per_s", "eta")
+
+
+def release_copy(model: MLP) -> MLP:
+    """A copy of a fitted model to ship: no optimizer state (for Adam two arrays per parameter,
+    2/3 of the file; resuming the copy restarts the optimizer's moments) and no wall-clock facts
+    (when and how long it trained, its speed in the history), so one seeded training command
+    gives the same file bytes."""
+    state = model.state_dict()
+    state["history"] = [{k: v for k, v in r.items() if k not in WALL_CLOCK_PROGRESS} for r in state["history"]]
+    state["optimizer_state"] = {}
+    state["info"] = {k: v for k, v in state["info"].items() if k not in WALL_CLOCK_INFO}
+    state["metrics"] = {k: v for k, v in state["metrics"].items() if k not in WALL_CLOCK_METRICS}
+    return MLP.from_state(state)
+
+
 def model_to_bytes(model: MLP) -> bytes:
     """The file's bytes; ModelFileError if the loader would refuse them (e.g. NaN weights)."""
     # Protocol 4: arrays go in-band via _reconstruct, which the loader knows.
