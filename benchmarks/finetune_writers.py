@@ -50,6 +50,8 @@ from mnist_net.augment import (
 from mnist_net.data import stratified_split
 from mnist_net.synth import SCHEMES, Stroke, render
 
+PROTOTYPES = 2  # ways a "person" writer has of writing each digit
+
 
 @dataclass(frozen=True)
 class Writer:
@@ -129,24 +131,28 @@ def write(
 def writer_sets(pool_X, pool_y, n_writers: int, per_class: int, seed: int, kind: str = "person"):
     """Per writer: (Writer, inputs (10 * per_class, 784), labels, the pool indices used).
 
-    kind "person": a writer has one way of writing each digit (one MNIST digit per class, its
-    prototype) and writes it ``per_class`` times, each time a little differently (wobble 8);
-    kind "crowd": each of a writer's digits is a different MNIST digit (a different person's
-    shape, only the style is the writer's): a pessimistic bound, since much of what is wrong
-    then is not the writer's habit. Digits are never shared between writers.
+    kind "person": a writer has two ways of writing each digit (two MNIST digits per class, their
+    prototypes) and writes each of their ``per_class`` digits from one of the two, picked at
+    random, each time a little differently (a fresh elastic wobble of strength 10, a rotation
+    within 3 degrees, size and place); kind "crowd": each of a writer's digits is a different
+    MNIST digit (a different person's shape, only the style is the writer's): a pessimistic
+    bound, since much of what is then wrong is not the writer's habit. Digits are never shared
+    between writers.
     """
     rng = np.random.default_rng(seed)
     by_class = [rng.permutation(np.flatnonzero(pool_y == c)) for c in range(10)]
-    take = per_class if kind == "crowd" else 1
+    take = per_class if kind == "crowd" else PROTOTYPES
     if min(len(b) for b in by_class) < n_writers * take:
         raise SystemExit(f"the pool has too few digits of some class for {n_writers} writers x {take}")
     sets = []
     for w in range(n_writers):
-        idx = np.concatenate([b[w * take : (w + 1) * take] for b in by_class])
-        if kind == "person":
-            idx = np.repeat(idx, per_class)
+        chosen = [b[w * take : (w + 1) * take] for b in by_class]
+        pick = np.random.default_rng([seed, w, 2])
+        if kind == "person":  # class c's digits, each from one of its prototypes
+            chosen = [protos[pick.integers(0, len(protos), per_class)] for protos in chosen]
+        idx = np.concatenate(chosen)
         writer = random_writer(np.random.default_rng([seed, w]))
-        wobble = 8.0 if kind == "person" else 0.0
+        wobble = 10.0 if kind == "person" else 0.0
         inputs = write(writer, pool_X[idx], pool_y[idx], np.random.default_rng([seed, w, 1]), wobble)
         sets.append((writer, inputs, pool_y[idx].astype(np.int64), np.unique(idx)))
     return sets
@@ -233,6 +239,11 @@ GRID = {
         stroke_change_prob=0.0,
         elastic_prob=0.0,
     ),
+    "adam lr 3e-4 + anchor 0.3": dict(learning_rate=3e-4, anchor=0.3),
+    "adam lr 3e-4 + anchor 0.3, distill": dict(learning_rate=3e-4, anchor=0.3, rehearsal_targets="base"),
+    "adam lr 3e-4 + anchor 1, distill": dict(learning_rate=3e-4, anchor=1.0, rehearsal_targets="base"),
+    "adam lr 1e-3 + anchor 1, distill": dict(learning_rate=1e-3, anchor=1.0, rehearsal_targets="base"),
+    "adam lr 3e-4 + anchor 1, augmented rehearsal": dict(learning_rate=3e-4, anchor=1.0, augment_rehearsal=True),
     "sgd lr 0.1": dict(optimizer="sgd", learning_rate=0.1),
     "sgd lr 0.1 + anchor 1": dict(optimizer="sgd", learning_rate=0.1, anchor=1.0),
 }

@@ -23,7 +23,8 @@ from mnist_net import (
     save_model,
     split_held_out,
 )
-from mnist_net.finetune import MAX_PERSONAL_DIGITS, anchor_pull, model_sha256
+from mnist_net.finetune import MAX_PERSONAL_DIGITS, anchor_pull, model_sha256, soft_cross_entropy, step_targets
+from mnist_net.functional import softmax_cross_entropy
 from mnist_net.model_io import model_to_dict
 
 ROWS = 28
@@ -322,3 +323,39 @@ def test_evaluate_digits_and_accuracy_by_class(base_and_data):
     per_class = accuracy_by_class(base, ds.subset(np.flatnonzero(y != 4)))
     assert np.isnan(per_class[4]) and np.all(per_class[[0, 1, 2, 3, 5, 6, 7, 8, 9]] >= 0)
     assert np.isnan(evaluate_digits(base, DigitSet.empty()))
+
+
+def test_soft_cross_entropy_is_the_usual_loss_for_labels_and_its_gradient_is_exact():
+    rng = np.random.default_rng(1)
+    logits = rng.standard_normal((5, 10)) * 3
+    labels = np.array([0, 3, 9, 3, 1])
+    onehot = np.eye(10)[labels]
+    loss, grad = soft_cross_entropy(logits, onehot)
+    expected_loss, expected_grad = softmax_cross_entropy(logits.copy(), labels)
+    assert loss == pytest.approx(expected_loss, rel=1e-12)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-10, atol=1e-14)
+    targets = rng.dirichlet(np.ones(10), size=5)  # soft targets (distillation)
+    _, grad = soft_cross_entropy(logits, targets)
+    eps = 1e-6
+    for idx in [(0, 0), (2, 5), (4, 9)]:
+        up, down = logits.copy(), logits.copy()
+        up[idx] += eps
+        down[idx] -= eps
+        numeric = (soft_cross_entropy(up, targets)[0] - soft_cross_entropy(down, targets)[0]) / (2 * eps)
+        assert grad[idx] == pytest.approx(numeric, rel=1e-6)
+    big = np.array([[1000.0, 0.0] + [0.0] * 8])  # no overflow, a finite loss
+    assert np.isfinite(soft_cross_entropy(big, np.eye(10)[[1]])[0])
+
+
+def test_distilled_rehearsal_rows_are_taught_the_base_models_answers(base_and_data):
+    base, (X, y) = base_and_data
+    labels = y[:8]
+    targets = step_targets(labels, 3, base.params_, X[3:8], base.activation, base.layers)
+    np.testing.assert_array_equal(targets[:3], np.eye(10)[labels[:3]])
+    np.testing.assert_allclose(targets[3:], base.predict_proba(X[3:8]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(step_targets(labels, 3, base.params_, None, "relu", base.layers), np.eye(10)[labels])
+    mine_X, mine_y = bar_digits(30, seed=1, writer=True)
+    held_X, held_y = bar_digits(100, seed=2, writer=True)
+    options = FineTuneOptions(steps=120, batch_size=32, seed=3, rehearsal_targets="base")
+    tuned = fine_tune(base, mine_X, mine_y, options=options, rehearsal=(X, y))
+    assert tuned.score(held_X, held_y) > 0.9 and tuned.score(X, y) > 0.95
