@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
         "--kind", choices=("person", "crowd"), default="person", help="how a writer's digits vary (writer_sets)"
     )
     parser.add_argument("--grid", action="store_true", help="compare the GRID of options (validation pool)")
-    parser.add_argument("--only", default=None, help="with --grid: comma-separated names of GRID entries")
+    parser.add_argument("--only", default=None, help="with --grid: names of GRID entries, separated by ;")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--anchor", type=float, default=None)
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
         print_table(run(model, sets, base_options, rehearsal, mnist_eval, args.train_per_class), mnist_name)
         print(f"load after: {os.getloadavg()[0]:.1f}")
         return
-    names = args.only.split(",") if args.only else list(GRID)
+    names = args.only.split(";") if args.only else list(GRID)
     print(f"| options | base error | tuned error | error falls by | {mnist_name} drop (worst) | median s |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in names:

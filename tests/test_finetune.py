@@ -4,6 +4,7 @@ input, records what it was tuned on (through save/load), works for a CNN; and th
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -54,7 +55,10 @@ def base_and_data():
     return model, (X, y)
 
 
-OPTIONS = FineTuneOptions(steps=120, batch_size=32, seed=3)
+# The writer's ink lies where the base model has never seen any, far from anything the default pull
+# towards the original weights (anchor 1, chosen on synthetic writers) lets the weights go: these
+# tests of learning turn it off; test_the_anchor_keeps_the_weights_near_the_original tests the pull.
+OPTIONS = FineTuneOptions(steps=120, batch_size=32, seed=3, anchor=0.0)
 
 
 def param_bytes(model: Network) -> dict[str, bytes]:
@@ -123,6 +127,19 @@ def test_without_a_test_set_the_base_models_test_accuracy_is_not_claimed(base_an
     assert tuned.fine_tune_["figures"] == {}
 
 
+def test_the_anchor_keeps_the_weights_near_the_original(base_and_data):
+    base, rehearsal = base_and_data
+    mine_X, mine_y = bar_digits(30, seed=1, writer=True)
+
+    def distance(model: Network) -> float:
+        return float(sum(np.sum((model.params_[k] - base.params_[k]) ** 2) for k in base.params_))
+
+    free = fine_tune(base, mine_X, mine_y, options=OPTIONS, rehearsal=rehearsal)
+    pulled = fine_tune(base, mine_X, mine_y, options=replace(OPTIONS, anchor=1.0), rehearsal=rehearsal)
+    assert distance(pulled) < 0.5 * distance(free)
+    assert FineTuneOptions().anchor == 1.0  # the default pulls
+
+
 def test_stop_returns_the_model_tuned_so_far_and_progress_rises_to_one(base_and_data):
     base, rehearsal = base_and_data
     mine_X, mine_y = bar_digits(30, seed=1, writer=True)
@@ -151,7 +168,7 @@ def test_a_tiny_cnn_is_tuned_through_the_same_layers(base_and_data):
     mine_X, mine_y = bar_digits(30, seed=1, writer=True)
     held_X, held_y = bar_digits(100, seed=2, writer=True)
     # A CNN with 4 filters learns the new place more slowly than the MLP: a larger step.
-    options = FineTuneOptions(steps=120, batch_size=32, seed=3, learning_rate=1e-3)
+    options = FineTuneOptions(steps=120, batch_size=32, seed=3, learning_rate=1e-3, anchor=0.0)
     tuned = fine_tune(cnn, mine_X, mine_y, options=options, rehearsal=rehearsal)
     assert param_bytes(cnn) == before
     assert tuned.config.layers == cnn.config.layers and not tuned.is_mlp
@@ -356,6 +373,6 @@ def test_distilled_rehearsal_rows_are_taught_the_base_models_answers(base_and_da
     np.testing.assert_array_equal(step_targets(labels, 3, base.params_, None, "relu", base.layers), np.eye(10)[labels])
     mine_X, mine_y = bar_digits(30, seed=1, writer=True)
     held_X, held_y = bar_digits(100, seed=2, writer=True)
-    options = FineTuneOptions(steps=120, batch_size=32, seed=3, rehearsal_targets="base")
+    options = FineTuneOptions(steps=120, batch_size=32, seed=3, anchor=0.0, rehearsal_targets="base")
     tuned = fine_tune(base, mine_X, mine_y, options=options, rehearsal=(X, y))
     assert tuned.score(held_X, held_y) > 0.9 and tuned.score(X, y) > 0.95
