@@ -265,6 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--anchor", type=float, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
     args = parser.parse_args(argv)
 
     model = load_model(args.model)
@@ -293,7 +294,13 @@ def main(argv: list[str] | None = None) -> None:
         f"images; load {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}"
     )
     base_options = FineTuneOptions()
-    for name, value in (("steps", args.steps), ("learning_rate", args.lr), ("anchor", args.anchor)):
+    overrides = (
+        ("steps", args.steps),
+        ("learning_rate", args.lr),
+        ("anchor", args.anchor),
+        ("batch_size", args.batch_size),
+    )
+    for name, value in overrides:
         if value is not None:
             base_options = replace(base_options, **{name: value})
     if not args.grid:

@@ -19,9 +19,9 @@ steps cost 0.49 points (worst 0.75), and a larger step, more steps, a weaker pul
 or distilled rehearsal (``rehearsal_targets="base"``) were no better on both counts. Without
 the personal views the error fell by 74% instead of 90%.
 
-It works through ``functional.loss_and_grads`` over the model's own layers (any MLP, any
-layer spec such as the CNN), with an ``optim`` optimiser, so nothing here knows an MLP from
-a CNN. The returned model records what it was tuned on (``Network.fine_tune_``, saved in the
+Each step runs ``functional.forward_trace`` and ``functional.backward`` over the model's own
+layers (any MLP, any layer spec such as the CNN) and an ``optim`` optimiser, so nothing here
+knows an MLP from a CNN. The returned model records what it was tuned on (``Network.fine_tune_``, saved in the
 model file): digits per class, the base model's hash, the options, and before/after figures
 when held-out data is given. Also here: ``split_held_out`` (a stratified split of a person's
 digits), ``evaluate_digits`` and ``accuracy_by_class``.
@@ -334,7 +334,8 @@ def fine_tune(
     the record (``fine_tune_["figures"]``), and ``test``'s after-figure becomes the model's
     ``metrics_["test_accuracy"]`` (without ``test`` that metric is cleared: it was the base's).
     progress(fraction_done in [0, 1]) ~100 times; stop() before each step: true ends the
-    fine-tune there and returns the model tuned so far (record: stopped, steps_done).
+    fine-tune there and returns the model tuned so far (record: stopped, steps_done). The
+    record's ``seconds`` include scoring ``held_out`` and ``test`` before and after.
 
     Raises ValueError for an unfitted model, inputs not (n, 784), NaN or values outside [0, 1],
     labels outside 0-9, no digits, or more than MAX_PERSONAL_DIGITS. Classes with no personal

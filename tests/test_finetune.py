@@ -376,3 +376,24 @@ def test_distilled_rehearsal_rows_are_taught_the_base_models_answers(base_and_da
     options = FineTuneOptions(steps=120, batch_size=32, seed=3, anchor=0.0, rehearsal_targets="base")
     tuned = fine_tune(base, mine_X, mine_y, options=options, rehearsal=(X, y))
     assert tuned.score(held_X, held_y) > 0.9 and tuned.score(X, y) > 0.95
+
+
+def test_the_writers_benchmark_builds_consistent_writers_from_disjoint_digits(mnist):
+    """benchmarks/finetune_writers.py: each writer's digits are valid inputs, made the same way for
+    the same seed, from MNIST digits no other writer uses; a person's digits repeat two prototypes."""
+    import finetune_writers as bench
+
+    pool_X, pool_y = mnist.X_test[:2000], mnist.y_test[:2000]
+    sets = bench.writer_sets(pool_X, pool_y, n_writers=2, per_class=4, seed=0, kind="person")
+    again = bench.writer_sets(pool_X, pool_y, n_writers=2, per_class=4, seed=0, kind="person")
+    for (writer, X, y, used), (_, X2, _, used2) in zip(sets, again):
+        assert X.shape == (40, 784) and X.dtype == np.float32 and 0 <= X.min() and X.max() <= 1
+        assert np.all(X.max(axis=1) > 0.5)  # every digit was found on its canvas
+        assert np.array_equal(X, X2) and np.array_equal(used, used2)
+        assert np.bincount(y, minlength=10).tolist() == [4] * 10 and len(used) <= 20
+        assert set(writer.styles) <= set(bench.STYLES)
+    assert np.intersect1d(sets[0][3], sets[1][3]).size == 0
+    crowd = bench.writer_sets(pool_X, pool_y, n_writers=2, per_class=4, seed=0, kind="crowd")
+    assert all(len(used) == 40 for *_, used in crowd)
+    train, held = bench.first_per_class(sets[0][2], 3)
+    assert len(train) == 30 and len(held) == 10 and np.intersect1d(train, held).size == 0
