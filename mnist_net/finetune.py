@@ -24,7 +24,8 @@ layers (any MLP, any layer spec such as the CNN) and an ``optim`` optimiser, so 
 knows an MLP from a CNN. The returned model records what it was tuned on (``Network.fine_tune_``, saved in the
 model file): digits per class, the base model's hash, the options, and before/after figures
 when held-out data is given. Also here: ``split_held_out`` (a stratified split of a person's
-digits), ``evaluate_digits`` and ``accuracy_by_class``.
+digits), ``evaluate_digits``, ``accuracy_by_class`` and ``digit_flips`` (which digits a
+fine-tune turned from wrong to right, and back).
 
 Callbacks: ``progress(fraction_done)`` is called about 100 times per fine-tune; ``stop()``
 is checked before every step, and when it returns true the fine-tune ends there and returns
@@ -491,11 +492,25 @@ def accuracy_by_class(model: Network, ds: DigitSet) -> np.ndarray:
     return per_class_accuracy(confusion_matrix(ds.labels, predicted))
 
 
+def digit_flips(before: Network, after: Network, ds: DigitSet) -> tuple[np.ndarray, np.ndarray]:
+    """Which of a set's digits changed between two models: (wrong_to_right, right_to_wrong),
+    sorted int64 indices into ``ds`` (e.g. the base model and its fine-tuned copy, on held-out digits)."""
+    if len(ds) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    right_before = before.predict(ds.inputs) == ds.labels
+    right_after = after.predict(ds.inputs) == ds.labels
+    return (
+        np.flatnonzero(~right_before & right_after).astype(np.int64),
+        np.flatnonzero(right_before & ~right_after).astype(np.int64),
+    )
+
+
 __all__ = [
     "MAX_PERSONAL_DIGITS",
     "FineTuneOptions",
     "accuracy_by_class",
     "anchor_pull",
+    "digit_flips",
     "evaluate_digits",
     "fine_tune",
     "mixed_batch",

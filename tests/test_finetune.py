@@ -24,7 +24,14 @@ from mnist_net import (
     save_model,
     split_held_out,
 )
-from mnist_net.finetune import MAX_PERSONAL_DIGITS, anchor_pull, model_sha256, soft_cross_entropy, step_targets
+from mnist_net.finetune import (
+    MAX_PERSONAL_DIGITS,
+    anchor_pull,
+    digit_flips,
+    model_sha256,
+    soft_cross_entropy,
+    step_targets,
+)
 from mnist_net.functional import softmax_cross_entropy
 from mnist_net.model_io import model_to_dict
 
@@ -397,3 +404,17 @@ def test_the_writers_benchmark_builds_consistent_writers_from_disjoint_digits(mn
     assert all(len(used) == 40 for *_, used in crowd)
     train, held = bench.first_per_class(sets[0][2], 3)
     assert len(train) == 30 and len(held) == 10 and np.intersect1d(train, held).size == 0
+
+
+def test_digit_flips_name_the_digits_a_fine_tune_turned_right_and_wrong(base_and_data):
+    base, rehearsal = base_and_data
+    mine_X, mine_y = bar_digits(30, seed=1, writer=True)
+    tuned = fine_tune(base, mine_X, mine_y, options=OPTIONS, rehearsal=rehearsal)
+    held_X, held_y = bar_digits(60, seed=2, writer=True)
+    ds = DigitSet(held_X, held_y, np.zeros((60, 56, 56), np.uint8), np.zeros(60))
+    fixed, broken = digit_flips(base, tuned, ds)
+    right_before, right_after = base.predict(held_X) == held_y, tuned.predict(held_X) == held_y
+    assert np.array_equal(fixed, np.flatnonzero(~right_before & right_after)) and len(fixed) > 20
+    assert np.array_equal(broken, np.flatnonzero(right_before & ~right_after))
+    assert [len(a) for a in digit_flips(base, base, ds)] == [0, 0]
+    assert [len(a) for a in digit_flips(base, tuned, DigitSet.empty())] == [0, 0]
