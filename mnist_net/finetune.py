@@ -51,7 +51,7 @@ from threadpoolctl import ThreadpoolController
 
 from .augment import augment_batch
 from .config import N_CLASSES, N_INPUTS, OPTIMIZERS, TrainConfig
-from .data import as_input, uint8_to_float
+from .data import as_input, load_mnist, uint8_to_float
 from .digitset import MAX_DIGITS, DigitSet
 from .functional import Params, accuracy_and_loss, backward, forward, forward_trace, softmax
 from .metrics import confusion_matrix, per_class_accuracy
@@ -348,9 +348,7 @@ def fine_tune(
     X = as_input(X)  # personal digits as float32 (uint8 is scaled once)
     n_rehearsal = opts.batch_size - max(1, round(opts.batch_size * opts.personal_fraction))
     if rehearsal is None and n_rehearsal:
-        from .data import load_mnist  # only when needed: reading MNIST takes a second
-
-        data = load_mnist(progress=False)
+        data = load_mnist(progress=False)  # only when needed: reading MNIST takes a second
         rehearsal = (data.X_train, data.y_train)
     R, Ry = (
         _checked_digits(*rehearsal, "rehearsal images", None)
