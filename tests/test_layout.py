@@ -77,7 +77,7 @@ def test_console_script_and_module_give_the_same_help():
     assert script.exists(), "the mnist-net console script is not installed (pip install -e .)"
     via_script = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True).stdout
     assert via_module.replace("python -m mnist_net", "mnist-net") == via_script
-    assert "{train,evaluate,predict}" in via_script
+    assert "{train,evaluate,export,predict,finetune}" in via_script
 
 
 def test_readme_layout_table_lists_exactly_the_tree():
