@@ -9,7 +9,11 @@ The child (``worker.train_in_child``) loads MNIST itself, trains, evaluates and 
 progress records and, at the end, the model as bytes of the safe file format. A thread in
 this process reads those messages, so ``snapshot()`` (a consistent copy taken under a lock)
 is cheap and never waits for training. ``stop()`` sets an event the child checks after every
-batch; the model trained so far is still evaluated and returned. A child that dies (killed,
+batch; the model trained so far is still evaluated and returned. ``pause()`` clears an event
+the child then waits on between batches (no CPU; the run's elapsed time and ETA leave the
+pause out) until ``resume()``. A job given ``base_model_bytes`` trains more epochs of that
+model: its history and epoch count carry on. The child sends a small picture of the first
+layer's weights about once a second (``snapshot().weights_preview``). A child that dies (killed,
 out of memory) is reported as failed with its exit status; it writes no files, so nothing
 partial is left. Saving is the caller's choice: the app keeps a model only when the user
 asks (``runs.RunRegistry.keep``); a job given a ``save_dir`` saves its model there itself,
@@ -42,12 +46,21 @@ from .metrics import Evaluation
 from .model_io import ModelFileError, model_from_bytes
 from .network import MLP
 from .registry import save_new_model
-from .worker import EVALUATING, TRAINING, Result, train_in_child
+from .worker import (
+    EVALUATING,
+    MAX_PAUSE_SECONDS,
+    PAUSED,
+    TRAINING,
+    Result,
+    train_in_child,
+    weights_preview,
+    whole_epochs,
+)
 
 QUEUED, STARTING = "queued", "starting"
 DONE, STOPPED, DIVERGED, FAILED, CANCELLED = "done", "stopped", "diverged", "failed", "cancelled"
 FINISHED = (DONE, STOPPED, DIVERGED, FAILED, CANCELLED)
-STATUSES = (QUEUED, STARTING, TRAINING, EVALUATING, *FINISHED)  # in the order a run goes through them
+STATUSES = (QUEUED, STARTING, TRAINING, PAUSED, EVALUATING, *FINISHED)  # in the order a run goes through them
 
 # "forkserver" where the platform has it (Linux, macOS), else "spawn": never plain "fork",
 # which would copy a threaded web server mid-flight.
@@ -98,6 +111,9 @@ class JobSnapshot:
     saved_path: Path | None = None  # where the model was saved (only for a job given a save_dir)
     save_error: str | None = None  # why that save failed (the model is still in memory)
     stopping: bool = False  # asked to stop, not ended yet
+    pause_requested: bool = False  # asked to pause (``paused`` once the child has: after its current batch)
+    weights_preview: np.ndarray | None = None  # worker.weights_preview of the latest weights; do not modify
+    note: str | None = None  # something the child said about the run (e.g. a pause that ended it)
 
     @property
     def running(self) -> bool:
@@ -122,6 +138,16 @@ class JobSnapshot:
         h = self.latest
         return None if h is None or self.finished else float(h["eta"])
 
+    @property
+    def paused(self) -> bool:
+        """The child is waiting (it may be about to carry on if the pause was just lifted)."""
+        return self.status == PAUSED
+
+    @property
+    def pausing(self) -> bool:
+        """Asked to pause, still finishing its batch."""
+        return self.pause_requested and not self.paused
+
 
 def describe_exit(exitcode: int | None) -> str:
     """A child's exit status in words: 'killed by SIGKILL (...)', 'exit code 3'."""
@@ -145,6 +171,8 @@ class TrainingJob:
     folder is used: the child loads and checks the files itself; no array is sent across).
     ``save_dir``: if given, the finished model is saved there under a new name.
     ``on_finish`` (optional) is called once, from the job's reader thread, when the job ends.
+    ``base_model_bytes``: a model file's bytes to train ``config.epochs`` more epochs of (its
+    layers and optimiser state carry on; ``config`` should be that model's, with new epochs).
     After a run that ends with a model, ``model`` holds it and ``model_bytes`` its file's bytes.
     """
 
@@ -153,12 +181,16 @@ class TrainingJob:
     save_dir: str | os.PathLike | None = None
     source: str = "train page"
     on_finish: Callable[[TrainingJob], None] | None = None
+    base_model_bytes: bytes | None = None
+    max_pause_seconds: float = MAX_PAUSE_SECONDS
     model: MLP | None = field(default=None, init=False)
     model_bytes: bytes | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._stop = _context.Event()
+        self._run = _context.Event()  # cleared while paused: the child waits on it
+        self._run.set()
         self._process: multiprocessing.process.BaseProcess | None = None
         self._reader: threading.Thread | None = None
         self._status = QUEUED
@@ -170,6 +202,12 @@ class TrainingJob:
         self._finished_at: float | None = None
         self._saved_path: Path | None = None
         self._save_error: str | None = None
+        self._note: str | None = None
+        self._preview: np.ndarray | None = None
+        if self.base_model_bytes is not None:  # the curve and the pictures carry on from the base model
+            base = model_from_bytes(self.base_model_bytes)  # ModelFileError for bytes that are no model
+            self._history = whole_epochs(base.history_, base.epochs_done_)
+            self._preview = weights_preview(base.params_)
 
     @property
     def mnist_dir(self) -> Path:
@@ -188,6 +226,11 @@ class TrainingJob:
             process = _context.Process(  # type: ignore[attr-defined]
                 target=train_in_child,
                 args=(self.config.to_dict(), str(self.mnist_dir), sender, self._stop, self.source),
+                kwargs=dict(
+                    run_event=self._run,
+                    base_model_bytes=self.base_model_bytes,
+                    max_pause_seconds=self.max_pause_seconds,
+                ),
                 name="mnist-training",
                 daemon=True,  # ended with this process if it exits normally
             )
@@ -225,8 +268,25 @@ class TrainingJob:
                 self._status, self._finished_at = CANCELLED, time.time()
                 cancelled = True
         self._stop.set()
+        self._run.set()  # a paused child wakes up to stop
         if cancelled:
             self._finish()
+
+    def pause(self) -> bool:
+        """Pause after the current batch (the child then waits, using no CPU). False if not training."""
+        with self._lock:
+            if self._status not in (STARTING, TRAINING, PAUSED) or self._stop.is_set():
+                return False
+            self._run.clear()
+            return True
+
+    def resume(self) -> bool:
+        """Carry on after ``pause``. False if the job was not paused (or pausing)."""
+        with self._lock:
+            if self._run.is_set():
+                return False
+            self._run.set()
+            return True
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the job to end (a queued job waits until it is started and ends); True if it has."""
@@ -270,6 +330,9 @@ class TrainingJob:
                 self._saved_path,
                 self._save_error,
                 self._stop.is_set() and self._status not in FINISHED,
+                not self._run.is_set() and self._status in (STARTING, TRAINING, PAUSED),
+                self._preview,
+                self._note,
             )
 
     # --- the reader thread -----------------------------------------------------------------
@@ -309,6 +372,14 @@ class TrainingJob:
             if kind == "status":
                 self._status = message[1]
                 return None
+            if kind == "weights":
+                self._preview = message[1]
+                return None
+            if kind == "note":
+                self._note = str(message[1])
+                return None
+            if kind == "paused":  # a heartbeat: nothing to book
+                return None
         return message
 
     def _book(self, final: tuple) -> None:
@@ -334,6 +405,7 @@ class TrainingJob:
         with self._lock:
             if result is not None:
                 self.model, self.model_bytes = model, result.model_bytes
+                self._preview = weights_preview(model.params_ if model is not None else None)
             self._status, self._error, self._result = status, error, result
             self._saved_path, self._save_error = saved_path, save_error
             self._finished_at = time.time()

@@ -16,6 +16,9 @@ that id and only ever shows, stops or changes that user's runs. A run is a
   first (a kept model stays in the models folder);
 - runs the server's budget refuses (``budget.refusal``) never start.
 
+A run is a training from scratch (``submit``) or more epochs of a finished run's model
+(``submit_more``: a new run that says what it continues); a running one can be paused and
+resumed (a paused run keeps its slot; its process stops it after ``jobs``' longest pause).
 A finished model lives only in its run until the user keeps it: ``keep`` saves it into the
 models folder under a name made by ``registry.model_filename`` plus the user's name for it;
 ``rename`` and ``delete_kept`` act only on the very file this registry wrote (same folder,
@@ -32,7 +35,7 @@ import threading
 import unicodedata
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,8 @@ from .registry import SUFFIX, file_version, model_filename, models_dir
 N_MNIST_TRAIN = FILES["train-images-idx3-ubyte.gz"][1]
 USER_ID_BYTES = 24  # 192 random bits: 32 URL-safe characters
 _USER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{32}$")
+TRAINING_RUN, MORE_RUN, FINE_TUNE_RUN = "training", "train more", "fine-tune"  # a run's kind
+MAX_MORE_EPOCHS = 200  # as many as the train form allows
 MAX_NAME = 60  # characters of a run's name as the user typed it
 MAX_SLUG = 40  # characters of that name in a file name
 # What this registry writes: registry.model_filename's name, then -<slug> (at most 40), then -2, -3... if taken.
@@ -102,10 +107,20 @@ class RunView:
     kept_path: Path | None  # its file in the models folder, once kept
     queue_position: int | None  # runs ahead of it while it waits for a slot
     model_bytes: int  # size of its model file's bytes (0: no model)
+    kind: str = "training"  # TRAINING_RUN, MORE_RUN or FINE_TUNE_RUN
+    based_on: str | None = None  # the label of what it continues or tunes (None: a fresh network)
+    based_on_id: str | None = None  # that run's id, if it was a run of this user
 
     @property
     def label(self) -> str:
         return self.name or f"Run {self.number}"
+
+    @property
+    def origin(self) -> str | None:
+        """What it starts from, for people: 'continues Run 2', 'fine-tunes default'; None for a fresh network."""
+        if self.based_on is None:
+            return None
+        return f"{'fine-tunes' if self.kind == FINE_TUNE_RUN else 'continues'} {self.based_on}"
 
     @property
     def has_model(self) -> bool:
@@ -119,6 +134,9 @@ class _Run:
     number: int
     job: TrainingJob
     name: str | None = None
+    kind: str = "training"
+    based_on: str | None = None  # the label of the run it continues, when it was submitted
+    based_on_id: str | None = None
     kept_path: Path | None = None
     kept_version: tuple[int, ...] = ()
     files_lock: threading.Lock = field(default_factory=threading.Lock)  # keep / rename / delete, one at a time
@@ -160,6 +178,40 @@ class RunRegistry:
         Raises RunRefused (with a message for a person) if the server will not run it.
         """
         _check_user(user)
+        return self._register(user, config, mnist_dir, source=source)
+
+    def submit_more(self, user: str, run_id: str, epochs: int, mnist_dir: str | os.PathLike) -> str:
+        """Train ``epochs`` more epochs of ``user``'s finished run's model, as a new run; returns its id.
+
+        The new run starts from that model's weights and optimiser state; its epochs and history
+        carry on from the model's (a stopped run's part-epoch is trained again). RunRefused if
+        the run is not theirs, has no model, or the server will not run it.
+        """
+        base = self._owned_or_refuse(user, run_id)
+        job = base.job
+        if job.model is None or job.model_bytes is None:
+            raise RunRefused("This run has no trained model to train more.")
+        if not isinstance(epochs, int) or isinstance(epochs, bool) or not 1 <= epochs <= MAX_MORE_EPOCHS:
+            raise RunRefused(f"Train 1 to {MAX_MORE_EPOCHS} more epochs.")
+        config = replace(job.model.config, epochs=epochs)
+        label = base.name or f"Run {base.number}"
+        return self._register(
+            user, config, mnist_dir, source=job.source, kind=MORE_RUN, based_on=label, based_on_id=base.id,
+            base_model_bytes=job.model_bytes,
+        )  # fmt: skip
+
+    def _register(
+        self,
+        user: str,
+        config: TrainConfig,
+        mnist_dir: str | os.PathLike,
+        source: str,
+        kind: str = "training",
+        based_on: str | None = None,
+        based_on_id: str | None = None,
+        **job_options: Any,
+    ) -> str:
+        """Check the bounds, make the run's job and queue it; see ``submit``."""
         if problem := refusal(estimate_training_cost(config, N_MNIST_TRAIN)):
             raise RunRefused(f"This server cannot run that: {problem}.")
         with self._lock:
@@ -178,8 +230,10 @@ class RunRegistry:
             account = self._user(user)
             account.started += 1
             run_id = secrets.token_urlsafe(12)
-            job = self._job_factory(config, mnist_dir, save_dir=None, source=source, on_finish=self._job_finished)
-            self._runs[run_id] = _Run(run_id, user, account.started, job)
+            job = self._job_factory(
+                config, mnist_dir, save_dir=None, source=source, on_finish=self._job_finished, **job_options
+            )
+            self._runs[run_id] = _Run(run_id, user, account.started, job, None, kind, based_on, based_on_id)
             self._queue.append(run_id)
             self._schedule()
         return run_id
@@ -192,6 +246,18 @@ class RunRegistry:
             return False
         run.job.stop()  # outside the lock: cancelling a waiting job calls back into the registry
         return True
+
+    def pause(self, user: str, run_id: str) -> bool:
+        """Pause ``user``'s training run after its current batch. False if not theirs or not training."""
+        with self._lock:
+            run = self._owned(user, run_id)
+        return run is not None and run.job.pause()
+
+    def resume(self, user: str, run_id: str) -> bool:
+        """Carry on with ``user``'s paused run. False if not theirs or not paused."""
+        with self._lock:
+            run = self._owned(user, run_id)
+        return run is not None and run.job.resume()
 
     def stop_all(self, user: str | None = None, timeout: float = 60) -> None:
         """Stop every run (of ``user``, or all) and wait for them to end: for shutting down and tests."""
@@ -426,7 +492,15 @@ class RunRegistry:
             run.kept_path,
             position,
             len(run.job.model_bytes or b""),
+            run.kind,
+            self._current_label(run.based_on_id, run.based_on),
+            run.based_on_id,
         )
+
+    def _current_label(self, run_id: str | None, label: str | None) -> str | None:
+        """A base run's label now (it may have been renamed), else as it was when the run began."""
+        base = self._runs.get(run_id) if run_id is not None else None
+        return (base.name or f"Run {base.number}") if base is not None else label
 
 
 _KEPT_STEM_RE = re.compile(r"^mnist-\d{8}-\d{6}(?:-acc\d+\.\d\d)?")
