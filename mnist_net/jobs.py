@@ -50,6 +50,7 @@ from .worker import (
     EVALUATING,
     MAX_PAUSE_SECONDS,
     PAUSED,
+    PREVIEW_SECONDS,
     TRAINING,
     Result,
     train_in_child,
@@ -183,6 +184,7 @@ class TrainingJob:
     on_finish: Callable[[TrainingJob], None] | None = None
     base_model_bytes: bytes | None = None
     max_pause_seconds: float = MAX_PAUSE_SECONDS
+    preview_seconds: float | None = PREVIEW_SECONDS  # None: no weights previews (for benchmarks)
     model: MLP | None = field(default=None, init=False)
     model_bytes: bytes | None = field(default=None, init=False)
 
@@ -230,6 +232,7 @@ class TrainingJob:
                     run_event=self._run,
                     base_model_bytes=self.base_model_bytes,
                     max_pause_seconds=self.max_pause_seconds,
+                    preview_seconds=self.preview_seconds,
                 ),
                 name="mnist-training",
                 daemon=True,  # ended with this process if it exits normally

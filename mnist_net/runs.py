@@ -343,6 +343,7 @@ class RunRegistry:
                 raise RunRefused(f"The model could not be saved: {problem}. It is still here in the run.") from None
             run.kept_path, run.kept_version = path, file_version(os.stat(path, follow_symlinks=False))
             run.name = _clean_name(name)
+            self._relabel_continuations(run)
             return path
 
     def rename(self, user: str, run_id: str, name: str) -> Path | None:
@@ -352,6 +353,7 @@ class RunRegistry:
             new_name = _clean_name(name)
             if run.kept_path is None:
                 run.name = new_name
+                self._relabel_continuations(run)
                 return None
             old = self._checked_own_file(run)
             stamp = _KEPT_STEM_RE.match(old.name)
@@ -372,6 +374,7 @@ class RunRegistry:
                 run.kept_path, run.kept_version = target, file_version(os.stat(target, follow_symlinks=False))
                 break
             run.name = new_name
+            self._relabel_continuations(run)
             return run.kept_path
 
     def delete_kept(self, user: str, run_id: str) -> None:
@@ -493,14 +496,16 @@ class RunRegistry:
             position,
             len(run.job.model_bytes or b""),
             run.kind,
-            self._current_label(run.based_on_id, run.based_on),
+            run.based_on,
             run.based_on_id,
         )
 
-    def _current_label(self, run_id: str | None, label: str | None) -> str | None:
-        """A base run's label now (it may have been renamed), else as it was when the run began."""
-        base = self._runs.get(run_id) if run_id is not None else None
-        return (base.name or f"Run {base.number}") if base is not None else label
+    def _relabel_continuations(self, base: _Run) -> None:
+        """Runs that continue ``base`` name it by its new name (kept even once ``base`` is gone)."""
+        with self._lock:
+            for run in self._runs.values():
+                if run.based_on_id == base.id:
+                    run.based_on = base.name or f"Run {base.number}"
 
 
 _KEPT_STEM_RE = re.compile(r"^mnist-\d{8}-\d{6}(?:-acc\d+\.\d\d)?")

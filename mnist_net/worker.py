@@ -94,17 +94,19 @@ def train_in_child(
     run_event=None,
     base_model_bytes: bytes | None = None,
     max_pause_seconds: float = MAX_PAUSE_SECONDS,
+    preview_seconds: float | None = PREVIEW_SECONDS,
 ) -> None:
     """The child's whole life; see the module docstring. ``conn`` is the sending end of a Pipe.
 
     ``run_event`` (optional): cleared by the parent to pause. ``base_model_bytes``: train
-    ``config.epochs`` more epochs of this model instead of a fresh network.
+    ``config.epochs`` more epochs of this model instead of a fresh network. ``preview_seconds``:
+    the least time between two weights previews (None: send none; benchmarks compare).
     """
     _own_session()
     controls = _Controls(conn, stop_event, run_event, max_pause_seconds)
     try:
         config = TrainConfig.from_dict(config_dict)
-        conn.send(_train(config, mnist_dir, conn, controls, source, base_model_bytes))
+        conn.send(_train(config, mnist_dir, conn, controls, source, base_model_bytes, preview_seconds))
     except (BrokenPipeError, EOFError, ConnectionError):
         return  # the parent is gone: nobody is left to tell
     except Exception as e:  # every other ending is reported, never silent
@@ -159,7 +161,15 @@ class _Controls:
             self.conn.send(("status", TRAINING))
 
 
-def _train(config: TrainConfig, mnist_dir: str, conn, controls: _Controls, source: str, base: bytes | None) -> tuple:
+def _train(
+    config: TrainConfig,
+    mnist_dir: str,
+    conn,
+    controls: _Controls,
+    source: str,
+    base: bytes | None,
+    preview_seconds: float | None,
+) -> tuple:
     """Train and evaluate; the final message to send."""
     started = controls.clock()
     data = load_mnist(mnist_dir, download=False, progress=False)
@@ -177,7 +187,8 @@ def _train(config: TrainConfig, mnist_dir: str, conn, controls: _Controls, sourc
     diverged: dict[str, Any] | None = None
     stopped = False
     last_preview = controls.clock()
-    conn.send(("weights", weights_preview(model.params_)))
+    if preview_seconds is not None:
+        conn.send(("weights", weights_preview(model.params_)))
 
     def should_stop() -> bool:
         return diverged is not None or controls.stop_requested()
@@ -187,7 +198,7 @@ def _train(config: TrainConfig, mnist_dir: str, conn, controls: _Controls, sourc
         if record.diverged and diverged is None:
             diverged = record.to_dict()
         stopped = stopped or record.stopped
-        if controls.clock() - last_preview >= PREVIEW_SECONDS:
+        if preview_seconds is not None and controls.clock() - last_preview >= preview_seconds:
             conn.send(("weights", weights_preview(model.params_)))
             last_preview = controls.clock()
     if diverged is not None:

@@ -11,7 +11,16 @@ from conftest import wait_until
 from mnist_net import TrainConfig, load_model
 from mnist_net.jobs import CANCELLED, DONE, QUEUED, STOPPED
 from mnist_net.registry import list_models, model_filename
-from mnist_net.runs import RunRefused, RunRegistry, kept_file_names, name_slug, new_user_id, valid_user_id
+from mnist_net.runs import (
+    MAX_MORE_EPOCHS,
+    MORE_RUN,
+    RunRefused,
+    RunRegistry,
+    kept_file_names,
+    name_slug,
+    new_user_id,
+    valid_user_id,
+)
 
 
 def tiny(seed: int = 0) -> TrainConfig:
@@ -191,3 +200,40 @@ def test_settings_are_kept_per_user_and_bounded():
     )
     assert registry.settings(me) == {"hidden_sizes": "64", "epochs": 3, "augment": True, "x": "y" * 200}
     assert registry.settings(other) == {}
+
+
+def test_pause_resume_and_train_more_act_only_on_the_users_own_runs(registry, mnist_dir):
+    me, other = new_user_id(), new_user_id()
+    run_id = registry.submit(me, long_run(), mnist_dir)
+    assert wait_until(lambda: registry.get(me, run_id).snapshot.history, timeout=60)
+    assert registry.pause(other, run_id) is False and not registry.get(me, run_id).snapshot.pause_requested
+    assert registry.pause(me, run_id)
+    assert wait_until(lambda: registry.get(me, run_id).snapshot.paused, timeout=60)
+    assert registry.running_count() == 1  # a paused run keeps its slot
+    assert registry.resume(other, run_id) is False and registry.get(me, run_id).snapshot.pause_requested
+    assert registry.resume(me, run_id) and not registry.get(me, run_id).snapshot.pause_requested
+    with pytest.raises(RunRefused, match="no trained model"):  # still training: nothing to continue yet
+        registry.submit_more(me, run_id, 1, mnist_dir)
+    registry.stop(me, run_id)
+    base = finished(registry, me, run_id)
+    with pytest.raises(RunRefused, match="no such run"):
+        registry.submit_more(other, run_id, 1, mnist_dir)
+    for bad in (0, -1, MAX_MORE_EPOCHS + 1, True, 1.5):
+        with pytest.raises(RunRefused, match="more epochs"):
+            registry.submit_more(me, run_id, bad, mnist_dir)
+    registry.rename(me, run_id, "first try")
+    more_id = registry.submit_more(me, run_id, 1, mnist_dir)
+    view = registry.get(me, more_id)
+    assert view.kind == MORE_RUN and view.based_on_id == run_id and view.origin == "continues first try"
+    assert view.number == 2 and view.config.epochs == 1
+    assert view.config.hidden_sizes == base.config.hidden_sizes and view.config.n_train == base.config.n_train
+    with pytest.raises(RunRefused, match="already have a run"):  # still one unfinished run per user
+        registry.submit_more(me, run_id, 1, mnist_dir)
+    registry.stop(me, more_id)
+    done = finished(registry, me, more_id)
+    assert done.has_model and registry.model(me, more_id).info_["continued_from_epoch"] == 0
+    registry.rename(me, run_id, "renamed")
+    assert registry.get(me, more_id).origin == "continues renamed"  # follows the base run's name
+    registry.forget(me, run_id)
+    assert registry.get(me, more_id).origin == "continues renamed"  # remembered once the base is gone
+    assert registry.get(me, run_id) is None
