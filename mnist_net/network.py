@@ -55,6 +55,7 @@ class Network:
         self.data_hash_: str | None = None
         self.epochs_done_: int = 0
         self.info_: dict[str, Any] = {}  # free-form provenance (how it was made, when)
+        self.fine_tune_: dict[str, Any] | None = None  # what it was fine-tuned on (finetune.fine_tune), if it was
 
     # --- structure -----------------------------------------------------------------
     @property
@@ -110,6 +111,7 @@ class Network:
             "optimizer_state": {k: np.asarray(v) for k, v in self.optimizer_state_.items()},
             "epochs_done": int(self.epochs_done_),
             "info": dict(self.info_),
+            "fine_tune": None if self.fine_tune_ is None else dict(self.fine_tune_),
         }
 
     @classmethod
@@ -129,6 +131,8 @@ class Network:
         model.data_hash_ = state.get("data_hash")
         model.epochs_done_ = int(state.get("epochs_done") or 0)
         model.optimizer_state_ = dict(state.get("optimizer_state") or {})
+        tuned = state.get("fine_tune")
+        model.fine_tune_ = None if tuned is None else dict(tuned)
         return model
 
     def record_results(
