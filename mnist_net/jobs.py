@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +54,7 @@ from .worker import (
     PREVIEW_SECONDS,
     TRAINING,
     Result,
+    fine_tune_in_child,
     train_in_child,
     weights_preview,
     whole_epochs,
@@ -115,6 +117,7 @@ class JobSnapshot:
     pause_requested: bool = False  # asked to pause (``paused`` once the child has: after its current batch)
     weights_preview: np.ndarray | None = None  # worker.weights_preview of the latest weights; do not modify
     note: str | None = None  # something the child said about the run (e.g. a pause that ended it)
+    tuning: dict[str, Any] | None = None  # a finished fine-tune's figures (FineTuneJob)
 
     @property
     def running(self) -> bool:
@@ -225,15 +228,11 @@ class TrainingJob:
             if self._process is not None:
                 raise RuntimeError("this job has already been started")
             receiver, sender = _context.Pipe(duplex=False)
+            target, args, kwargs = self._child(sender)
             process = _context.Process(  # type: ignore[attr-defined]
-                target=train_in_child,
-                args=(self.config.to_dict(), str(self.mnist_dir), sender, self._stop, self.source),
-                kwargs=dict(
-                    run_event=self._run,
-                    base_model_bytes=self.base_model_bytes,
-                    max_pause_seconds=self.max_pause_seconds,
-                    preview_seconds=self.preview_seconds,
-                ),
+                target=target,
+                args=args,
+                kwargs=kwargs,
                 name="mnist-training",
                 daemon=True,  # ended with this process if it exits normally
             )
@@ -259,6 +258,16 @@ class TrainingJob:
         if failed:
             self._finish()
         return self
+
+    def _child(self, sender) -> tuple[Callable[..., None], tuple, dict[str, Any]]:
+        """What the child process runs: its target function and arguments."""
+        kwargs = dict(
+            run_event=self._run,
+            base_model_bytes=self.base_model_bytes,
+            max_pause_seconds=self.max_pause_seconds,
+            preview_seconds=self.preview_seconds,
+        )
+        return train_in_child, (self.config.to_dict(), str(self.mnist_dir), sender, self._stop, self.source), kwargs
 
     def stop(self) -> None:
         """Ask training to stop after the current batch; the model so far is still evaluated.
@@ -336,6 +345,7 @@ class TrainingJob:
                 not self._run.is_set() and self._status in (STARTING, TRAINING, PAUSED),
                 self._preview,
                 self._note,
+                None if r is None else r.tuning,
             )
 
     # --- the reader thread -----------------------------------------------------------------
@@ -416,3 +426,28 @@ class TrainingJob:
     def _finish(self) -> None:
         if self.on_finish is not None:
             self.on_finish(self)
+
+
+@dataclass
+class FineTuneJob(TrainingJob):
+    """Fine-tune the model in ``base_model_bytes`` on a person's digits in a child process
+    (``worker.fine_tune_in_child``), with the same progress, stop, pause and failure handling
+    as a training; ``snapshot().tuning`` holds its figures at the end. ``inputs`` (n, 784)
+    float32 in [0, 1] and ``labels`` (n,) are the digits; ``config`` is the base model's (for
+    display); ``options``: ``FineTuneOptions.to_dict()`` (empty: the defaults).
+    """
+
+    inputs: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.base_model_bytes is None or self.inputs is None or self.labels is None:
+            raise ValueError("a fine-tune needs base_model_bytes, inputs and labels")
+        super().__post_init__()
+        self._history = []  # its progress is the tuning's own, not the base model's training
+
+    def _child(self, sender) -> tuple[Callable[..., None], tuple, dict[str, Any]]:
+        args = (self.base_model_bytes, self.inputs, self.labels, str(self.mnist_dir), sender, self._stop)
+        kwargs = dict(run_event=self._run, options=self.options, max_pause_seconds=self.max_pause_seconds)
+        return fine_tune_in_child, args, kwargs

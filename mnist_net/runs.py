@@ -16,8 +16,9 @@ that id and only ever shows, stops or changes that user's runs. A run is a
   first (a kept model stays in the models folder);
 - runs the server's budget refuses (``budget.refusal``) never start.
 
-A run is a training from scratch (``submit``) or more epochs of a finished run's model
-(``submit_more``: a new run that says what it continues); a running one can be paused and
+A run is a training from scratch (``submit``), more epochs of a finished run's model
+(``submit_more``: a new run that says what it continues) or a fine-tune of any model on a
+person's digits (``submit_fine_tune``, which names its base model); a running one can be paused and
 resumed (a paused run keeps its slot; its process stops it after ``jobs``' longest pause).
 A finished model lives only in its run until the user keeps it: ``keep`` saves it into the
 models folder under a name made by ``registry.model_filename`` plus the user's name for it;
@@ -40,11 +41,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .budget import estimate_training_cost, refusal
+import numpy as np
+
+from .budget import TrainingCost, estimate_training_cost, refusal
 from .config import TrainConfig
 from .data import FILES
+from .digitset import DigitSet
 from .files import fsync_directory, write_new
-from .jobs import FINISHED, QUEUED, JobSnapshot, TrainingJob
+from .finetune import FineTuneOptions
+from .jobs import FINISHED, QUEUED, FineTuneJob, JobSnapshot, TrainingJob
+from .model_io import ModelFileError, model_from_bytes
 from .network import MLP
 from .registry import SUFFIX, file_version, model_filename, models_dir
 
@@ -126,6 +132,11 @@ class RunView:
     def has_model(self) -> bool:
         return self.model_bytes > 0
 
+    @property
+    def tuning(self) -> dict[str, Any] | None:
+        """A finished fine-tune's figures (``RunRegistry.submit_fine_tune``); None otherwise."""
+        return self.snapshot.tuning
+
 
 @dataclass
 class _Run:
@@ -200,6 +211,45 @@ class RunRegistry:
             base_model_bytes=job.model_bytes,
         )  # fmt: skip
 
+    def submit_fine_tune(
+        self,
+        user: str,
+        base_model_bytes: bytes,
+        base_label: str,
+        digits: DigitSet,
+        mnist_dir: str | os.PathLike,
+        options: FineTuneOptions | None = None,
+    ) -> str:
+        """Fine-tune the model in ``base_model_bytes`` on ``digits`` (a person's ``DigitSet``) as a run.
+
+        Like any run: it waits for a slot, shows progress, can be stopped, and its model can be
+        kept, renamed and deleted; its kind is FINE_TUNE_RUN and ``based_on`` is ``base_label``.
+        A stratified third of each digit's examples is held out (none of a digit with fewer
+        than 2). When it ends, ``RunView.tuning`` holds: ``held_out_before``, ``held_out_after``
+        (accuracy on the held-out digits; None if none were held out), ``mnist_before``,
+        ``mnist_after`` (MNIST test accuracy), ``flipped`` ({"wrong_to_right": [...],
+        "right_to_wrong": [...]}: indices into ``digits`` of held-out digits), ``n_train``,
+        ``n_held_out``. RunRefused (a message for a person) for bytes that are no model, an
+        empty set, or what the server will not run.
+        """
+        _check_user(user)
+        if not isinstance(digits, DigitSet) or len(digits) == 0:
+            raise RunRefused("There are no digits to learn from yet.")
+        try:
+            base = model_from_bytes(bytes(base_model_bytes))
+        except (ModelFileError, TypeError) as e:
+            raise RunRefused(f"That model cannot be fine-tuned: {e}") from None
+        opts = options or FineTuneOptions()
+        images = opts.steps * opts.batch_size
+        cost_config = replace(base.config, epochs=1, n_train=images, batch_size=opts.batch_size, augment=True)
+        label = _clean_name(base_label) or "a model"
+        return self._register(
+            user, base.config, mnist_dir, source="fine-tune", kind=FINE_TUNE_RUN, based_on=label,
+            cost=estimate_training_cost(cost_config, N_MNIST_TRAIN, n_val=2 * 10_000), factory=FineTuneJob,
+            base_model_bytes=bytes(base_model_bytes), inputs=np.array(digits.inputs, np.float32),
+            labels=np.array(digits.labels, np.int64), options=opts.to_dict(),
+        )  # fmt: skip
+
     def _register(
         self,
         user: str,
@@ -209,10 +259,16 @@ class RunRegistry:
         kind: str = "training",
         based_on: str | None = None,
         based_on_id: str | None = None,
+        cost: TrainingCost | None = None,
+        factory: Callable[..., TrainingJob] | None = None,
         **job_options: Any,
     ) -> str:
-        """Check the bounds, make the run's job and queue it; see ``submit``."""
-        if problem := refusal(estimate_training_cost(config, N_MNIST_TRAIN)):
+        """Check the bounds, make the run's job and queue it; see ``submit``.
+
+        ``cost``: what the run will cost (default: training ``config``); ``factory``: what makes its
+        job (default: the registry's job factory).
+        """
+        if problem := refusal(cost or estimate_training_cost(config, N_MNIST_TRAIN)):
             raise RunRefused(f"This server cannot run that: {problem}.")
         with self._lock:
             mine = [r for r in self._runs.values() if r.user == user]
@@ -230,7 +286,7 @@ class RunRegistry:
             account = self._user(user)
             account.started += 1
             run_id = secrets.token_urlsafe(12)
-            job = self._job_factory(
+            job = (factory or self._job_factory)(
                 config, mnist_dir, save_dir=None, source=source, on_finish=self._job_finished, **job_options
             )
             self._runs[run_id] = _Run(run_id, user, account.started, job, None, kind, based_on, based_on_id)

@@ -11,6 +11,11 @@ the training clock (elapsed time, rate, ETA) stands still. A pause longer than
 ``max_pause_seconds`` ends as a stop, so a forgotten pause does not hold a training slot for
 ever. If the parent goes away, the next send fails and the child ends (a paused child sends
 a heartbeat every few seconds to find out).
+``fine_tune_in_child`` is the same life for a fine-tune (``finetune.fine_tune``) of a model
+on a person's digits: it holds out a stratified third of them (``split_held_out``; a digit
+with fewer than 2 examples is all taught), tunes on the rest with MNIST rehearsal, and sends
+back the tuned model with ``Result.tuning`` (before/after on the held-out digits and on MNIST
+test, and which held-out digits flipped).
 Non-goals: several runs per process, talking to any UI.
 
 Messages, in order (each a tuple whose first item names it):
@@ -26,6 +31,7 @@ import math
 import os
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +39,8 @@ import numpy as np
 
 from .config import TrainConfig
 from .data import MnistError, load_mnist
-from .history import explain_divergence
+from .finetune import FineTuneOptions, fine_tune, split_held_out
+from .history import Progress, explain_divergence
 from .metrics import Evaluation, evaluate
 from .model_io import ModelFileError, model_from_bytes, model_to_bytes
 from .network import MLP
@@ -50,10 +57,11 @@ class Result:
     """What a finished (or stopped) run sends back. ``mistake_images``: (m, 784) uint8 test digits."""
 
     model_bytes: bytes
-    evaluation: Evaluation
-    mistake_images: np.ndarray
-    mistake_labels: np.ndarray
+    evaluation: Evaluation | None  # None for a fine-tune (its MNIST figures are in ``tuning``)
+    mistake_images: np.ndarray | None
+    mistake_labels: np.ndarray | None
     stopped: bool
+    tuning: dict[str, Any] | None = None  # a fine-tune's figures (fine_tune_in_child); None for a training
 
 
 def weights_preview(params: dict[str, np.ndarray] | None) -> np.ndarray | None:
@@ -85,6 +93,26 @@ def whole_epochs(history: list[dict], epochs_done: int) -> list[dict]:
     return [h for h in history if int(h.get("epoch", 0)) <= epochs_done]
 
 
+def _reported(conn, work: Callable[[], tuple]) -> None:
+    """Send ``work()``'s final message, or an error message for any exception; close ``conn``."""
+    try:
+        conn.send(work())
+    except (BrokenPipeError, EOFError, ConnectionError):
+        return  # the parent is gone: nobody is left to tell
+    except Exception as e:  # every other ending is reported, never silent
+        message = str(e) or type(e).__name__
+        if not isinstance(e, (ValueError, MnistError, ModelFileError, OSError, MemoryError)):
+            message = f"{type(e).__name__}: {message}\n{traceback.format_exc(limit=3)}"
+        elif isinstance(e, MemoryError):
+            message = "the training process ran out of memory"
+        try:
+            conn.send(("error", message))
+        except (BrokenPipeError, EOFError, ConnectionError):
+            return
+    finally:
+        conn.close()
+
+
 def train_in_child(
     config_dict: dict[str, Any],
     mnist_dir: str,
@@ -104,23 +132,100 @@ def train_in_child(
     """
     _own_session()
     controls = _Controls(conn, stop_event, run_event, max_pause_seconds)
-    try:
-        config = TrainConfig.from_dict(config_dict)
-        conn.send(_train(config, mnist_dir, conn, controls, source, base_model_bytes, preview_seconds))
-    except (BrokenPipeError, EOFError, ConnectionError):
-        return  # the parent is gone: nobody is left to tell
-    except Exception as e:  # every other ending is reported, never silent
-        message = str(e) or type(e).__name__
-        if not isinstance(e, (ValueError, MnistError, ModelFileError, OSError, MemoryError)):
-            message = f"{type(e).__name__}: {message}\n{traceback.format_exc(limit=3)}"
-        elif isinstance(e, MemoryError):
-            message = "the training process ran out of memory"
-        try:
-            conn.send(("error", message))
-        except (BrokenPipeError, EOFError, ConnectionError):
-            return
-    finally:
-        conn.close()
+    _reported(
+        conn,
+        lambda: _train(
+            TrainConfig.from_dict(config_dict), mnist_dir, conn, controls, source, base_model_bytes, preview_seconds
+        ),
+    )
+
+
+HELD_OUT_FRACTION = 1 / 3  # of each digit's examples (3 of a digit: 1 tested, 2 taught)
+HELD_OUT_SEED = 0
+
+
+def fine_tune_in_child(
+    base_model_bytes: bytes,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    mnist_dir: str,
+    conn,
+    stop_event,
+    run_event=None,
+    options: dict[str, Any] | None = None,
+    max_pause_seconds: float = MAX_PAUSE_SECONDS,
+) -> None:
+    """A fine-tune's whole life (module docstring): ``inputs`` (n, 784) float32, ``labels`` (n,)."""
+    _own_session()
+    controls = _Controls(conn, stop_event, run_event, max_pause_seconds)
+    tune_options = FineTuneOptions.from_dict(options or {})
+    _reported(conn, lambda: _fine_tune(base_model_bytes, inputs, labels, mnist_dir, conn, controls, tune_options))
+
+
+def _fine_tune(
+    base_bytes: bytes,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    mnist_dir: str,
+    conn,
+    controls: _Controls,
+    options: FineTuneOptions,
+) -> tuple:
+    data = load_mnist(mnist_dir, download=False, progress=False)
+    base = model_from_bytes(base_bytes)  # the safe loader, in the child too
+    X, y = np.asarray(inputs, np.float32), np.asarray(labels, np.int64)
+    train_idx, held_idx = split_held_out(y, HELD_OUT_FRACTION, HELD_OUT_SEED)
+    if not len(held_idx):
+        note = (
+            "Too few digits to keep some aside for testing (fewer than 2 of each digit): all "
+            f"{len(y)} were used to teach it, so there are no before/after figures on your own digits."
+        )
+        conn.send(("note", note))
+    conn.send(("status", TRAINING))
+    began = controls.clock()
+
+    def progress(fraction: float) -> None:
+        conn.send(("progress", tuning_record(fraction, options.steps, controls.clock() - began)))
+
+    held = (X[held_idx], y[held_idx]) if len(held_idx) else None
+    tuned = fine_tune(
+        base, X[train_idx], y[train_idx], options=options, rehearsal=(data.X_train, data.y_train), held_out=held,
+        test=(data.X_test, data.y_test), progress=progress, stop=controls.stop_requested,
+    )  # fmt: skip
+    record = tuned.fine_tune_ or {}
+    figures = record.get("figures", {})
+    flipped: dict[str, list[int]] = {"wrong_to_right": [], "right_to_wrong": []}
+    if held is not None:
+        right_before = base.predict(held[0]) == held[1]
+        right_after = tuned.predict(held[0]) == held[1]
+        flipped = {
+            "wrong_to_right": held_idx[~right_before & right_after].tolist(),
+            "right_to_wrong": held_idx[right_before & ~right_after].tolist(),
+        }
+    tuning = {
+        "held_out_before": figures.get("held_out_before"),
+        "held_out_after": figures.get("held_out_after"),
+        "mnist_before": figures.get("test_before"),
+        "mnist_after": figures.get("test_after"),
+        "flipped": flipped,
+        "n_train": int(len(train_idx)),
+        "n_held_out": int(len(held_idx)),
+    }
+    result = Result(model_to_bytes(tuned), None, None, None, bool(record.get("stopped")), tuning)
+    return ("result", result)
+
+
+def tuning_record(fraction: float, steps: int, elapsed: float) -> dict[str, Any]:
+    """A fine-tune's progress as a progress record (one 'epoch' of ``steps`` batches): what
+    ``fraction_done`` and the ETA read; its loss and accuracies are not measured (NaN)."""
+    done = min(steps, max(0, round(fraction * steps)))
+    eta = elapsed * (steps - done) / done if done else 0.0
+    nan = float("nan")
+    return Progress(
+        kind="epoch" if done == steps else "batch", epoch=1, batch=done, batches_per_epoch=steps, epochs=1,
+        loss=nan, train_acc=nan, val_acc=None, val_loss=None, samples_per_s=nan, elapsed=elapsed, eta=eta,
+        stopped=False, diverged=False,
+    ).to_dict()  # fmt: skip
 
 
 class _Controls:
