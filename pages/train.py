@@ -34,7 +34,7 @@ from mnist_net.jobs import (
     TRAINING,
     JobSnapshot,
 )
-from mnist_net.runs import MAX_MORE_EPOCHS, MORE_RUN, N_MNIST_TRAIN, RunRefused, RunView
+from mnist_net.runs import FINE_TUNE_RUN, MAX_MORE_EPOCHS, MORE_RUN, N_MNIST_TRAIN, RunRefused, RunView
 from pages.ui import state
 from pages.ui.charts import accuracy_curve, confusion_chart, enlarged, loss_curve, per_digit_chart, signed_tiles
 from pages.ui.inside import show_mistakes_explorer, show_runs_side_by_side
@@ -103,6 +103,8 @@ def settings_text(cfg: TrainConfig) -> str:
 
 def run_text(view: RunView) -> str:
     """A run's settings, and what it continues (a 'train more' run's epochs are the extra ones)."""
+    if view.kind == FINE_TUNE_RUN:
+        return f"{view.origin} on your digits · {view.config.architecture} · {view.config.activation}"
     text = settings_text(view.config)
     if view.kind == MORE_RUN:
         text = text.replace(" epoch", " more epoch", 1)
@@ -190,6 +192,11 @@ def status_text(view: RunView) -> str:
         return f"{words}, {snap.fraction_done:.0%}"
     if snap.evaluation is not None:
         words += f" · test accuracy {snap.evaluation.accuracy:.2%}"
+    tuning = view.tuning or {}
+    if tuning.get("held_out_after") is not None:
+        words += f" · your held-out digits {tuning['held_out_before']:.0%} → {tuning['held_out_after']:.0%}"
+    if tuning.get("mnist_after") is not None:
+        words += f" · MNIST test {tuning['mnist_after']:.2%}"
     if view.kept_path is not None:
         words += " · kept"
     return words
@@ -245,6 +252,9 @@ def show_live(view: RunView) -> None:
         args=(uid, view.id),
         width="stretch",
     )
+    if view.kind == FINE_TUNE_RUN:  # no curves: a fine-tune's steps measure no loss
+        st.caption("Learning your handwriting; the My digits page shows what it changed when it is done.")
+        return
     st.space("small")  # room for the charts' hover toolbar, so it never covers the progress bar
     show_history(snap.history)
     show_weights(snap, live=True)
@@ -336,7 +346,7 @@ def show_results(view: RunView) -> None:
     show_keep(view, model)
 
 
-def show_keep(view: RunView, model: mnist_net.MLP) -> None:
+def show_keep(view: RunView, model: mnist_net.MLP, offer_more: bool = True) -> None:
     registry, uid = state.run_registry(), state.user_id()
     st.subheader("Keep it")
     if view.kept_path is None:
@@ -387,7 +397,8 @@ def show_keep(view: RunView, model: mnist_net.MLP) -> None:
     if use:
         state.use_run_model(view.id)
         st.switch_page("pages/draw.py")
-    show_train_more(view)
+    if offer_more:
+        show_train_more(view)
 
 
 def show_train_more(view: RunView) -> None:
@@ -422,6 +433,31 @@ def show_train_more(view: RunView) -> None:
             st.rerun()
 
 
+def show_fine_tune_results(view: RunView) -> None:
+    """A finished fine-tune in short (the My digits page shows it in full), and keeping its model."""
+    tuning, model = view.tuning or {}, state.run_registry().model(state.user_id(), view.id)
+    if model is None:
+        return
+    if view.snapshot.status == STOPPED:
+        st.warning("Stopped early: the figures are for the network as it was then.", icon=":material/stop_circle:")
+    if view.snapshot.note:
+        st.caption(plain(view.snapshot.note))
+    held, mnist = st.columns(2)
+    if tuning.get("held_out_after") is not None:
+        held.metric(
+            f"Your {tuning['n_held_out']} held-out digits", f"{tuning['held_out_after']:.1%}",
+            f"{100 * (tuning['held_out_after'] - tuning['held_out_before']):+.1f} points",
+        )  # fmt: skip
+    if tuning.get("mnist_after") is not None and tuning.get("mnist_before") is not None:
+        mnist.metric(
+            "MNIST test",
+            f"{tuning['mnist_after']:.2%}",
+            f"{100 * (tuning['mnist_after'] - tuning['mnist_before']):+.2f} points",
+        )
+    st.caption(f"Taught on {tuning.get('n_train', 0)} of your digits. The My digits page shows which ones flipped.")
+    show_keep(view, model, offer_more=False)
+
+
 def show_ending(view: RunView) -> None:
     """A finished run: its results, or why there are none."""
     snap = view.snapshot
@@ -435,6 +471,8 @@ def show_ending(view: RunView) -> None:
         st.error(f"Training failed: {snap.error}", icon=":material/error:")
     elif snap.status == CANCELLED:
         st.info("This run was stopped before it started.", icon=":material/block:")
+    elif view.kind == FINE_TUNE_RUN:
+        show_fine_tune_results(view)
     else:
         show_results(view)
     st.button(
@@ -713,7 +751,8 @@ if runs:
     runs_and_live_panel()
     if shown is not None and not shown.snapshot.running:
         show_ending(shown)
-if len(runs) >= 2:
+trainings = [v for v in runs if v.kind != FINE_TUNE_RUN]  # a fine-tune has no curves to overlay
+if len(trainings) >= 2:
     side_by_side = st.expander(
         "Runs side by side: curves overlaid, settings in a table",
         icon=":material/stacked_line_chart:",
@@ -722,4 +761,4 @@ if len(runs) >= 2:
     )
     if side_by_side.open:
         with side_by_side:
-            show_runs_side_by_side(runs, settings_table)
+            show_runs_side_by_side(trainings, settings_table)
