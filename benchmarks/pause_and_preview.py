@@ -140,11 +140,12 @@ def main() -> None:
     paused_cpu = [x["paused_cpu_s"] for x in results["paused"]]
     print(f"CPU used while paused {args.pause:g} s: {', '.join(f'{c:.2f}' for c in paused_cpu)} s")
     one = preview_cost_seconds(config)
-    epoch = statistics.median(x["epoch_s"] for x in results["preview"])
-    previews_per_epoch = max(1.0, epoch / PREVIEW_SECONDS)
+    # Previews go by the training clock (wall time), so a starved run sends more per CPU-second.
+    shares = [(1 + x["epoch_s"] * args.epochs / PREVIEW_SECONDS) * one / x["cpu_s"] for x in results["preview"]]
     print(
-        f"direct cost: {previews_per_epoch:.1f} previews per {epoch:.2f} s epoch = "
-        f"{100 * previews_per_epoch * one / epoch:.3f}% of the epoch; load {os.getloadavg()[0]:.1f}"
+        f"direct cost: one preview per training second, {1000 * one:.2f} ms each = "
+        f"{100 * statistics.median(shares):.3f}% of the run's CPU (max {100 * max(shares):.3f}%); "
+        f"load {os.getloadavg()[0]:.1f}"
     )
 
 

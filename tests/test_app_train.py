@@ -97,6 +97,8 @@ def test_tiny_training_history_chart_saved_file_and_use(train_page, models_dir):
     assert at.session_state["model_choice"] == "session"
     assert at.title[0].value == "Draw a digit"
     assert at.selectbox(key="model_choice").value == "session"
+    # The picker names the run (its name once kept) and its accuracy.
+    assert f"Your run: tiny one ({snap.evaluation.accuracy:.2%})" in at.selectbox(key="model_choice").options
     facts = " ".join(m.value for m in at.sidebar.markdown)
     assert "784 → 32 → 10" in facts and f"{100 * snap.evaluation.accuracy:.2f}%" in facts
 
