@@ -125,7 +125,7 @@ def weights_caption(preview) -> str:
     else:
         what = f"Each tile is one of the first layer's {n} filters ({h}x{w}), as it slides over the image"
     return (
-        f"{what}. Red: ink there raises the unit, blue: lowers it, black: no effect; each tile is scaled to "
+        f"{what}. Red: ink there raises its output, blue: lowers it, black: no effect; each tile is scaled to "
         "its own strongest weight."
     )
 
@@ -139,7 +139,7 @@ def show_weights(snap: JobSnapshot, live: bool) -> None:
     picture = signed_tiles(preview, TILE_COLUMNS, max(1, round(TILE_PIXELS / side)))
     title = "Weights as they learn" if live else "Weights it learned"
     st.markdown(f"**{title}**")
-    st.image(picture, caption=weights_caption(preview), width=min(picture.shape[1], 480))
+    st.image(picture, caption=weights_caption(preview), width="content")  # never wider than a phone
 
 
 def show_history(history: list[dict]) -> None:
