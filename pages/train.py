@@ -170,12 +170,16 @@ def progress_text(view: RunView) -> str:
         return f"Stopping after this batch (epoch {h['epoch']}, batch {h['batch']}), then testing the network as it is…"
     eta = snap.eta or 0
     where = f"epoch {h['epoch']}/{h['epochs']}, batch {h['batch']}/{h['batches_per_epoch']}"
+    if view.kind == FINE_TUNE_RUN:  # one pass of small steps, no epochs or images per second
+        where = f"step {h['batch']} of {h['batches_per_epoch']}"
     if snap.pausing:
         return f"Pausing after this batch ({where})…"
     if snap.paused and snap.pause_requested:
         return f"Paused in {where} · about {eta:,.0f} s left once resumed (the pause does not count)"
     if snap.paused:
         return f"Resuming in {where}…"
+    if view.kind == FINE_TUNE_RUN:
+        return f"Learning your handwriting: {where} · about {eta:,.0f} s left"
     return (
         f"Epoch {h['epoch']}/{h['epochs']} · batch {h['batch']}/{h['batches_per_epoch']} · "
         f"{h['samples_per_s']:,.0f} images/s · about {eta:,.0f} s left"

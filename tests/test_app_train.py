@@ -368,3 +368,33 @@ def test_a_fine_tune_run_is_listed_naming_its_base_and_its_model_can_be_kept(
     assert not at.exception and not at.error
     [saved] = list_models()
     assert "my-writing" in saved.name and load_model(saved.path).fine_tune_ is not None
+
+
+def test_a_running_fine_tune_shows_its_steps_and_can_be_paused_and_stopped(train_page, mnist, mnist_dir, small_model):
+    from mnist_net import DigitSet, FineTuneOptions
+    from mnist_net.model_io import model_to_bytes
+
+    at = train_page
+    user = at.session_state[state.USER_ID_KEY]
+    labels = np.repeat(np.arange(10), 2)
+    digits = DigitSet(
+        mnist.X_test[:20].astype(np.float32) / 255, labels, np.zeros((20, 56, 56), np.uint8), np.full(20, 1.8e9)
+    )
+    registry = state.run_registry()
+    run_id = registry.submit_fine_tune(
+        user, model_to_bytes(small_model), "default", digits, mnist_dir, options=FineTuneOptions(steps=20_000)
+    )
+    job = registry.job(user, run_id)
+    assert wait_until(lambda: job.snapshot().history, timeout=60)
+    at.run()
+    [bar] = at.get("progress")
+    assert re.match(r"Learning your handwriting: step \d+ of 20000 · about [\d,]+ s left", bar.proto.text)
+    assert not charts(at) and not weight_tiles(at)  # a fine-tune draws no curves
+    at.button(key="pause").click().run()
+    assert wait_until(lambda: job.snapshot().paused, timeout=60)
+    at.run()
+    assert at.get("progress")[0].proto.text.startswith("Paused in step ")
+    at.button(key="stop").click().run()
+    assert job.join(timeout=60) and job.snapshot().status == STOPPED
+    at.run()
+    assert any("Stopped early" in w.value for w in at.warning)
