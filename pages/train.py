@@ -355,8 +355,9 @@ def show_keep(view: RunView, model: mnist_net.MLP, offer_more: bool = True) -> N
     st.subheader("Keep it")
     if view.kept_path is None:
         st.caption(
-            "This model lives only in this run until you keep it: it is gone when the server restarts, or when "
-            "newer runs push it off your list. Kept models go into the models folder, which everyone's Draw page lists."
+            "This model lives only in your runs list until you keep it: finished runs stay there for a week (a server "
+            "restart keeps them too) until newer runs push them off. Kept models go into the models folder, which "
+            "everyone's Draw page lists."
         )
         name_col, keep_col = st.columns([3, 1], vertical_alignment="bottom")
         name = name_col.text_input("Name", value=f"run {view.number}", key=f"keep_name_{view.id}", max_chars=60)

@@ -29,6 +29,7 @@ from mnist_net.jobs import TrainingJob
 from mnist_net.model_io import default_model_path
 from mnist_net.novelty import model_calibration
 from mnist_net.registry import file_version
+from mnist_net.run_store import RunStore, default_folder
 from mnist_net.runs import RunRegistry, RunView, new_user_id, valid_user_id
 
 APP_SCRIPT = Path(__file__).resolve().parents[2] / "app.py"
@@ -74,8 +75,9 @@ def run_inside_frame() -> None:
 # --- who the user is, and their runs -------------------------------------------------------
 @st.cache_resource(show_spinner=False)
 def run_registry() -> RunRegistry:
-    """The server's one registry of training runs (shared by every session; thread-safe)."""
-    return RunRegistry()
+    """The server's one registry of training runs (shared by every session; thread-safe). Finished
+    runs are kept in a scratch folder (``run_store.default_folder()``), so a restart loses none."""
+    return RunRegistry(store=RunStore(default_folder()))
 
 
 def known_user_id() -> str | None:
