@@ -24,7 +24,10 @@ A finished model lives only in its run until the user keeps it: ``keep`` saves i
 models folder under a name made by ``registry.model_filename`` plus the user's name for it;
 ``rename`` and ``delete_kept`` act only on the very file this registry wrote (same folder,
 same name pattern, same inode and times), never on another path.
-Non-goals: persistence across server restarts, accounts, sharing runs between users.
+Given a ``run_store.RunStore``, every finished run with a model is also written there and a
+user's stored runs are read back the first time the user is seen, so a restart loses no
+finished run (a run still training is lost with its process).
+Non-goals: resuming unfinished runs after a restart, accounts, sharing runs between users.
 """
 
 from __future__ import annotations
