@@ -209,8 +209,8 @@ def status_text(view: RunView) -> str:
 def show_runs_list(runs: list[RunView], shown: RunView | None) -> None:
     st.subheader("Your runs")
     st.caption(
-        "Your runs stay here when you reload the page or open the app in another tab of this browser. "
-        "Nobody else sees them."
+        "Your runs stay here when you reload the page or open the app in another tab of this browser, and "
+        "finished ones for a week even if the server restarts. Nobody else sees them."
     )
     registry, uid = state.run_registry(), state.user_id()
     for view in runs:
