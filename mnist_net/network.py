@@ -12,6 +12,7 @@ Non-goals: GPUs, autograd.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -165,6 +166,7 @@ class Network:
         X_val: ArrayLike | None = None,
         y_val: ArrayLike | None = None,
         stop: Callable[[], bool] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> Iterator[Progress]:
         """Train for config.epochs on (X, y), yielding Progress records (see ``train.run_training``).
 
@@ -173,7 +175,7 @@ class Network:
         """
         state = TrainingState(self.params_, self.optimizer_state_, self.history_, self.epochs_done_)
         try:
-            for record in run_training(self.config, state, X, y, X_val, y_val, stop=stop):
+            for record in run_training(self.config, state, X, y, X_val, y_val, stop=stop, clock=clock):
                 self._take(state)
                 yield record
         finally:

@@ -16,11 +16,18 @@ that id and only ever shows, stops or changes that user's runs. A run is a
   first (a kept model stays in the models folder);
 - runs the server's budget refuses (``budget.refusal``) never start.
 
+A run is a training from scratch (``submit``), more epochs of a finished run's model
+(``submit_more``: a new run that says what it continues) or a fine-tune of any model on a
+person's digits (``submit_fine_tune``, which names its base model); a running one can be paused and
+resumed (a paused run keeps its slot; its process stops it after ``jobs``' longest pause).
 A finished model lives only in its run until the user keeps it: ``keep`` saves it into the
 models folder under a name made by ``registry.model_filename`` plus the user's name for it;
 ``rename`` and ``delete_kept`` act only on the very file this registry wrote (same folder,
 same name pattern, same inode and times), never on another path.
-Non-goals: persistence across server restarts, accounts, sharing runs between users.
+Given a ``run_store.RunStore``, every finished run with a model is also written there and a
+user's stored runs are read back the first time the user is seen, so a restart loses no
+finished run (a run still training is lost with its process).
+Non-goals: resuming unfinished runs after a restart, accounts, sharing runs between users.
 """
 
 from __future__ import annotations
@@ -32,22 +39,30 @@ import threading
 import unicodedata
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .budget import estimate_training_cost, refusal
+import numpy as np
+
+from .budget import TrainingCost, estimate_training_cost, refusal
 from .config import TrainConfig
 from .data import FILES
+from .digitset import DigitSet
 from .files import fsync_directory, write_new
-from .jobs import FINISHED, QUEUED, JobSnapshot, TrainingJob
+from .finetune import FineTuneOptions
+from .jobs import FINISHED, QUEUED, FineTuneJob, JobSnapshot, RestoredJob, TrainingJob
+from .model_io import ModelFileError, model_from_bytes
 from .network import MLP
 from .registry import SUFFIX, file_version, model_filename, models_dir
+from .run_store import RUN_STATUSES, RunStore, run_file_bytes
 
 N_MNIST_TRAIN = FILES["train-images-idx3-ubyte.gz"][1]
 USER_ID_BYTES = 24  # 192 random bits: 32 URL-safe characters
 _USER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{32}$")
+TRAINING_RUN, MORE_RUN, FINE_TUNE_RUN = "training", "train more", "fine-tune"  # a run's kind
+MAX_MORE_EPOCHS = 200  # as many as the train form allows
 MAX_NAME = 60  # characters of a run's name as the user typed it
 MAX_SLUG = 40  # characters of that name in a file name
 # What this registry writes: registry.model_filename's name, then -<slug> (at most 40), then -2, -3... if taken.
@@ -102,14 +117,29 @@ class RunView:
     kept_path: Path | None  # its file in the models folder, once kept
     queue_position: int | None  # runs ahead of it while it waits for a slot
     model_bytes: int  # size of its model file's bytes (0: no model)
+    kind: str = "training"  # TRAINING_RUN, MORE_RUN or FINE_TUNE_RUN
+    based_on: str | None = None  # the label of what it continues or tunes (None: a fresh network)
+    based_on_id: str | None = None  # that run's id, if it was a run of this user
 
     @property
     def label(self) -> str:
         return self.name or f"Run {self.number}"
 
     @property
+    def origin(self) -> str | None:
+        """What it starts from, for people: 'continues Run 2', 'fine-tunes default'; None for a fresh network."""
+        if self.based_on is None:
+            return None
+        return f"{'fine-tunes' if self.kind == FINE_TUNE_RUN else 'continues'} {self.based_on}"
+
+    @property
     def has_model(self) -> bool:
         return self.model_bytes > 0
+
+    @property
+    def tuning(self) -> dict[str, Any] | None:
+        """A finished fine-tune's figures (``RunRegistry.submit_fine_tune``); None otherwise."""
+        return self.snapshot.tuning
 
 
 @dataclass
@@ -119,6 +149,9 @@ class _Run:
     number: int
     job: TrainingJob
     name: str | None = None
+    kind: str = "training"
+    based_on: str | None = None  # the label of the run it continues, when it was submitted
+    based_on_id: str | None = None
     kept_path: Path | None = None
     kept_version: tuple[int, ...] = ()
     files_lock: threading.Lock = field(default_factory=threading.Lock)  # keep / rename / delete, one at a time
@@ -143,6 +176,7 @@ class RunRegistry:
         max_model_bytes: int = 2 * 1024**3,
         max_users: int = 2000,
         job_factory: Callable[..., TrainingJob] = TrainingJob,
+        store: RunStore | None = None,
     ) -> None:
         self.max_running, self.max_waiting = max_running, max_waiting
         self.max_active_per_user, self.max_runs_per_user = max_active_per_user, max_runs_per_user
@@ -152,6 +186,8 @@ class RunRegistry:
         self._runs: dict[str, _Run] = {}  # insertion order: oldest first
         self._queue: deque[str] = deque()  # ids of runs waiting for a slot
         self._users: OrderedDict[str, _User] = OrderedDict()  # least recently used first
+        self._store = store
+        self._restored: set[str] = set()  # users whose stored runs have been read back
 
     # --- starting and stopping -------------------------------------------------------------
     def submit(self, user: str, config: TrainConfig, mnist_dir: str | os.PathLike, source: str = "train page") -> str:
@@ -160,9 +196,89 @@ class RunRegistry:
         Raises RunRefused (with a message for a person) if the server will not run it.
         """
         _check_user(user)
-        if problem := refusal(estimate_training_cost(config, N_MNIST_TRAIN)):
+        return self._register(user, config, mnist_dir, source=source)
+
+    def submit_more(self, user: str, run_id: str, epochs: int, mnist_dir: str | os.PathLike) -> str:
+        """Train ``epochs`` more epochs of ``user``'s finished run's model, as a new run; returns its id.
+
+        The new run starts from that model's weights and optimiser state; its epochs and history
+        carry on from the model's (a stopped run's part-epoch is trained again). RunRefused if
+        the run is not theirs, has no model, or the server will not run it.
+        """
+        base = self._owned_or_refuse(user, run_id)
+        job = base.job
+        if job.model is None or job.model_bytes is None:
+            raise RunRefused("This run has no trained model to train more.")
+        if not isinstance(epochs, int) or isinstance(epochs, bool) or not 1 <= epochs <= MAX_MORE_EPOCHS:
+            raise RunRefused(f"Train 1 to {MAX_MORE_EPOCHS} more epochs.")
+        config = replace(job.model.config, epochs=epochs)
+        label = base.name or f"Run {base.number}"
+        return self._register(
+            user, config, mnist_dir, source=job.source, kind=MORE_RUN, based_on=label, based_on_id=base.id,
+            base_model_bytes=job.model_bytes,
+        )  # fmt: skip
+
+    def submit_fine_tune(
+        self,
+        user: str,
+        base_model_bytes: bytes,
+        base_label: str,
+        digits: DigitSet,
+        mnist_dir: str | os.PathLike,
+        options: FineTuneOptions | None = None,
+    ) -> str:
+        """Fine-tune the model in ``base_model_bytes`` on ``digits`` (a person's ``DigitSet``) as a run.
+
+        Like any run: it waits for a slot, shows progress, can be stopped, and its model can be
+        kept, renamed and deleted; its kind is FINE_TUNE_RUN and ``based_on`` is ``base_label``.
+        A stratified third of each digit's examples is held out (none of a digit with fewer
+        than 2). When it ends, ``RunView.tuning`` holds: ``held_out_before``, ``held_out_after``
+        (accuracy on the held-out digits; None if none were held out), ``mnist_before``,
+        ``mnist_after`` (MNIST test accuracy), ``flipped`` ({"wrong_to_right": [...],
+        "right_to_wrong": [...]}: indices into ``digits`` of held-out digits), ``n_train``,
+        ``n_held_out``. RunRefused (a message for a person) for bytes that are no model, an
+        empty set, or what the server will not run.
+        """
+        _check_user(user)
+        if not isinstance(digits, DigitSet) or len(digits) == 0:
+            raise RunRefused("There are no digits to learn from yet.")
+        try:
+            base = model_from_bytes(bytes(base_model_bytes))
+        except (ModelFileError, TypeError) as e:
+            raise RunRefused(f"That model cannot be fine-tuned: {e}") from None
+        opts = options or FineTuneOptions()
+        images = opts.steps * opts.batch_size
+        cost_config = replace(base.config, epochs=1, n_train=images, batch_size=opts.batch_size, augment=True)
+        label = _clean_name(base_label) or "a model"
+        return self._register(
+            user, base.config, mnist_dir, source="fine-tune", kind=FINE_TUNE_RUN, based_on=label,
+            cost=estimate_training_cost(cost_config, N_MNIST_TRAIN, n_val=2 * 10_000), factory=FineTuneJob,
+            base_model_bytes=bytes(base_model_bytes), inputs=np.array(digits.inputs, np.float32),
+            labels=np.array(digits.labels, np.int64), options=opts.to_dict(),
+        )  # fmt: skip
+
+    def _register(
+        self,
+        user: str,
+        config: TrainConfig,
+        mnist_dir: str | os.PathLike,
+        source: str,
+        kind: str = "training",
+        based_on: str | None = None,
+        based_on_id: str | None = None,
+        cost: TrainingCost | None = None,
+        factory: Callable[..., TrainingJob] | None = None,
+        **job_options: Any,
+    ) -> str:
+        """Check the bounds, make the run's job and queue it; see ``submit``.
+
+        ``cost``: what the run will cost (default: training ``config``); ``factory``: what makes its
+        job (default: the registry's job factory).
+        """
+        if problem := refusal(cost or estimate_training_cost(config, N_MNIST_TRAIN)):
             raise RunRefused(f"This server cannot run that: {problem}.")
         with self._lock:
+            self._restore(user)
             mine = [r for r in self._runs.values() if r.user == user]
             if sum(not _finished(r) for r in mine) >= self.max_active_per_user:
                 raise RunRefused(
@@ -178,8 +294,10 @@ class RunRegistry:
             account = self._user(user)
             account.started += 1
             run_id = secrets.token_urlsafe(12)
-            job = self._job_factory(config, mnist_dir, save_dir=None, source=source, on_finish=self._job_finished)
-            self._runs[run_id] = _Run(run_id, user, account.started, job)
+            job = (factory or self._job_factory)(
+                config, mnist_dir, save_dir=None, source=source, on_finish=self._job_finished, **job_options
+            )
+            self._runs[run_id] = _Run(run_id, user, account.started, job, None, kind, based_on, based_on_id)
             self._queue.append(run_id)
             self._schedule()
         return run_id
@@ -192,6 +310,18 @@ class RunRegistry:
             return False
         run.job.stop()  # outside the lock: cancelling a waiting job calls back into the registry
         return True
+
+    def pause(self, user: str, run_id: str) -> bool:
+        """Pause ``user``'s training run after its current batch. False if not theirs or not training."""
+        with self._lock:
+            run = self._owned(user, run_id)
+        return run is not None and run.job.pause()
+
+    def resume(self, user: str, run_id: str) -> bool:
+        """Carry on with ``user``'s paused run. False if not theirs or not paused."""
+        with self._lock:
+            run = self._owned(user, run_id)
+        return run is not None and run.job.resume()
 
     def stop_all(self, user: str | None = None, timeout: float = 60) -> None:
         """Stop every run (of ``user``, or all) and wait for them to end: for shutting down and tests."""
@@ -208,6 +338,7 @@ class RunRegistry:
         if not valid_user_id(user):
             return []
         with self._lock:
+            self._restore(user)
             self._schedule()
             if user in self._users:
                 self._users.move_to_end(user)
@@ -277,6 +408,8 @@ class RunRegistry:
                 raise RunRefused(f"The model could not be saved: {problem}. It is still here in the run.") from None
             run.kept_path, run.kept_version = path, file_version(os.stat(path, follow_symlinks=False))
             run.name = _clean_name(name)
+            self._relabel_continuations(run)
+            self._persist(run)
             return path
 
     def rename(self, user: str, run_id: str, name: str) -> Path | None:
@@ -286,6 +419,8 @@ class RunRegistry:
             new_name = _clean_name(name)
             if run.kept_path is None:
                 run.name = new_name
+                self._relabel_continuations(run)
+                self._persist(run)
                 return None
             old = self._checked_own_file(run)
             stamp = _KEPT_STEM_RE.match(old.name)
@@ -306,6 +441,8 @@ class RunRegistry:
                 run.kept_path, run.kept_version = target, file_version(os.stat(target, follow_symlinks=False))
                 break
             run.name = new_name
+            self._relabel_continuations(run)
+            self._persist(run)
             return run.kept_path
 
     def delete_kept(self, user: str, run_id: str) -> None:
@@ -323,6 +460,7 @@ class RunRegistry:
                 raise RunRefused(f"The file could not be deleted: {e.strerror or e}.") from None
             fsync_directory(path.parent)
             run.kept_path, run.kept_version = None, ()
+            self._persist(run)
 
     def forget(self, user: str, run_id: str) -> None:
         """Take a finished run off ``user``'s list (a kept file stays in the models folder)."""
@@ -332,10 +470,12 @@ class RunRegistry:
                 return
             if not _finished(run):
                 raise RunRefused("Stop this run before removing it from the list.")
-            del self._runs[run_id]
+            self._drop(run)
 
     # --- internals -------------------------------------------------------------------------
     def _owned(self, user: str, run_id: str) -> _Run | None:
+        if valid_user_id(user):
+            self._restore(user)
         run = self._runs.get(run_id) if isinstance(run_id, str) else None
         if run is None or not valid_user_id(user) or not secrets.compare_digest(run.user, user):
             return None
@@ -396,7 +536,11 @@ class RunRegistry:
                     break
                 if run.job is not job:
                     total -= 2 * len(run.job.model_bytes or b"")
-                    del self._runs[run.id]
+                    self._drop(run)
+            ended = next((r for r in self._runs.values() if r.job is job), None)
+        if ended is not None and self._store is not None and job.model_bytes:
+            with ended.files_lock:
+                self._persist(ended)
 
     def _make_room(self, user: str) -> None:
         """Drop the oldest finished runs so one more fits the per-user and the total bounds."""
@@ -405,12 +549,69 @@ class RunRegistry:
         while len(mine) >= self.max_runs_per_user and droppable:
             oldest = droppable.pop(0)
             mine.remove(oldest)
-            del self._runs[oldest.id]
+            self._drop(oldest)
         finished = [r for r in self._runs.values() if _finished(r)]
         while len(self._runs) >= self.max_runs and finished:
-            del self._runs[finished.pop(0).id]
+            self._drop(finished.pop(0))
         if len(self._runs) >= self.max_runs:
             raise RunRefused("The server is busy: too many runs are going. Try again when one has finished.")
+
+    def _drop(self, run: _Run) -> None:
+        """Take a run off the lists, in memory and in the store."""
+        self._runs.pop(run.id, None)
+        if self._store is not None:
+            self._store.delete(run.user, run.id)
+
+    def _persist(self, run: _Run) -> None:
+        """Write a finished run with a model to the store (called with ``run.files_lock`` held)."""
+        job = run.job
+        snap = job.snapshot()
+        if (
+            self._store is None
+            or job.model_bytes is None
+            or snap.status not in RUN_STATUSES
+            or run.id not in self._runs
+        ):
+            return
+        facts = {
+            "number": run.number, "name": run.name, "kind": run.kind, "based_on": run.based_on,
+            "based_on_id": run.based_on_id, "status": snap.status, "note": snap.note, "created": snap.created,
+            "started": snap.started, "finished_at": snap.finished_at, "tuning": snap.tuning,
+            "kept": None if run.kept_path is None else {"name": run.kept_path.name, "version": list(run.kept_version)},
+        }  # fmt: skip
+        data = run_file_bytes(facts, job.model_bytes, snap.evaluation, snap.mistake_images, snap.mistake_labels)
+        try:
+            self._store.save(run.user, run.id, data)
+        except OSError:
+            pass  # a full or read-only scratch folder: the run lives on in memory, as before the store
+
+    def _restore(self, user: str) -> None:
+        """Read ``user``'s stored runs back once (after a restart), oldest first; called with the lock held."""
+        if self._store is None or user in self._restored:
+            return
+        self._restored.add(user)
+        try:
+            stored = self._store.load(user)
+        except OSError:
+            return
+        account = self._user(user)
+        for s in stored:
+            if s.run_id in self._runs:
+                continue
+            f = s.facts
+            job = RestoredJob(s.model.config, "", source=str(s.model.info_.get("source", "train page")), stored=s)
+            run = _Run(s.run_id, user, f["number"], job, f["name"], f["kind"], f["based_on"], f["based_on_id"])
+            kept = f["kept"]
+            if kept is not None:  # still the very file this registry wrote? Then it can be renamed or deleted
+                path = models_dir() / kept["name"]
+                try:
+                    same = file_version(os.stat(path, follow_symlinks=False)) == tuple(kept["version"])
+                except OSError:
+                    same = False
+                if same:
+                    run.kept_path, run.kept_version = path, tuple(kept["version"])
+            self._runs[s.run_id] = run
+            account.started = max(account.started, f["number"])
 
     def _view(self, run: _Run) -> RunView:
         snap = run.job.snapshot()
@@ -426,7 +627,20 @@ class RunRegistry:
             run.kept_path,
             position,
             len(run.job.model_bytes or b""),
+            run.kind,
+            run.based_on,
+            run.based_on_id,
         )
+
+    def _relabel_continuations(self, base: _Run) -> None:
+        """Runs that continue ``base`` name it by its new name (kept even once ``base`` is gone)."""
+        with self._lock:
+            continuations = [r for r in self._runs.values() if r.based_on_id == base.id]
+        for run in continuations:
+            run.based_on = base.name or f"Run {base.number}"
+            if _finished(run):
+                with run.files_lock:
+                    self._persist(run)
 
 
 _KEPT_STEM_RE = re.compile(r"^mnist-\d{8}-\d{6}(?:-acc\d+\.\d\d)?")

@@ -2,16 +2,34 @@
 runs, at most N train at once (the rest wait their turn), bounds per user and in all, budget
 refusals, and keep / rename / delete touching only the file the registry itself wrote."""
 
+import os
 import re
+import signal
+import time
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 from conftest import wait_until
 
-from mnist_net import TrainConfig, load_model
-from mnist_net.jobs import CANCELLED, DONE, QUEUED, STOPPED
+from mnist_net import DigitSet, FineTuneOptions, TrainConfig, fine_tune, load_model, split_held_out
+from mnist_net.finetune import model_sha256
+from mnist_net.jobs import CANCELLED, DONE, FAILED, QUEUED, STOPPED
+from mnist_net.model_io import model_from_bytes, model_to_bytes
 from mnist_net.registry import list_models, model_filename
-from mnist_net.runs import RunRefused, RunRegistry, kept_file_names, name_slug, new_user_id, valid_user_id
+from mnist_net.run_store import RunStore, RunStoreError, read_run_file, run_file_bytes
+from mnist_net.runs import (
+    FINE_TUNE_RUN,
+    MAX_MORE_EPOCHS,
+    MORE_RUN,
+    RunRefused,
+    RunRegistry,
+    kept_file_names,
+    name_slug,
+    new_user_id,
+    valid_user_id,
+)
+from mnist_net.worker import HELD_OUT_FRACTION, HELD_OUT_SEED
 
 
 def tiny(seed: int = 0) -> TrainConfig:
@@ -191,3 +209,263 @@ def test_settings_are_kept_per_user_and_bounded():
     )
     assert registry.settings(me) == {"hidden_sizes": "64", "epochs": 3, "augment": True, "x": "y" * 200}
     assert registry.settings(other) == {}
+
+
+def test_pause_resume_and_train_more_act_only_on_the_users_own_runs(registry, mnist_dir):
+    me, other = new_user_id(), new_user_id()
+    run_id = registry.submit(me, long_run(), mnist_dir)
+    assert wait_until(lambda: registry.get(me, run_id).snapshot.history, timeout=60)
+    assert registry.pause(other, run_id) is False and not registry.get(me, run_id).snapshot.pause_requested
+    assert registry.pause(me, run_id)
+    assert wait_until(lambda: registry.get(me, run_id).snapshot.paused, timeout=60)
+    assert registry.running_count() == 1  # a paused run keeps its slot
+    assert registry.resume(other, run_id) is False and registry.get(me, run_id).snapshot.pause_requested
+    assert registry.resume(me, run_id) and not registry.get(me, run_id).snapshot.pause_requested
+    with pytest.raises(RunRefused, match="no trained model"):  # still training: nothing to continue yet
+        registry.submit_more(me, run_id, 1, mnist_dir)
+    registry.stop(me, run_id)
+    base = finished(registry, me, run_id)
+    with pytest.raises(RunRefused, match="no such run"):
+        registry.submit_more(other, run_id, 1, mnist_dir)
+    for bad in (0, -1, MAX_MORE_EPOCHS + 1, True, 1.5):
+        with pytest.raises(RunRefused, match="more epochs"):
+            registry.submit_more(me, run_id, bad, mnist_dir)
+    registry.rename(me, run_id, "first try")
+    more_id = registry.submit_more(me, run_id, 1, mnist_dir)
+    view = registry.get(me, more_id)
+    assert view.kind == MORE_RUN and view.based_on_id == run_id and view.origin == "continues first try"
+    assert view.number == 2 and view.config.epochs == 1
+    assert view.config.hidden_sizes == base.config.hidden_sizes and view.config.n_train == base.config.n_train
+    with pytest.raises(RunRefused, match="already have a run"):  # still one unfinished run per user
+        registry.submit_more(me, run_id, 1, mnist_dir)
+    registry.stop(me, more_id)
+    done = finished(registry, me, more_id)
+    assert done.has_model and registry.model(me, more_id).info_["continued_from_epoch"] == 0
+    registry.rename(me, run_id, "renamed")
+    assert registry.get(me, more_id).origin == "continues renamed"  # follows the base run's name
+    registry.forget(me, run_id)
+    assert registry.get(me, more_id).origin == "continues renamed"  # remembered once the base is gone
+    assert registry.get(me, run_id) is None
+
+
+# --- fine-tune runs --------------------------------------------------------------------------------
+
+
+def writer_digits(mnist, per_class: int, seed: int = 0) -> DigitSet:
+    """A "writer" MNIST reads badly: test digits mirrored left to right, ``per_class`` of each digit."""
+    rng = np.random.default_rng(seed)
+    idx = np.concatenate([rng.choice(np.flatnonzero(mnist.y_test == c), per_class, replace=False) for c in range(10)])
+    images = mnist.X_test[idx].reshape(-1, 28, 28)[:, :, ::-1].reshape(-1, 784)
+    n = len(idx)
+    return DigitSet(
+        images.astype(np.float32) / 255, mnist.y_test[idx].astype(np.int64), np.zeros((n, 56, 56), np.uint8),
+        np.full(n, 1.8e9),
+    )  # fmt: skip
+
+
+QUICK = FineTuneOptions(steps=60)
+
+
+def test_a_fine_tune_run_reports_its_figures_and_its_model_is_kept_like_any(
+    registry, mnist, mnist_dir, small_model, models_dir
+):
+    me, other = new_user_id(), new_user_id()
+    digits = writer_digits(mnist, per_class=4)
+    base_bytes = model_to_bytes(small_model)
+    run_id = registry.submit_fine_tune(me, base_bytes, "default", digits, mnist_dir, options=QUICK)
+    assert registry.get(other, run_id) is None and registry.runs(other) == []
+    view = finished(registry, me, run_id)
+    assert view.snapshot.status == DONE, view.snapshot.error
+    assert view.kind == FINE_TUNE_RUN and view.origin == "fine-tunes default" and view.has_model
+    assert view.snapshot.fraction_done == 1.0 and view.snapshot.evaluation is None
+    tuning = view.tuning
+    assert set(tuning) == {
+        "held_out_before", "held_out_after", "mnist_before", "mnist_after", "flipped", "n_train", "n_held_out",
+    }  # fmt: skip
+    # The figures are exactly those of the same fine-tune done here, on the same split.
+    train_idx, held_idx = split_held_out(digits.labels, HELD_OUT_FRACTION, HELD_OUT_SEED)
+    assert (tuning["n_train"], tuning["n_held_out"]) == (len(train_idx), len(held_idx)) == (30, 10)  # 1 of 4 kept
+    held = (digits.inputs[held_idx], digits.labels[held_idx])
+    here = fine_tune(
+        small_model, digits.inputs[train_idx], digits.labels[train_idx], options=QUICK,
+        rehearsal=(mnist.X_train, mnist.y_train), held_out=held, test=(mnist.X_test, mnist.y_test),
+    )  # fmt: skip
+    figures = here.fine_tune_["figures"]
+    assert (
+        tuning["held_out_before"] == figures["held_out_before"]
+        and tuning["held_out_after"] == figures["held_out_after"]
+    )
+    assert tuning["mnist_before"] == figures["test_before"] == small_model.score(mnist.X_test, mnist.y_test)
+    assert tuning["mnist_after"] == figures["test_after"]
+    before_right = small_model.predict(held[0]) == held[1]
+    after_right = here.predict(held[0]) == held[1]
+    assert tuning["flipped"] == {
+        "wrong_to_right": held_idx[~before_right & after_right].tolist(),
+        "right_to_wrong": held_idx[before_right & ~after_right].tolist(),
+    }
+    assert tuning["held_out_before"] < 0.5  # mirrored digits: the base reads most of them wrong
+    # Its model is kept, renamed and deleted like any run's, and the kept file is a listed model.
+    tuned = registry.model(me, run_id)
+    np.testing.assert_array_equal(tuned.params_["W1"], here.params_["W1"])
+    assert tuned.fine_tune_["personal_counts"] == [3] * 10
+    path = registry.keep(me, run_id, "my handwriting")
+    assert [m.path for m in list_models()] == [path] and "my-handwriting" in path.name
+    assert load_model(path).fine_tune_["base_sha256"] == model_sha256(model_from_bytes(base_bytes))
+    renamed = registry.rename(me, run_id, "mine")
+    registry.delete_kept(me, run_id)
+    assert not renamed.exists() and list_models() == []
+    assert small_model.fine_tune_ is None  # the base is untouched
+
+
+def test_a_fine_tune_with_too_few_digits_holds_none_out_and_says_so(registry, mnist, mnist_dir, small_model):
+    me = new_user_id()
+    run_id = registry.submit_fine_tune(
+        me, model_to_bytes(small_model), "default", writer_digits(mnist, per_class=1), mnist_dir, options=QUICK
+    )
+    view = finished(registry, me, run_id)
+    assert view.snapshot.status == DONE, view.snapshot.error
+    tuning = view.tuning
+    assert tuning["n_held_out"] == 0 and tuning["n_train"] == 10
+    assert tuning["held_out_before"] is None and tuning["held_out_after"] is None
+    assert tuning["flipped"] == {"wrong_to_right": [], "right_to_wrong": []}
+    assert tuning["mnist_after"] is not None
+    assert "Too few digits to keep some aside" in view.snapshot.note
+
+
+def test_a_fine_tune_can_be_stopped_and_a_killed_one_fails_leaving_no_file(
+    registry, mnist, mnist_dir, small_model, models_dir
+):
+    me = new_user_id()
+    long = FineTuneOptions(steps=20_000)
+    base = model_to_bytes(small_model)
+    run_id = registry.submit_fine_tune(me, base, "default", writer_digits(mnist, 4), mnist_dir, options=long)
+    assert wait_until(lambda: registry.get(me, run_id).snapshot.history, timeout=60)
+    assert registry.get(me, run_id).snapshot.eta is not None
+    registry.stop(me, run_id)
+    stopped = finished(registry, me, run_id)
+    assert stopped.snapshot.status == STOPPED and stopped.has_model and stopped.tuning["mnist_after"] is not None
+    again = registry.submit_fine_tune(me, base, "default", writer_digits(mnist, 4), mnist_dir, options=long)
+    assert wait_until(lambda: registry.get(me, again).snapshot.history, timeout=60)
+    os.kill(registry.job(me, again).pid, signal.SIGKILL)
+    view = finished(registry, me, again)
+    assert view.snapshot.status == FAILED and "SIGKILL" in view.snapshot.error
+    assert not view.has_model and view.tuning is None
+    assert not models_dir.exists() or not any(models_dir.rglob("*"))
+
+
+def test_a_fine_tune_refuses_what_it_cannot_use(registry, mnist, mnist_dir, small_model):
+    me = new_user_id()
+    with pytest.raises(RunRefused, match="no digits"):
+        registry.submit_fine_tune(me, model_to_bytes(small_model), "default", DigitSet.empty(), mnist_dir)
+    with pytest.raises(RunRefused, match="cannot be fine-tuned"):
+        registry.submit_fine_tune(me, b"not a model", "default", writer_digits(mnist, 2), mnist_dir)
+    with pytest.raises(ValueError):
+        registry.submit_fine_tune(
+            "not a user", model_to_bytes(small_model), "default", writer_digits(mnist, 2), mnist_dir
+        )
+    assert registry.runs(me) == []
+
+
+# --- finished runs kept in a scratch folder across a restart ----------------------------------------
+
+
+def test_finished_runs_come_back_after_a_restart_and_act_as_before(tmp_path, mnist_dir, models_dir):
+    scratch = tmp_path / "scratch"
+    me, other = new_user_id(), new_user_id()
+    before = RunRegistry(store=RunStore(scratch))
+    try:
+        first = before.submit(me, tiny(1), mnist_dir)
+        finished(before, me, first)
+        kept = before.keep(me, first, "kept one")
+        second = before.submit(me, tiny(2), mnist_dir)
+        finished(before, me, second)
+        old = {v.id: v for v in before.runs(me)}
+        old_bytes = {i: before.job(me, i).model_bytes for i in old}
+    finally:
+        before.stop_all(timeout=60)
+    # A new server process: a new registry over the same folder.
+    after = RunRegistry(store=RunStore(scratch))
+    try:
+        assert after.runs(other) == []
+        views = after.runs(me)
+        assert [v.id for v in views] == [second, first]
+        for v in views:
+            was = old[v.id]
+            assert (v.number, v.label, v.kind, v.snapshot.status) == (
+                was.number,
+                was.label,
+                was.kind,
+                was.snapshot.status,
+            )
+            assert v.snapshot.history == was.snapshot.history and v.config == was.config
+            assert v.snapshot.evaluation.accuracy == was.snapshot.evaluation.accuracy
+            np.testing.assert_array_equal(v.snapshot.evaluation.confusion, was.snapshot.evaluation.confusion)
+            np.testing.assert_array_equal(v.snapshot.mistake_images, was.snapshot.mistake_images)
+            np.testing.assert_array_equal(v.snapshot.weights_preview, was.snapshot.weights_preview)
+            assert after.job(me, v.id).model_bytes == old_bytes[v.id]
+        # The kept file is still recognised as this app's: it can be renamed and deleted.
+        assert after.get(me, first).kept_path == kept
+        renamed = after.rename(me, first, "renamed")
+        assert renamed.exists() and not kept.exists()
+        # Runs carry on from there: numbers go on, train more works from a restored run.
+        more = after.submit_more(me, second, 1, mnist_dir)
+        assert after.get(me, more).number == 3 and after.get(me, more).origin == "continues Run 2"
+        finished(after, me, more)
+        after.forget(me, second)
+    finally:
+        after.stop_all(timeout=60)
+    again = RunRegistry(store=RunStore(scratch))
+    assert [(v.number, v.label) for v in again.runs(me)] == [(3, "Run 3"), (1, "renamed")]
+    assert again.get(me, first).kept_path == renamed  # the rename was stored too
+
+
+def stored_bytes(model_bytes: bytes, number: int = 1, **facts) -> bytes:
+    base = dict(
+        number=number, name=None, kind="training", based_on=None, based_on_id=None, status="done", note=None,
+        created=1.8e9, started=1.8e9, finished_at=1.8e9, tuning=None, kept=None,
+    )  # fmt: skip
+    return run_file_bytes({**base, **facts}, model_bytes, None, None, None)
+
+
+def test_the_store_bounds_its_files_and_drops_what_does_not_read_back(tmp_path, small_model):
+    store = RunStore(tmp_path, max_per_user=2, max_age_days=1)
+    me = new_user_id()
+    model_bytes = model_to_bytes(small_model)
+    for i in range(3):
+        path = store.save(me, f"run{i}", stored_bytes(model_bytes, number=i + 1))
+        os.utime(path, (1e9 + i, time.time() - 100 + i))  # in the order written
+    assert [r.run_id for r in store.load(me)] == ["run1", "run2"]  # at most 2 per user: the oldest went
+    stale = store.save(me, "stale", stored_bytes(model_bytes, number=9))  # a third: run1, the oldest, goes
+    os.utime(stale, (1e9, time.time() - 2 * 86400))
+    assert [r.run_id for r in store.load(me)] == ["run2"] and not stale.exists()  # expired: deleted
+    # Files that do not read back are deleted and skipped, never trusted.
+    bad = {
+        "garbage": b"not a zip at all",
+        "running": stored_bytes(model_bytes, status="training"),
+        "pathname": stored_bytes(model_bytes, kept={"name": "../../etc/passwd", "version": [1]}),
+        "notamodel": stored_bytes(b"\x80\x04not a model"),
+    }
+    for name, data in bad.items():
+        (tmp_path / me / f"{name}.npz").write_bytes(data)
+        with pytest.raises(RunStoreError):
+            read_run_file(name, data)
+    assert [r.run_id for r in store.load(me)] == ["run2"]
+    assert [p.stem for p in (tmp_path / me).glob("*.npz")] == ["run2"]
+    # The total cap: the oldest files go, whoever's they are.
+    small = RunStore(tmp_path / "capped", max_bytes=int(1.5 * len(stored_bytes(model_bytes))))
+    small.save(other := new_user_id(), "a", stored_bytes(model_bytes))
+    os.utime(tmp_path / "capped" / other / "a.npz", (1e9, time.time() - 10))
+    small.save(me, "b", stored_bytes(model_bytes))
+    assert small.load(other) == [] and [r.run_id for r in small.load(me)] == ["b"]
+
+
+def test_a_fine_tune_run_comes_back_after_a_restart_with_its_figures(tmp_path, mnist, mnist_dir, small_model):
+    me = new_user_id()
+    before = RunRegistry(store=RunStore(tmp_path))
+    digits = writer_digits(mnist, per_class=3)
+    run_id = before.submit_fine_tune(me, model_to_bytes(small_model), "default", digits, mnist_dir, options=QUICK)
+    was = finished(before, me, run_id)
+    assert was.snapshot.status == DONE, was.snapshot.error
+    [view] = RunRegistry(store=RunStore(tmp_path)).runs(me)
+    assert view.kind == FINE_TUNE_RUN and view.origin == "fine-tunes default" and view.tuning == was.tuning
+    assert view.snapshot.evaluation is None and view.has_model and view.snapshot.note == was.snapshot.note
