@@ -27,6 +27,13 @@ PREDICTION_CSS = f"""<style>
   line-height: 1.25; }}
 .answer-bar-digit {{ font-size: 2.6rem; font-weight: 700; color: #3b5bdb; min-width: 1.6rem; }}
 .answer-bar-digit.unsure {{ color: #9aa1ad; }}
+/* The draw page's ten "No, it's a ..." digits in one row under the canvas (280 px: 28 px each). */
+.st-key-feedback_digit [data-testid="stButtonGroup"] > div {{ flex-wrap: nowrap; }}
+.st-key-feedback_digit button {{ min-width: 0; padding: 0.25rem 0; flex: 1 1 0; }}
+.collect-prompt {{ display: flex; align-items: baseline; flex-wrap: wrap; gap: 0 0.6rem; margin-bottom: 0.25rem; }}
+.collect-prompt-text {{ font-size: 1.5rem; font-weight: 600; color: #1f2430; }}
+.collect-prompt-digit {{ font-size: 2.2rem; font-weight: 700; color: #3b5bdb; }}
+.collect-progress {{ color: #5c6370; font-size: 0.95rem; }}
 .picture-strip {{ display: flex; flex-wrap: wrap; gap: 0.75rem 1rem; align-items: flex-start; margin-bottom: 0.5rem; }}
 .picture-strip figure {{ margin: 0; text-align: center; }}
 .picture-strip img {{ display: block; border-radius: 0.25rem; image-rendering: pixelated; }}
@@ -34,6 +41,7 @@ PREDICTION_CSS = f"""<style>
 .picture-strip .apart {{ margin-left: 1rem; }}
 {PHONE} {{
   .st-key-answer_bar {{ display: block; }}
+  .st-key-draw_intro {{ display: none; }}  /* the answer bar (or collect mode's prompt) says what to do */
   .prediction {{ display: none; }}
   h1 {{ font-size: 1.9rem !important; padding: 0 !important; }}
 }}
@@ -54,6 +62,9 @@ MENU_CSS = f"""<style>
   .st-key-phone_menu {{ display: flex; }}
   [data-testid="stMainBlockContainer"] {{ padding-top: 4.25rem; }}  /* the menu just under the header */
   .st-key-sidebar_menu {{ display: none; }}
+  /* Three pages in one row on a phone: the links without their icons. */
+  .st-key-phone_menu [data-testid="stPageLink-NavLink"] > span:has(> [data-testid="stIconMaterial"]) {{
+    display: none; }}
   body:not(:has([data-testid="stSidebarUserContent"] [data-testid="stVerticalBlock"]:not(.st-key-sidebar_menu)
     > :nth-child(2))) [data-testid="stExpandSidebarButton"] {{ visibility: hidden; }}
 }}
@@ -76,6 +87,16 @@ def answer_bar_html(digit: int | None, sure: bool, text: str, strokes: int) -> s
     shown = "" if digit is None else f'<span class="answer-bar-digit{"" if sure else " unsure"}">{int(digit)}</span>'
     data = "" if digit is None else f' data-digit="{int(digit)}" data-sure="{int(sure)}"'
     return f'<div class="answer-bar"{data} data-strokes="{int(strokes)}">{shown}<span>{html.escape(text)}</span></div>'
+
+
+def collect_prompt(asked: int, number: int, total: int, round_: int, rounds: int) -> str:
+    """Collect mode's line above the canvas: "Draw a 7", and how far along (data attributes for tests)."""
+    return (
+        f'<div class="collect-prompt" data-asked="{int(asked)}" data-number="{int(number)}">'
+        f'<span class="collect-prompt-text">Draw a <span class="collect-prompt-digit">{int(asked)}</span></span>'
+        f'<span class="collect-progress">digit {int(number)} of {int(total)} · round {int(round_)} of {int(rounds)}'
+        "</span></div>"
+    )
 
 
 def picture_strip_html(pictures: list[tuple[bytes, str, str]], width: int) -> str:
