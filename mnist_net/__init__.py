@@ -2,14 +2,24 @@
 
 Public API: ``load_mnist``, ``load_model``, ``save_model``, ``Network`` (alias ``MLP``: ``fit``,
 ``iter_fit``, ``predict_proba``, ...), ``TrainConfig``, ``Progress``, ``canvas_to_input``,
-``image_from_bytes``. Layers, from the bottom: ``architecture`` (layer specs), ``layers`` and
-``functional`` (maths), ``config``, ``data``, ``augment``, ``optim``, ``history`` -> ``train``
-(the loop) -> ``network`` (the class) -> ``model_io`` (files) -> ``registry``, ``jobs``, ``cli``.
+``image_from_bytes``; a user's own digits: ``DigitSet`` and its files (``digitset``).
+Layers, from the bottom: ``architecture`` (layer specs), ``layers`` and ``functional`` (maths),
+``config``, ``data``, ``augment``, ``optim``, ``history`` -> ``train`` (the loop) -> ``network``
+(the class) -> ``model_io`` (files) -> ``registry``, ``jobs``, ``cli``.
 Non-goals: GPUs, autograd. Never imports streamlit.
 """
 
 from .config import TrainConfig
 from .data import Mnist, MnistError, load_mnist
+from .digitset import (
+    DigitSet,
+    DigitSetError,
+    digit_set_from_bytes,
+    digit_set_to_bytes,
+    load_digit_set,
+    save_digit_set,
+    thumbnail_from_canvas,
+)
 from .history import Progress
 from .model_io import ModelFileError, load_model, model_from_bytes, model_to_bytes, save_model
 from .network import MLP, Network
@@ -18,6 +28,13 @@ from .train import TrainingState, run_training
 from .uploads import image_from_bytes
 
 __all__ = [
+    "DigitSet",
+    "DigitSetError",
+    "digit_set_from_bytes",
+    "digit_set_to_bytes",
+    "load_digit_set",
+    "save_digit_set",
+    "thumbnail_from_canvas",
     "MLP",
     "Mnist",
     "MnistError",
