@@ -183,7 +183,7 @@ def feedback(answer: int | None) -> None:
 def added_text(just_kept: bool) -> str:
     """The count of collected digits, and (``just_kept``: before the next drawing) what the last click did."""
     note = st.session_state.get(state.ADDED_NOTE_KEY)
-    count = digits.my_digits().len()
+    count = len(digits.my_digits())
     if note is not None and note[0] is None:
         return f"Could not keep that digit: {plain(note[1])}"
     kept = f"Kept as a {note[0]}. " if note is not None and just_kept else ""
@@ -198,7 +198,7 @@ def collect_prompt_html(task: digits.Collect) -> str:
 
 def collect_start(task: digits.Collect | None) -> None:
     """Collect mode before it starts (or after its last digit): how many rounds, Start."""
-    have = digits.my_digits().len()
+    have = len(digits.my_digits())
     if task is not None:
         st.success(
             f"Done: {task.total} asked, {sum(t is not None for t in task.taken)} kept. You have {have} digits now.",

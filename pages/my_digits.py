@@ -17,7 +17,7 @@ import numpy as np
 import streamlit as st
 
 import mnist_net
-from mnist_net.digitset import DigitSet, digit_set_to_bytes
+from mnist_net.digitset import MAX_FILE_BYTES, DigitSet, digit_set_to_bytes
 from mnist_net.jobs import CANCELLED, DIVERGED, FAILED, QUEUED, STOPPED
 from mnist_net.runs import RunRefused, RunView
 from pages.ui import digits, state
@@ -27,6 +27,8 @@ state.run_inside_frame()
 
 THUMB = 48  # pixels a digit is shown at in the grid (its picture is 56x56)
 POLL_SECONDS = 1.0
+# The uploader's MB are 10**6 bytes: it refuses a bit below digitset's own cap, never above.
+SET_UPLOAD_LIMIT_MB = MAX_FILE_BYTES // 2**20
 
 
 def show_grid(mine: DigitSet) -> None:
@@ -61,23 +63,24 @@ def show_files(mine: DigitSet) -> None:
     left, middle = st.columns(2, vertical_alignment="bottom")
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M")
     left.download_button(
-        f"Download my {mine.len()} digits (.npz)",
-        data=digit_set_to_bytes(mine) if mine.len() else b"",
+        f"Download my {len(mine)} digits (.npz)",
+        data=digit_set_to_bytes(mine) if len(mine) else b"",
         file_name=f"my-digits-{stamp}.npz",
         mime="application/octet-stream",
         icon=":material/download:",
         key="download_digits",
-        disabled=not mine.len(),
+        disabled=not len(mine),
         width="stretch",
     )
-    with middle.popover("Delete all…", icon=":material/delete_sweep:", disabled=not mine.len(), width="stretch"):
-        st.markdown(f"Delete all **{mine.len()}** of your digits? Download them first to keep a copy.")
+    with middle.popover("Delete all…", icon=":material/delete_sweep:", disabled=not len(mine), width="stretch"):
+        st.markdown(f"Delete all **{len(mine)}** of your digits? Download them first to keep a copy.")
         st.button("Yes, delete them all", type="primary", key="clear_all_digits", on_click=digits.clear_all)
     st.file_uploader(
         "Upload a digit set (.npz, from Download)",
         type=["npz"],
         key=digits.set_upload_key(),
         on_change=digits.take_set_upload,
+        max_upload_size=SET_UPLOAD_LIMIT_MB,
     )
     problem = st.session_state.get(state.SET_UPLOAD_PROBLEM_KEY)
     if problem is not None:
@@ -89,12 +92,11 @@ def show_files(mine: DigitSet) -> None:
     if pending is not None:
         name, theirs = pending
         st.info(
-            f"**{plain(name)}** holds {theirs.len()} digits. "
-            f"Add them to your {mine.len()}, or replace yours with them?",
+            f"**{plain(name)}** holds {len(theirs)} digits. Add them to your {len(mine)}, or replace yours with them?",
             icon=":material/upload_file:",
         )
         with st.container(horizontal=True):
-            st.button(f"Add them (to {mine.len() + theirs.len()})", key="add_uploaded", on_click=digits.add_pending)
+            st.button(f"Add them (to {len(mine) + len(theirs)})", key="add_uploaded", on_click=digits.add_pending)
             st.button("Replace mine", key="replace_with_uploaded", on_click=digits.replace_with_pending)
             st.button("Cancel", key="drop_uploaded", on_click=digits.drop_pending)
 
@@ -178,7 +180,7 @@ def show_thumbnails(given: DigitSet | None, indices: list[int], key: str) -> Non
         return
     with st.container(horizontal=True, key=key, gap="small"):
         for i in indices:
-            if 0 <= i < given.len():
+            if 0 <= i < len(given):
                 st.image(given.thumbnails[i], width=THUMB, caption=str(int(given.labels[i])))
 
 
@@ -266,9 +268,9 @@ def show_teach_run(view: RunView) -> None:
 
 st.title("My digits")
 mine = digits.my_digits()
-counts = np.bincount(mine.labels, minlength=10) if mine.len() else np.zeros(10, int)
-if mine.len():
-    st.caption(f"{mine.len()} digits: " + " · ".join(f"{d}: {int(n)}" for d, n in enumerate(counts)))
+counts = mine.counts()
+if len(mine):
+    st.caption(f"{len(mine)} digits: " + " · ".join(f"{d}: {int(n)}" for d, n in enumerate(counts)))
 else:
     st.info(
         "No digits yet. On the Draw page, tell the network after each guess whether it was right, "
@@ -308,7 +310,7 @@ else:
             help="Your digits and this run stay; the run is also on the Train page's list.",
         )
 
-if mine.len():
+if len(mine):
     st.subheader("Your digits by class")
     show_grid(mine)
 show_files(mine)

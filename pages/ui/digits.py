@@ -42,13 +42,6 @@ def set_my_digits(digits: DigitSet) -> None:
     st.session_state[state.MY_DIGITS_KEY] = digits
 
 
-def merged(mine: DigitSet, more: DigitSet) -> DigitSet:
-    """``mine`` then ``more``, in one set (DigitSetError if the result would be too big)."""
-    for i in range(more.len()):
-        mine = mine.add(more.inputs[i], int(more.labels[i]), more.thumbnails[i], float(more.timestamps[i]))
-    return mine
-
-
 # --- taking the drawing on the canvas ------------------------------------------------------------
 
 
@@ -69,7 +62,7 @@ def take_drawing(label: int) -> bool:
         return False
     set_my_digits(digits)
     drawing.clear()
-    st.session_state[state.ADDED_NOTE_KEY] = (int(label), digits.len())
+    st.session_state[state.ADDED_NOTE_KEY] = (int(label), len(digits))
     return True
 
 
@@ -186,7 +179,7 @@ def stop_collecting() -> None:
 def remove_digit(index: int, when: float) -> None:
     """Delete digit ``index`` if it is still the one shown (the same time): a stale click does nothing."""
     digits = my_digits()
-    if 0 <= index < digits.len() and digits.timestamps[index] == when:
+    if 0 <= index < len(digits) and digits.timestamps[index] == when:
         set_my_digits(digits.remove(index))
 
 
@@ -214,7 +207,7 @@ def take_set_upload() -> None:
         st.session_state[state.SET_UPLOAD_PROBLEM_KEY] = (file.name, str(e))
         return
     st.session_state.pop(state.SET_UPLOAD_PROBLEM_KEY, None)
-    if my_digits().len() == 0:  # nothing to lose: take it at once
+    if len(my_digits()) == 0:  # nothing to lose: take it at once
         set_my_digits(uploaded)
         st.session_state.pop(state.PENDING_SET_KEY, None)
     else:
@@ -226,7 +219,7 @@ def add_pending() -> None:
     if pending is None:
         return
     try:
-        set_my_digits(merged(my_digits(), pending[1]))
+        set_my_digits(my_digits().extend(pending[1]))
     except DigitSetError as e:
         st.session_state[state.SET_UPLOAD_PROBLEM_KEY] = (pending[0], f"adding it to yours: {e}")
         st.session_state[state.PENDING_SET_KEY] = pending  # still there, to replace with or drop
@@ -291,7 +284,7 @@ def teach_problem(mine: DigitSet) -> str | None:
     """Why "Teach" cannot start with these digits (None: it can)."""
     if not hasattr(state.run_registry(), "submit_fine_tune"):
         return "Teaching is not available on this server yet (its fine-tune runs are missing)."
-    counts = np.bincount(mine.labels, minlength=10) if mine.len() else np.zeros(10, int)
+    counts = mine.counts()
     if (counts >= MIN_PER_CLASS).sum() == 0:
         return (
             f"Collect at least {MIN_PER_CLASS} of a digit first: some of each digit are kept aside to measure "
