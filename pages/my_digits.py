@@ -46,8 +46,7 @@ def show_grid(mine: DigitSet) -> None:
                         "",
                         icon=":material/close:",
                         key=f"remove_{i}",
-                        type="tertiary",
-                        help=f"Delete this {label}",
+                        type="tertiary",  # no help tooltip: Streamlit 1.67 then draws the button twice
                         on_click=digits.remove_digit,
                         args=(int(i), float(mine.timestamps[i])),
                     )
@@ -140,7 +139,6 @@ def teach_form(mine: DigitSet) -> None:
         icon=":material/school:",
         key="teach",
         disabled=problem is not None,
-        help=problem,
     ):
         start_teaching(mine, choices[key])
     if problem is not None:
@@ -307,7 +305,6 @@ else:
             icon=":material/refresh:",
             key="teach_again",
             on_click=lambda: st.session_state.update({state.TEACH_RUN_KEY: None}),
-            help="Your digits and this run stay; the run is also on the Train page's list.",
         )
 
 if len(mine):

@@ -1,0 +1,118 @@
+"""The user's own digits in headless Chromium, as a person makes them: collect mode and "Right" /
+"No, it's a ..." with the mouse, then the My digits page shows them; on a phone (390x844, touch)
+collect mode's prompt, the answer, the canvas and Next are on screen together; teaching a small
+model from the page ends with its before/after figures. Fixtures and helpers: ``tests/browser_kit.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+from browser_kit import DIGITS, draw, screenshot, shown_answer, touch_draw
+
+pytestmark = pytest.mark.browser
+
+SHAPES = [DIGITS["0"], DIGITS["1"], DIGITS["7"]]  # what gets drawn; the label is the digit asked for
+
+
+def open_draw_page(page, url) -> None:
+    page.goto(url)
+    page.wait_for_selector("canvas.upper-canvas")
+    page.wait_for_selector('.answer-bar[data-strokes="0"]', state="attached")
+
+
+def mode(page, name: str) -> None:
+    page.locator(".st-key-input_mode").get_by_text(name, exact=True).click()
+
+
+def start_collecting(page, rounds: int) -> None:
+    mode(page, "Collect my digits")
+    page.locator(".st-key-collect_rounds input").fill(str(rounds))
+    page.locator(".st-key-collect_rounds input").press("Enter")
+    page.locator(".st-key-collect_start button").click()
+    page.wait_for_selector('.collect-prompt[data-asked="0"][data-number="1"]')
+
+
+def collect(page, count: int, draw_with=draw) -> None:
+    """Draw ``count`` digits in collect mode, pressing Next after each; waits until each is taken."""
+    for n in range(count):
+        number = int(page.get_attribute(".collect-prompt", "data-number"))
+        draw_with(page, SHAPES[n % len(SHAPES)])
+        shown_answer(page, 1)
+        page.locator(".st-key-collect_next button").click()
+        page.wait_for_selector(f'.collect-prompt[data-number="{number + 1}"]')
+        shown_answer(page, 0)  # the canvas is clear for the next digit
+
+
+def test_collect_and_correct_with_the_mouse_then_see_them_in_my_digits(app_url, browser_page):
+    from playwright.sync_api import expect
+
+    page = browser_page
+    open_draw_page(page, app_url)
+    start_collecting(page, rounds=1)
+    collect(page, 3)  # a 0, a 1 and a 2 (drawn as 0, 1, 7)
+    page.locator(".st-key-collect_skip button").click()
+    page.wait_for_selector('.collect-prompt[data-asked="4"]')
+    page.locator(".st-key-collect_back button").click()  # the skip undone: asks for the 3 again
+    page.wait_for_selector('.collect-prompt[data-asked="3"]')
+    page.locator(".st-key-collect_stop button").click()
+    page.wait_for_selector(".st-key-collect_start button")  # stopped: the start form, no canvas
+    # Draw mode: "Right" and "No, it's a 4".
+    mode(page, "Draw")
+    page.wait_for_selector("canvas.upper-canvas")
+    draw(page, DIGITS["7"])
+    assert shown_answer(page, 1) == "7"
+    page.get_by_role("button", name="Right, it's a 7").click()
+    shown_answer(page, 0)
+    expect(page.locator(".st-key-feedback")).to_contain_text("Kept as a 7. My digits: 4 collected.")
+    draw(page, DIGITS["1"])
+    shown_answer(page, 1)
+    page.locator(".st-key-feedback_digit").get_by_text("4", exact=True).click()
+    shown_answer(page, 0)
+    expect(page.locator(".st-key-feedback")).to_contain_text("Kept as a 4. My digits: 5 collected.")
+    screenshot(page, "digits_feedback_desktop.png")
+
+    page.locator(".st-key-sidebar_menu").get_by_text("My digits").click()
+    page.get_by_role("heading", name="My digits").wait_for()
+    expect(page.get_by_text("5 digits: 0: 1 · 1: 1 · 2: 1 · 3: 0 · 4: 1")).to_be_visible()
+    for label, count in {0: 1, 1: 1, 2: 1, 3: 0, 4: 1, 7: 1}.items():
+        expect(page.locator(f".st-key-class_{label} [data-testid=stImage]")).to_have_count(count)
+    screenshot(page, "my_digits_desktop.png")
+    # Delete the 2; the others stay.
+    page.locator(".st-key-class_2 [class*=st-key-remove_] button").click()
+    expect(page.locator(".st-key-class_2 [data-testid=stImage]")).to_have_count(0)
+    expect(page.get_by_text("4 digits: 0: 1")).to_be_visible()
+    # Back on the draw page, the count is still there.
+    page.locator(".st-key-sidebar_menu").get_by_text("Draw a digit").click()
+    page.wait_for_selector("canvas.upper-canvas")
+    expect(page.locator(".st-key-feedback")).to_contain_text("My digits: 4 collected.")
+
+
+def test_phone_collect_mode_keeps_prompt_answer_canvas_and_next_on_screen(app_url, phone_page):
+    from playwright.sync_api import expect
+
+    page = phone_page
+    open_draw_page(page, app_url)
+    start_collecting(page, rounds=1)
+    collect(page, 2, draw_with=touch_draw)
+    touch_draw(page, DIGITS["7"])
+    assert shown_answer(page, 1) == "7"
+    expect(page.locator(".answer-bar .answer-bar-digit")).to_have_text("7")
+    viewport = page.viewport_size["height"]
+    for what in (".collect-prompt", ".answer-bar", "canvas.upper-canvas", ".st-key-collect_next button"):
+        box = page.locator(what).bounding_box()
+        assert 0 <= box["y"] and box["y"] + box["height"] <= viewport, f"{what} is off screen: {box}"
+    screenshot(page, "digits_collect_phone.png")
+    # Draw mode's feedback buttons are on screen with the answer too.
+    page.locator(".st-key-collect_stop button").click()
+    page.wait_for_selector(".st-key-collect_start button")  # stopped: the start form, no canvas
+    mode(page, "Draw")
+    page.wait_for_selector("canvas.upper-canvas")
+    shown_answer(page, 1)  # the 7 not taken in collect mode is still there: Stop loses no drawing
+    page.locator(".st-key-clear button").click()
+    shown_answer(page, 0)
+    touch_draw(page, DIGITS["1"])
+    assert shown_answer(page, 1) == "1"
+    for what in (".answer-bar", "canvas.upper-canvas", ".st-key-feedback_right button", ".st-key-feedback_digit"):
+        box = page.locator(what).bounding_box()
+        assert 0 <= box["y"] and box["y"] + box["height"] <= viewport, f"{what} is off screen: {box}"
+    screenshot(page, "digits_feedback_phone.png")
