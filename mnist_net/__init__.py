@@ -2,7 +2,8 @@
 
 Public API: ``load_mnist``, ``load_model``, ``save_model``, ``Network`` (alias ``MLP``: ``fit``,
 ``iter_fit``, ``predict_proba``, ...), ``TrainConfig``, ``Progress``, ``canvas_to_input``,
-``image_from_bytes``; a user's own digits: ``DigitSet`` and its files (``digitset``).
+``image_from_bytes``; a user's own digits: ``DigitSet`` and its files (``digitset``),
+``fine_tune`` (``finetune``).
 Layers, from the bottom: ``architecture`` (layer specs), ``layers`` and ``functional`` (maths),
 ``config``, ``data``, ``augment``, ``optim``, ``history`` -> ``train`` (the loop) -> ``network``
 (the class) -> ``model_io`` (files) -> ``registry``, ``jobs``, ``cli``.
@@ -20,6 +21,7 @@ from .digitset import (
     save_digit_set,
     thumbnail_from_canvas,
 )
+from .finetune import FineTuneOptions, accuracy_by_class, evaluate_digits, fine_tune, split_held_out
 from .history import Progress
 from .model_io import ModelFileError, load_model, model_from_bytes, model_to_bytes, save_model
 from .network import MLP, Network
@@ -29,6 +31,11 @@ from .uploads import image_from_bytes
 
 __all__ = [
     "DigitSet",
+    "FineTuneOptions",
+    "accuracy_by_class",
+    "evaluate_digits",
+    "fine_tune",
+    "split_held_out",
     "DigitSetError",
     "digit_set_from_bytes",
     "digit_set_to_bytes",

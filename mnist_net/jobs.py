@@ -9,7 +9,11 @@ The child (``worker.train_in_child``) loads MNIST itself, trains, evaluates and 
 progress records and, at the end, the model as bytes of the safe file format. A thread in
 this process reads those messages, so ``snapshot()`` (a consistent copy taken under a lock)
 is cheap and never waits for training. ``stop()`` sets an event the child checks after every
-batch; the model trained so far is still evaluated and returned. A child that dies (killed,
+batch; the model trained so far is still evaluated and returned. ``pause()`` clears an event
+the child then waits on between batches (no CPU; the run's elapsed time and ETA leave the
+pause out) until ``resume()``. A job given ``base_model_bytes`` trains more epochs of that
+model: its history and epoch count carry on. The child sends a small picture of the first
+layer's weights about once a second (``snapshot().weights_preview``). A child that dies (killed,
 out of memory) is reported as failed with its exit status; it writes no files, so nothing
 partial is left. Saving is the caller's choice: the app keeps a model only when the user
 asks (``runs.RunRegistry.keep``); a job given a ``save_dir`` saves its model there itself,
@@ -32,6 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,12 +47,23 @@ from .metrics import Evaluation
 from .model_io import ModelFileError, model_from_bytes
 from .network import MLP
 from .registry import save_new_model
-from .worker import EVALUATING, TRAINING, Result, train_in_child
+from .worker import (
+    EVALUATING,
+    MAX_PAUSE_SECONDS,
+    PAUSED,
+    PREVIEW_SECONDS,
+    TRAINING,
+    Result,
+    fine_tune_in_child,
+    train_in_child,
+    weights_preview,
+    whole_epochs,
+)
 
 QUEUED, STARTING = "queued", "starting"
 DONE, STOPPED, DIVERGED, FAILED, CANCELLED = "done", "stopped", "diverged", "failed", "cancelled"
 FINISHED = (DONE, STOPPED, DIVERGED, FAILED, CANCELLED)
-STATUSES = (QUEUED, STARTING, TRAINING, EVALUATING, *FINISHED)  # in the order a run goes through them
+STATUSES = (QUEUED, STARTING, TRAINING, PAUSED, EVALUATING, *FINISHED)  # in the order a run goes through them
 
 # "forkserver" where the platform has it (Linux, macOS), else "spawn": never plain "fork",
 # which would copy a threaded web server mid-flight.
@@ -98,6 +114,10 @@ class JobSnapshot:
     saved_path: Path | None = None  # where the model was saved (only for a job given a save_dir)
     save_error: str | None = None  # why that save failed (the model is still in memory)
     stopping: bool = False  # asked to stop, not ended yet
+    pause_requested: bool = False  # asked to pause (``paused`` once the child has: after its current batch)
+    weights_preview: np.ndarray | None = None  # worker.weights_preview of the latest weights; do not modify
+    note: str | None = None  # something the child said about the run (e.g. a pause that ended it)
+    tuning: dict[str, Any] | None = None  # a finished fine-tune's figures (FineTuneJob)
 
     @property
     def running(self) -> bool:
@@ -122,6 +142,16 @@ class JobSnapshot:
         h = self.latest
         return None if h is None or self.finished else float(h["eta"])
 
+    @property
+    def paused(self) -> bool:
+        """The child is waiting (it may be about to carry on if the pause was just lifted)."""
+        return self.status == PAUSED
+
+    @property
+    def pausing(self) -> bool:
+        """Asked to pause, still finishing its batch."""
+        return self.pause_requested and not self.paused
+
 
 def describe_exit(exitcode: int | None) -> str:
     """A child's exit status in words: 'killed by SIGKILL (...)', 'exit code 3'."""
@@ -145,6 +175,8 @@ class TrainingJob:
     folder is used: the child loads and checks the files itself; no array is sent across).
     ``save_dir``: if given, the finished model is saved there under a new name.
     ``on_finish`` (optional) is called once, from the job's reader thread, when the job ends.
+    ``base_model_bytes``: a model file's bytes to train ``config.epochs`` more epochs of (its
+    layers and optimiser state carry on; ``config`` should be that model's, with new epochs).
     After a run that ends with a model, ``model`` holds it and ``model_bytes`` its file's bytes.
     """
 
@@ -153,12 +185,17 @@ class TrainingJob:
     save_dir: str | os.PathLike | None = None
     source: str = "train page"
     on_finish: Callable[[TrainingJob], None] | None = None
+    base_model_bytes: bytes | None = None
+    max_pause_seconds: float = MAX_PAUSE_SECONDS
+    preview_seconds: float | None = PREVIEW_SECONDS  # None: no weights previews (for benchmarks)
     model: MLP | None = field(default=None, init=False)
     model_bytes: bytes | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._stop = _context.Event()
+        self._run = _context.Event()  # cleared while paused: the child waits on it
+        self._run.set()
         self._process: multiprocessing.process.BaseProcess | None = None
         self._reader: threading.Thread | None = None
         self._status = QUEUED
@@ -170,6 +207,12 @@ class TrainingJob:
         self._finished_at: float | None = None
         self._saved_path: Path | None = None
         self._save_error: str | None = None
+        self._note: str | None = None
+        self._preview: np.ndarray | None = None
+        if self.base_model_bytes is not None:  # the curve and the pictures carry on from the base model
+            base = model_from_bytes(self.base_model_bytes)  # ModelFileError for bytes that are no model
+            self._history = whole_epochs(base.history_, base.epochs_done_)
+            self._preview = weights_preview(base.params_)
 
     @property
     def mnist_dir(self) -> Path:
@@ -185,9 +228,11 @@ class TrainingJob:
             if self._process is not None:
                 raise RuntimeError("this job has already been started")
             receiver, sender = _context.Pipe(duplex=False)
+            target, args, kwargs = self._child(sender)
             process = _context.Process(  # type: ignore[attr-defined]
-                target=train_in_child,
-                args=(self.config.to_dict(), str(self.mnist_dir), sender, self._stop, self.source),
+                target=target,
+                args=args,
+                kwargs=kwargs,
                 name="mnist-training",
                 daemon=True,  # ended with this process if it exits normally
             )
@@ -214,6 +259,16 @@ class TrainingJob:
             self._finish()
         return self
 
+    def _child(self, sender) -> tuple[Callable[..., None], tuple, dict[str, Any]]:
+        """What the child process runs: its target function and arguments."""
+        kwargs = dict(
+            run_event=self._run,
+            base_model_bytes=self.base_model_bytes,
+            max_pause_seconds=self.max_pause_seconds,
+            preview_seconds=self.preview_seconds,
+        )
+        return train_in_child, (self.config.to_dict(), str(self.mnist_dir), sender, self._stop, self.source), kwargs
+
     def stop(self) -> None:
         """Ask training to stop after the current batch; the model so far is still evaluated.
 
@@ -225,8 +280,25 @@ class TrainingJob:
                 self._status, self._finished_at = CANCELLED, time.time()
                 cancelled = True
         self._stop.set()
+        self._run.set()  # a paused child wakes up to stop
         if cancelled:
             self._finish()
+
+    def pause(self) -> bool:
+        """Pause after the current batch (the child then waits, using no CPU). False if not training."""
+        with self._lock:
+            if self._status not in (STARTING, TRAINING, PAUSED) or self._stop.is_set():
+                return False
+            self._run.clear()
+            return True
+
+    def resume(self) -> bool:
+        """Carry on after ``pause``. False if the job was not paused (or pausing)."""
+        with self._lock:
+            if self._run.is_set():
+                return False
+            self._run.set()
+            return True
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the job to end (a queued job waits until it is started and ends); True if it has."""
@@ -270,6 +342,10 @@ class TrainingJob:
                 self._saved_path,
                 self._save_error,
                 self._stop.is_set() and self._status not in FINISHED,
+                not self._run.is_set() and self._status in (STARTING, TRAINING, PAUSED),
+                self._preview,
+                self._note,
+                None if r is None else r.tuning,
             )
 
     # --- the reader thread -----------------------------------------------------------------
@@ -309,6 +385,14 @@ class TrainingJob:
             if kind == "status":
                 self._status = message[1]
                 return None
+            if kind == "weights":
+                self._preview = message[1]
+                return None
+            if kind == "note":
+                self._note = str(message[1])
+                return None
+            if kind == "paused":  # a heartbeat: nothing to book
+                return None
         return message
 
     def _book(self, final: tuple) -> None:
@@ -334,6 +418,7 @@ class TrainingJob:
         with self._lock:
             if result is not None:
                 self.model, self.model_bytes = model, result.model_bytes
+                self._preview = weights_preview(model.params_ if model is not None else None)
             self._status, self._error, self._result = status, error, result
             self._saved_path, self._save_error = saved_path, save_error
             self._finished_at = time.time()
@@ -341,3 +426,28 @@ class TrainingJob:
     def _finish(self) -> None:
         if self.on_finish is not None:
             self.on_finish(self)
+
+
+@dataclass
+class FineTuneJob(TrainingJob):
+    """Fine-tune the model in ``base_model_bytes`` on a person's digits in a child process
+    (``worker.fine_tune_in_child``), with the same progress, stop, pause and failure handling
+    as a training; ``snapshot().tuning`` holds its figures at the end. ``inputs`` (n, 784)
+    float32 in [0, 1] and ``labels`` (n,) are the digits; ``config`` is the base model's (for
+    display); ``options``: ``FineTuneOptions.to_dict()`` (empty: the defaults).
+    """
+
+    inputs: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.base_model_bytes is None or self.inputs is None or self.labels is None:
+            raise ValueError("a fine-tune needs base_model_bytes, inputs and labels")
+        super().__post_init__()
+        self._history = []  # its progress is the tuning's own, not the base model's training
+
+    def _child(self, sender) -> tuple[Callable[..., None], tuple, dict[str, Any]]:
+        args = (self.base_model_bytes, self.inputs, self.labels, str(self.mnist_dir), sender, self._stop)
+        kwargs = dict(run_event=self._run, options=self.options, max_pause_seconds=self.max_pause_seconds)
+        return fine_tune_in_child, args, kwargs

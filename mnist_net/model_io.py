@@ -6,7 +6,14 @@ Format (``format_version`` 2)::
      "layer_sizes": [784, 128, 64, 10], "activation": "sigmoid",
      "params": {"W1": (784, 128) float32, "b1": (128,), ...},
      "config": TrainConfig as a dict, "history": [progress dicts], "metrics": {...},
-     "data_hash": str, "optimizer_state": {name: array}, "epochs_done": int, "info": {...}}
+     "data_hash": str, "optimizer_state": {name: array}, "epochs_done": int, "info": {...},
+     "fine_tune": None or {...}}
+
+``fine_tune`` (optional, added without a version bump: older readers ignore it) says what a
+fine-tuned model (``finetune.fine_tune``) was tuned on: ``base_sha256`` (the base model's file
+bytes), ``personal_counts`` (10 ints: personal digits per class), ``options`` (flat numbers),
+``steps_done``, ``stopped``, ``seconds``, ``tuned_at`` and ``figures`` (accuracies before/after
+on held-out personal digits and on a test set, with their sizes). Checked key by key on load.
 
 ``layers`` (new in version 2) is the canonical layer spec (``architecture``), e.g. "conv
 32x5x5 -> pool 2 -> ... -> dense 10", with a conv's W{i} (kh, kw, c_in, c_out); "" means an
@@ -363,6 +370,73 @@ def _checked_optimizer_state(state, params: dict[str, np.ndarray], optimizer: st
     return out
 
 
+_FINE_TUNE_KEYS = {
+    "base_sha256",
+    "personal_counts",
+    "options",
+    "steps_done",
+    "stopped",
+    "seconds",
+    "tuned_at",
+    "figures",
+}
+_FIGURE_KEYS = {f"{part}_{what}" for part in ("held_out", "test") for what in ("n", "before", "after")}
+MAX_TUNED_DIGITS = 5_000  # digitset.MAX_DIGITS: a fine-tune's personal digits
+MAX_TUNE_STEPS = 1_000_000
+
+
+def _checked_fine_tune(value) -> dict[str, Any] | None:
+    """A fine-tuned model's record (module docstring): exactly the known keys, each of its kind."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != _FINE_TUNE_KEYS:
+        raise ModelFileError(f"fine_tune must be a dictionary of exactly {sorted(_FINE_TUNE_KEYS)}")
+    sha = value["base_sha256"]
+    if type(sha) is not str or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise ModelFileError("fine_tune base_sha256 must be 64 lowercase hex digits")
+    counts = value["personal_counts"]
+    if (
+        type(counts) is not list
+        or len(counts) != 10
+        or not all(type(c) is int and 0 <= c <= MAX_TUNED_DIGITS for c in counts)
+        or not 1 <= sum(counts) <= MAX_TUNED_DIGITS
+    ):
+        raise ModelFileError(f"fine_tune personal_counts must be 10 counts adding up to 1..{MAX_TUNED_DIGITS}")
+    steps, seconds = value["steps_done"], value["seconds"]
+    if type(steps) is not int or not 0 <= steps <= MAX_TUNE_STEPS:
+        raise ModelFileError(f"fine_tune steps_done must be an int in 0..{MAX_TUNE_STEPS}")
+    if type(value["stopped"]) is not bool:
+        raise ModelFileError("fine_tune stopped must be true or false")
+    if not _valid_meta_value(seconds, _SECONDS) or seconds is None:
+        raise ModelFileError("fine_tune seconds must be a number of seconds")
+    if not _valid_meta_value(value["tuned_at"], _TIME) or value["tuned_at"] is None:
+        raise ModelFileError("fine_tune tuned_at must be an ISO date and time")
+    options = value["options"]
+    if not isinstance(options, dict) or len(options) > MAX_META_KEYS:
+        raise ModelFileError(f"fine_tune options must be a dictionary of at most {MAX_META_KEYS} entries")
+    for key, item in options.items():
+        items = item if type(item) is list and len(item) <= 2 else [item]
+        plain = all(
+            v is None
+            or (type(v) is str and len(v) <= MAX_META_KEY)
+            or (type(v) in (bool, int) and abs(v) < 2**63)
+            or (type(v) is float and math.isfinite(v))
+            for v in items
+        )
+        if type(key) is not str or len(key) > MAX_META_KEY or not plain:
+            raise ModelFileError(
+                f"fine_tune option {short_repr(key)} is {short_repr(item)}, expected a number or a name"
+            )
+    figures = value["figures"]
+    if not isinstance(figures, dict) or not set(figures) <= _FIGURE_KEYS:
+        raise ModelFileError(f"fine_tune figures may only hold {sorted(_FIGURE_KEYS)}")
+    for key, item in figures.items():
+        ok = (type(item) is int and 0 <= item <= 10**8) if key.endswith("_n") else _valid_meta_value(item, _FRACTION)
+        if not ok:
+            raise ModelFileError(f"fine_tune figure {key} is {short_repr(item)}")
+    return {**value, "personal_counts": list(counts), "options": dict(options), "figures": dict(figures)}
+
+
 def _is_notebook_format(obj) -> bool:
     return isinstance(obj, dict) and set(obj) == {"w1", "b1", "w2", "b2", "w3", "b3"}
 
@@ -444,6 +518,7 @@ def _from_dict(obj: dict) -> MLP:
             "data_hash": data_hash,
             "epochs_done": epochs_done,
             "optimizer_state": _checked_optimizer_state(obj.get("optimizer_state"), params, config.optimizer),
+            "fine_tune": _checked_fine_tune(obj.get("fine_tune")),
         }
     )
 

@@ -12,6 +12,7 @@ Non-goals: GPUs, autograd.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -54,6 +55,7 @@ class Network:
         self.data_hash_: str | None = None
         self.epochs_done_: int = 0
         self.info_: dict[str, Any] = {}  # free-form provenance (how it was made, when)
+        self.fine_tune_: dict[str, Any] | None = None  # what it was fine-tuned on (finetune.fine_tune), if it was
 
     # --- structure -----------------------------------------------------------------
     @property
@@ -109,6 +111,7 @@ class Network:
             "optimizer_state": {k: np.asarray(v) for k, v in self.optimizer_state_.items()},
             "epochs_done": int(self.epochs_done_),
             "info": dict(self.info_),
+            "fine_tune": None if self.fine_tune_ is None else dict(self.fine_tune_),
         }
 
     @classmethod
@@ -128,6 +131,8 @@ class Network:
         model.data_hash_ = state.get("data_hash")
         model.epochs_done_ = int(state.get("epochs_done") or 0)
         model.optimizer_state_ = dict(state.get("optimizer_state") or {})
+        tuned = state.get("fine_tune")
+        model.fine_tune_ = None if tuned is None else dict(tuned)
         return model
 
     def record_results(
@@ -161,6 +166,7 @@ class Network:
         X_val: ArrayLike | None = None,
         y_val: ArrayLike | None = None,
         stop: Callable[[], bool] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> Iterator[Progress]:
         """Train for config.epochs on (X, y), yielding Progress records (see ``train.run_training``).
 
@@ -169,7 +175,7 @@ class Network:
         """
         state = TrainingState(self.params_, self.optimizer_state_, self.history_, self.epochs_done_)
         try:
-            for record in run_training(self.config, state, X, y, X_val, y_val, stop=stop):
+            for record in run_training(self.config, state, X, y, X_val, y_val, stop=stop, clock=clock):
                 self._take(state)
                 yield record
         finally:

@@ -16,6 +16,10 @@ that id and only ever shows, stops or changes that user's runs. A run is a
   first (a kept model stays in the models folder);
 - runs the server's budget refuses (``budget.refusal``) never start.
 
+A run is a training from scratch (``submit``), more epochs of a finished run's model
+(``submit_more``: a new run that says what it continues) or a fine-tune of any model on a
+person's digits (``submit_fine_tune``, which names its base model); a running one can be paused and
+resumed (a paused run keeps its slot; its process stops it after ``jobs``' longest pause).
 A finished model lives only in its run until the user keeps it: ``keep`` saves it into the
 models folder under a name made by ``registry.model_filename`` plus the user's name for it;
 ``rename`` and ``delete_kept`` act only on the very file this registry wrote (same folder,
@@ -32,22 +36,29 @@ import threading
 import unicodedata
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .budget import estimate_training_cost, refusal
+import numpy as np
+
+from .budget import TrainingCost, estimate_training_cost, refusal
 from .config import TrainConfig
 from .data import FILES
+from .digitset import DigitSet
 from .files import fsync_directory, write_new
-from .jobs import FINISHED, QUEUED, JobSnapshot, TrainingJob
+from .finetune import FineTuneOptions
+from .jobs import FINISHED, QUEUED, FineTuneJob, JobSnapshot, TrainingJob
+from .model_io import ModelFileError, model_from_bytes
 from .network import MLP
 from .registry import SUFFIX, file_version, model_filename, models_dir
 
 N_MNIST_TRAIN = FILES["train-images-idx3-ubyte.gz"][1]
 USER_ID_BYTES = 24  # 192 random bits: 32 URL-safe characters
 _USER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{32}$")
+TRAINING_RUN, MORE_RUN, FINE_TUNE_RUN = "training", "train more", "fine-tune"  # a run's kind
+MAX_MORE_EPOCHS = 200  # as many as the train form allows
 MAX_NAME = 60  # characters of a run's name as the user typed it
 MAX_SLUG = 40  # characters of that name in a file name
 # What this registry writes: registry.model_filename's name, then -<slug> (at most 40), then -2, -3... if taken.
@@ -102,14 +113,29 @@ class RunView:
     kept_path: Path | None  # its file in the models folder, once kept
     queue_position: int | None  # runs ahead of it while it waits for a slot
     model_bytes: int  # size of its model file's bytes (0: no model)
+    kind: str = "training"  # TRAINING_RUN, MORE_RUN or FINE_TUNE_RUN
+    based_on: str | None = None  # the label of what it continues or tunes (None: a fresh network)
+    based_on_id: str | None = None  # that run's id, if it was a run of this user
 
     @property
     def label(self) -> str:
         return self.name or f"Run {self.number}"
 
     @property
+    def origin(self) -> str | None:
+        """What it starts from, for people: 'continues Run 2', 'fine-tunes default'; None for a fresh network."""
+        if self.based_on is None:
+            return None
+        return f"{'fine-tunes' if self.kind == FINE_TUNE_RUN else 'continues'} {self.based_on}"
+
+    @property
     def has_model(self) -> bool:
         return self.model_bytes > 0
+
+    @property
+    def tuning(self) -> dict[str, Any] | None:
+        """A finished fine-tune's figures (``RunRegistry.submit_fine_tune``); None otherwise."""
+        return self.snapshot.tuning
 
 
 @dataclass
@@ -119,6 +145,9 @@ class _Run:
     number: int
     job: TrainingJob
     name: str | None = None
+    kind: str = "training"
+    based_on: str | None = None  # the label of the run it continues, when it was submitted
+    based_on_id: str | None = None
     kept_path: Path | None = None
     kept_version: tuple[int, ...] = ()
     files_lock: threading.Lock = field(default_factory=threading.Lock)  # keep / rename / delete, one at a time
@@ -160,7 +189,86 @@ class RunRegistry:
         Raises RunRefused (with a message for a person) if the server will not run it.
         """
         _check_user(user)
-        if problem := refusal(estimate_training_cost(config, N_MNIST_TRAIN)):
+        return self._register(user, config, mnist_dir, source=source)
+
+    def submit_more(self, user: str, run_id: str, epochs: int, mnist_dir: str | os.PathLike) -> str:
+        """Train ``epochs`` more epochs of ``user``'s finished run's model, as a new run; returns its id.
+
+        The new run starts from that model's weights and optimiser state; its epochs and history
+        carry on from the model's (a stopped run's part-epoch is trained again). RunRefused if
+        the run is not theirs, has no model, or the server will not run it.
+        """
+        base = self._owned_or_refuse(user, run_id)
+        job = base.job
+        if job.model is None or job.model_bytes is None:
+            raise RunRefused("This run has no trained model to train more.")
+        if not isinstance(epochs, int) or isinstance(epochs, bool) or not 1 <= epochs <= MAX_MORE_EPOCHS:
+            raise RunRefused(f"Train 1 to {MAX_MORE_EPOCHS} more epochs.")
+        config = replace(job.model.config, epochs=epochs)
+        label = base.name or f"Run {base.number}"
+        return self._register(
+            user, config, mnist_dir, source=job.source, kind=MORE_RUN, based_on=label, based_on_id=base.id,
+            base_model_bytes=job.model_bytes,
+        )  # fmt: skip
+
+    def submit_fine_tune(
+        self,
+        user: str,
+        base_model_bytes: bytes,
+        base_label: str,
+        digits: DigitSet,
+        mnist_dir: str | os.PathLike,
+        options: FineTuneOptions | None = None,
+    ) -> str:
+        """Fine-tune the model in ``base_model_bytes`` on ``digits`` (a person's ``DigitSet``) as a run.
+
+        Like any run: it waits for a slot, shows progress, can be stopped, and its model can be
+        kept, renamed and deleted; its kind is FINE_TUNE_RUN and ``based_on`` is ``base_label``.
+        A stratified third of each digit's examples is held out (none of a digit with fewer
+        than 2). When it ends, ``RunView.tuning`` holds: ``held_out_before``, ``held_out_after``
+        (accuracy on the held-out digits; None if none were held out), ``mnist_before``,
+        ``mnist_after`` (MNIST test accuracy), ``flipped`` ({"wrong_to_right": [...],
+        "right_to_wrong": [...]}: indices into ``digits`` of held-out digits), ``n_train``,
+        ``n_held_out``. RunRefused (a message for a person) for bytes that are no model, an
+        empty set, or what the server will not run.
+        """
+        _check_user(user)
+        if not isinstance(digits, DigitSet) or len(digits) == 0:
+            raise RunRefused("There are no digits to learn from yet.")
+        try:
+            base = model_from_bytes(bytes(base_model_bytes))
+        except (ModelFileError, TypeError) as e:
+            raise RunRefused(f"That model cannot be fine-tuned: {e}") from None
+        opts = options or FineTuneOptions()
+        images = opts.steps * opts.batch_size
+        cost_config = replace(base.config, epochs=1, n_train=images, batch_size=opts.batch_size, augment=True)
+        label = _clean_name(base_label) or "a model"
+        return self._register(
+            user, base.config, mnist_dir, source="fine-tune", kind=FINE_TUNE_RUN, based_on=label,
+            cost=estimate_training_cost(cost_config, N_MNIST_TRAIN, n_val=2 * 10_000), factory=FineTuneJob,
+            base_model_bytes=bytes(base_model_bytes), inputs=np.array(digits.inputs, np.float32),
+            labels=np.array(digits.labels, np.int64), options=opts.to_dict(),
+        )  # fmt: skip
+
+    def _register(
+        self,
+        user: str,
+        config: TrainConfig,
+        mnist_dir: str | os.PathLike,
+        source: str,
+        kind: str = "training",
+        based_on: str | None = None,
+        based_on_id: str | None = None,
+        cost: TrainingCost | None = None,
+        factory: Callable[..., TrainingJob] | None = None,
+        **job_options: Any,
+    ) -> str:
+        """Check the bounds, make the run's job and queue it; see ``submit``.
+
+        ``cost``: what the run will cost (default: training ``config``); ``factory``: what makes its
+        job (default: the registry's job factory).
+        """
+        if problem := refusal(cost or estimate_training_cost(config, N_MNIST_TRAIN)):
             raise RunRefused(f"This server cannot run that: {problem}.")
         with self._lock:
             mine = [r for r in self._runs.values() if r.user == user]
@@ -178,8 +286,10 @@ class RunRegistry:
             account = self._user(user)
             account.started += 1
             run_id = secrets.token_urlsafe(12)
-            job = self._job_factory(config, mnist_dir, save_dir=None, source=source, on_finish=self._job_finished)
-            self._runs[run_id] = _Run(run_id, user, account.started, job)
+            job = (factory or self._job_factory)(
+                config, mnist_dir, save_dir=None, source=source, on_finish=self._job_finished, **job_options
+            )
+            self._runs[run_id] = _Run(run_id, user, account.started, job, None, kind, based_on, based_on_id)
             self._queue.append(run_id)
             self._schedule()
         return run_id
@@ -192,6 +302,18 @@ class RunRegistry:
             return False
         run.job.stop()  # outside the lock: cancelling a waiting job calls back into the registry
         return True
+
+    def pause(self, user: str, run_id: str) -> bool:
+        """Pause ``user``'s training run after its current batch. False if not theirs or not training."""
+        with self._lock:
+            run = self._owned(user, run_id)
+        return run is not None and run.job.pause()
+
+    def resume(self, user: str, run_id: str) -> bool:
+        """Carry on with ``user``'s paused run. False if not theirs or not paused."""
+        with self._lock:
+            run = self._owned(user, run_id)
+        return run is not None and run.job.resume()
 
     def stop_all(self, user: str | None = None, timeout: float = 60) -> None:
         """Stop every run (of ``user``, or all) and wait for them to end: for shutting down and tests."""
@@ -277,6 +399,7 @@ class RunRegistry:
                 raise RunRefused(f"The model could not be saved: {problem}. It is still here in the run.") from None
             run.kept_path, run.kept_version = path, file_version(os.stat(path, follow_symlinks=False))
             run.name = _clean_name(name)
+            self._relabel_continuations(run)
             return path
 
     def rename(self, user: str, run_id: str, name: str) -> Path | None:
@@ -286,6 +409,7 @@ class RunRegistry:
             new_name = _clean_name(name)
             if run.kept_path is None:
                 run.name = new_name
+                self._relabel_continuations(run)
                 return None
             old = self._checked_own_file(run)
             stamp = _KEPT_STEM_RE.match(old.name)
@@ -306,6 +430,7 @@ class RunRegistry:
                 run.kept_path, run.kept_version = target, file_version(os.stat(target, follow_symlinks=False))
                 break
             run.name = new_name
+            self._relabel_continuations(run)
             return run.kept_path
 
     def delete_kept(self, user: str, run_id: str) -> None:
@@ -426,7 +551,17 @@ class RunRegistry:
             run.kept_path,
             position,
             len(run.job.model_bytes or b""),
+            run.kind,
+            run.based_on,
+            run.based_on_id,
         )
+
+    def _relabel_continuations(self, base: _Run) -> None:
+        """Runs that continue ``base`` name it by its new name (kept even once ``base`` is gone)."""
+        with self._lock:
+            for run in self._runs.values():
+                if run.based_on_id == base.id:
+                    run.based_on = base.name or f"Run {base.number}"
 
 
 _KEPT_STEM_RE = re.compile(r"^mnist-\d{8}-\d{6}(?:-acc\d+\.\d\d)?")

@@ -3,6 +3,8 @@
 ``run_training(config, state, X, y)`` trains the parameter dict in ``state`` with the pure
 functions of ``functional``, yielding progress records (every ``config.log_every`` batches
 and at each epoch's end), and stops cleanly at the next batch when ``stop()`` returns true.
+Training time (a record's ``elapsed``, its rate and ETA) is read from ``clock``: a caller that
+pauses a run inside ``stop()`` passes a clock that stands still while paused.
 A batch whose loss diverges (NaN, or exploded: ``history.loss_diverged``) gets a record of its
 own at once, flagged ``diverged``; the loop does not stop by itself, the caller decides (the
 train page's job stops, the command line trains on as it always did).
@@ -90,6 +92,7 @@ def run_training(
     X_val: ArrayLike | None = None,
     y_val: ArrayLike | None = None,
     stop: Callable[[], bool] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> Iterator[Progress]:
     """Train ``state`` according to ``config``, yielding Progress records.
 
@@ -98,7 +101,7 @@ def run_training(
     BLAS uses ``config.threads`` threads while training computes (None: leave it as is);
     the caller gets its own setting back at every yield.
     """
-    steps = _training_steps(config, state, X, y, X_val, y_val, stop)
+    steps = _training_steps(config, state, X, y, X_val, y_val, stop, clock)
     if config.threads is None:
         yield from steps
         return
@@ -112,7 +115,14 @@ def run_training(
 
 
 def _training_steps(
-    cfg: TrainConfig, state: TrainingState, X, y, X_val, y_val, stop: Callable[[], bool] | None
+    cfg: TrainConfig,
+    state: TrainingState,
+    X,
+    y,
+    X_val,
+    y_val,
+    stop: Callable[[], bool] | None,
+    clock: Callable[[], float],
 ) -> Iterator[Progress]:
     """run_training's loop, without the BLAS thread setting."""
     X, y, X_val, y_val = prepare_data(X, y, X_val, y_val, cfg)
@@ -133,7 +143,7 @@ def _training_steps(
     n = len(X)
     bs = min(cfg.batch_size, n)
     batches = (n + bs - 1) // bs
-    start = time.perf_counter()
+    start = clock()
     seen = 0
     first_loss: float | None = None
     diverged_before = False  # only the first diverging batch is flagged
@@ -161,7 +171,7 @@ def _training_steps(
             stopping = stop is not None and stop()
             last = b == batches - 1
             if (b + 1) % cfg.log_every == 0 or last or stopping or diverging:
-                elapsed = time.perf_counter() - start
+                elapsed = clock() - start
                 rate = seen / elapsed if elapsed > 0 else 0.0
                 remaining = (cfg.epochs - epoch) * n + (n - (b + 1) * bs)
                 record = Progress(

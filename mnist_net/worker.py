@@ -1,23 +1,37 @@
 """The training process: what runs in the child that ``jobs.TrainingJob`` starts for one run.
 
 ``train_in_child`` loads MNIST itself (from the folder the parent found, checked against the
-official hashes: nothing big is pickled across), trains, evaluates on the test set and sends
-everything back through a one-way pipe as small messages, the model as the bytes of the safe
-file format. It writes no files, so a child that is killed at any moment leaves nothing
-behind. It stops after the current batch when the parent sets the stop event, or on its own
-when the loss diverges. If the parent goes away, the next send fails and the child ends.
-Non-goals: several runs per process, resuming a saved model, talking to any UI.
+official hashes: nothing big is pickled across), trains (a fresh network, or more epochs of
+a model sent as the bytes of the safe file format), evaluates on the test set and sends
+everything back through a one-way pipe as small messages, the model as those bytes too.
+It writes no files, so a child that is killed at any moment leaves nothing behind. Between
+batches it stops when the parent sets the stop event (or on its own when the loss
+diverges), and while the parent clears the run event it waits on that event: no CPU, and
+the training clock (elapsed time, rate, ETA) stands still. A pause longer than
+``max_pause_seconds`` ends as a stop, so a forgotten pause does not hold a training slot for
+ever. If the parent goes away, the next send fails and the child ends (a paused child sends
+a heartbeat every few seconds to find out).
+``fine_tune_in_child`` is the same life for a fine-tune (``finetune.fine_tune``) of a model
+on a person's digits: it holds out a stratified third of them (``split_held_out``; a digit
+with fewer than 2 examples is all taught), tunes on the rest with MNIST rehearsal, and sends
+back the tuned model with ``Result.tuning`` (before/after on the held-out digits and on MNIST
+test, and which held-out digits flipped).
+Non-goals: several runs per process, talking to any UI.
 
 Messages, in order (each a tuple whose first item names it):
-``("status", TRAINING | EVALUATING)``, ``("progress", record_dict)`` (many), then exactly one
-final message: ``("result", Result)``, ``("diverged", explanation)`` or ``("error", message)``.
+``("status", TRAINING | EVALUATING | PAUSED)``, ``("progress", record_dict)`` (many),
+``("weights", preview)`` (at most about once a second: ``weights_preview``), ``("paused",
+seconds)`` heartbeats, ``("note", text)``, then exactly one final message: ``("result",
+Result)``, ``("diverged", explanation)`` or ``("error", message)``.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,12 +39,17 @@ import numpy as np
 
 from .config import TrainConfig
 from .data import MnistError, load_mnist
-from .history import explain_divergence
+from .finetune import FineTuneOptions, fine_tune, split_held_out
+from .history import Progress, explain_divergence
 from .metrics import Evaluation, evaluate
-from .model_io import ModelFileError, model_to_bytes
+from .model_io import ModelFileError, model_from_bytes, model_to_bytes
 from .network import MLP
 
-TRAINING, EVALUATING = "training", "evaluating"
+TRAINING, EVALUATING, PAUSED = "training", "evaluating", "paused"
+PREVIEW_SECONDS = 1.0  # at most one weights preview a second: a class watches, nobody needs more
+PREVIEW_UNITS = 64  # dense first layers: the incoming weights of this many units
+HEARTBEAT_SECONDS = 5.0  # a paused child checks this often that its parent is still there
+MAX_PAUSE_SECONDS = 30 * 60.0
 
 
 @dataclass(frozen=True)
@@ -38,17 +57,46 @@ class Result:
     """What a finished (or stopped) run sends back. ``mistake_images``: (m, 784) uint8 test digits."""
 
     model_bytes: bytes
-    evaluation: Evaluation
-    mistake_images: np.ndarray
-    mistake_labels: np.ndarray
+    evaluation: Evaluation | None  # None for a fine-tune (its MNIST figures are in ``tuning``)
+    mistake_images: np.ndarray | None
+    mistake_labels: np.ndarray | None
     stopped: bool
+    tuning: dict[str, Any] | None = None  # a fine-tune's figures (fine_tune_in_child); None for a training
 
 
-def train_in_child(config_dict: dict[str, Any], mnist_dir: str, conn, stop_event, source: str) -> None:
-    """The child's whole life; see the module docstring. ``conn`` is the sending end of a Pipe."""
-    _own_session()
+def weights_preview(params: dict[str, np.ndarray] | None) -> np.ndarray | None:
+    """The first layer's weights as small pictures, (n, h, w) float32, for watching a network learn.
+
+    Dense first layer ``W1`` (n_in, units) on a square input: the first ``PREVIEW_UNITS`` units'
+    incoming weights, each as an (h, h) picture of the input (28x28 for an image). Conv first
+    layer ``W1`` (kh, kw, c_in, C): its C filters on the first input channel, (C, kh, kw).
+    None when there is nothing to picture (no weights yet, a non-square dense input).
+    A copy: the caller may keep it while training goes on.
+    """
+    W = None if params is None else params.get("W1")
+    if W is None:
+        return None
+    if W.ndim == 4:
+        return np.ascontiguousarray(W[:, :, 0, :].transpose(2, 0, 1), dtype=np.float32)
+    if W.ndim != 2:
+        return None
+    side = math.isqrt(W.shape[0])
+    if side * side != W.shape[0]:
+        return None
+    units = W[:, :PREVIEW_UNITS].T  # (units, n_in)
+    return np.ascontiguousarray(units.reshape(len(units), side, side), dtype=np.float32)
+
+
+def whole_epochs(history: list[dict], epochs_done: int) -> list[dict]:
+    """The records of a model's finished epochs only: a stopped run's part-epoch is trained again
+    when it continues (its epoch is not booked), so its records would draw the curve twice."""
+    return [h for h in history if int(h.get("epoch", 0)) <= epochs_done]
+
+
+def _reported(conn, work: Callable[[], tuple]) -> None:
+    """Send ``work()``'s final message, or an error message for any exception; close ``conn``."""
     try:
-        conn.send(_train(TrainConfig.from_dict(config_dict), mnist_dir, conn, stop_event, source))
+        conn.send(work())
     except (BrokenPipeError, EOFError, ConnectionError):
         return  # the parent is gone: nobody is left to tell
     except Exception as e:  # every other ending is reported, never silent
@@ -65,28 +113,205 @@ def train_in_child(config_dict: dict[str, Any], mnist_dir: str, conn, stop_event
         conn.close()
 
 
-def _train(config: TrainConfig, mnist_dir: str, conn, stop_event, source: str) -> tuple:
+def train_in_child(
+    config_dict: dict[str, Any],
+    mnist_dir: str,
+    conn,
+    stop_event,
+    source: str,
+    run_event=None,
+    base_model_bytes: bytes | None = None,
+    max_pause_seconds: float = MAX_PAUSE_SECONDS,
+    preview_seconds: float | None = PREVIEW_SECONDS,
+) -> None:
+    """The child's whole life; see the module docstring. ``conn`` is the sending end of a Pipe.
+
+    ``run_event`` (optional): cleared by the parent to pause. ``base_model_bytes``: train
+    ``config.epochs`` more epochs of this model instead of a fresh network. ``preview_seconds``:
+    the least time between two weights previews (None: send none; benchmarks compare).
+    """
+    _own_session()
+    controls = _Controls(conn, stop_event, run_event, max_pause_seconds)
+    _reported(
+        conn,
+        lambda: _train(
+            TrainConfig.from_dict(config_dict), mnist_dir, conn, controls, source, base_model_bytes, preview_seconds
+        ),
+    )
+
+
+HELD_OUT_FRACTION = 1 / 3  # of each digit's examples (3 of a digit: 1 tested, 2 taught)
+HELD_OUT_SEED = 0
+
+
+def fine_tune_in_child(
+    base_model_bytes: bytes,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    mnist_dir: str,
+    conn,
+    stop_event,
+    run_event=None,
+    options: dict[str, Any] | None = None,
+    max_pause_seconds: float = MAX_PAUSE_SECONDS,
+) -> None:
+    """A fine-tune's whole life (module docstring): ``inputs`` (n, 784) float32, ``labels`` (n,)."""
+    _own_session()
+    controls = _Controls(conn, stop_event, run_event, max_pause_seconds)
+    tune_options = FineTuneOptions.from_dict(options or {})
+    _reported(conn, lambda: _fine_tune(base_model_bytes, inputs, labels, mnist_dir, conn, controls, tune_options))
+
+
+def _fine_tune(
+    base_bytes: bytes,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    mnist_dir: str,
+    conn,
+    controls: _Controls,
+    options: FineTuneOptions,
+) -> tuple:
+    data = load_mnist(mnist_dir, download=False, progress=False)
+    base = model_from_bytes(base_bytes)  # the safe loader, in the child too
+    X, y = np.asarray(inputs, np.float32), np.asarray(labels, np.int64)
+    train_idx, held_idx = split_held_out(y, HELD_OUT_FRACTION, HELD_OUT_SEED)
+    if not len(held_idx):
+        note = (
+            "Too few digits to keep some aside for testing (fewer than 2 of each digit): all "
+            f"{len(y)} were used to teach it, so there are no before/after figures on your own digits."
+        )
+        conn.send(("note", note))
+    conn.send(("status", TRAINING))
+    began = controls.clock()
+
+    def progress(fraction: float) -> None:
+        conn.send(("progress", tuning_record(fraction, options.steps, controls.clock() - began)))
+
+    held = (X[held_idx], y[held_idx]) if len(held_idx) else None
+    tuned = fine_tune(
+        base, X[train_idx], y[train_idx], options=options, rehearsal=(data.X_train, data.y_train), held_out=held,
+        test=(data.X_test, data.y_test), progress=progress, stop=controls.stop_requested,
+    )  # fmt: skip
+    record = tuned.fine_tune_ or {}
+    figures = record.get("figures", {})
+    flipped: dict[str, list[int]] = {"wrong_to_right": [], "right_to_wrong": []}
+    if held is not None:
+        right_before = base.predict(held[0]) == held[1]
+        right_after = tuned.predict(held[0]) == held[1]
+        flipped = {
+            "wrong_to_right": held_idx[~right_before & right_after].tolist(),
+            "right_to_wrong": held_idx[right_before & ~right_after].tolist(),
+        }
+    tuning = {
+        "held_out_before": figures.get("held_out_before"),
+        "held_out_after": figures.get("held_out_after"),
+        "mnist_before": figures.get("test_before"),
+        "mnist_after": figures.get("test_after"),
+        "flipped": flipped,
+        "n_train": int(len(train_idx)),
+        "n_held_out": int(len(held_idx)),
+    }
+    result = Result(model_to_bytes(tuned), None, None, None, bool(record.get("stopped")), tuning)
+    return ("result", result)
+
+
+def tuning_record(fraction: float, steps: int, elapsed: float) -> dict[str, Any]:
+    """A fine-tune's progress as a progress record (one 'epoch' of ``steps`` batches): what
+    ``fraction_done`` and the ETA read; its loss and accuracies are not measured (NaN)."""
+    done = min(steps, max(0, round(fraction * steps)))
+    eta = elapsed * (steps - done) / done if done else 0.0
+    nan = float("nan")
+    return Progress(
+        kind="epoch" if done == steps else "batch", epoch=1, batch=done, batches_per_epoch=steps, epochs=1,
+        loss=nan, train_acc=nan, val_acc=None, val_loss=None, samples_per_s=nan, elapsed=elapsed, eta=eta,
+        stopped=False, diverged=False,
+    ).to_dict()  # fmt: skip
+
+
+class _Controls:
+    """The child's side of stop and pause, asked after every batch; keeps the training clock."""
+
+    def __init__(self, conn, stop_event, run_event, max_pause_seconds: float) -> None:
+        self.conn, self.stop_event, self.run_event = conn, stop_event, run_event
+        self.max_pause_seconds = max_pause_seconds
+        self.paused_seconds = 0.0
+
+    def clock(self) -> float:
+        """Seconds of work: a perf_counter that stands still while paused."""
+        return time.perf_counter() - self.paused_seconds
+
+    def stop_requested(self) -> bool:
+        """Whether to stop now; first waits (no CPU) while the run is paused."""
+        if self.run_event is not None and not self.run_event.is_set() and not self.stop_event.is_set():
+            self._wait_while_paused()
+        return self.stop_event.is_set()
+
+    def _pause_left(self, began: float) -> float:
+        return max(0.01, self.max_pause_seconds - (time.perf_counter() - began))
+
+    def _wait_while_paused(self) -> None:
+        began = time.perf_counter()
+        self.conn.send(("status", PAUSED))
+        # The parent's stop() sets the run event too, so a stop ends the wait at once.
+        while not self.run_event.wait(min(HEARTBEAT_SECONDS, self._pause_left(began))):
+            waited = time.perf_counter() - began
+            if waited >= self.max_pause_seconds:
+                minutes = self.max_pause_seconds / 60
+                self.conn.send(("note", f"Paused for more than {minutes:g} minutes, so it was stopped there."))
+                self.stop_event.set()
+                break
+            self.conn.send(("paused", waited))  # fails if the parent has gone: the child then ends
+        self.paused_seconds += time.perf_counter() - began
+        if not self.stop_event.is_set():
+            self.conn.send(("status", TRAINING))
+
+
+def _train(
+    config: TrainConfig,
+    mnist_dir: str,
+    conn,
+    controls: _Controls,
+    source: str,
+    base: bytes | None,
+    preview_seconds: float | None,
+) -> tuple:
     """Train and evaluate; the final message to send."""
-    started = time.time()
+    started = controls.clock()
     data = load_mnist(mnist_dir, download=False, progress=False)
     conn.send(("status", TRAINING))
-    model = MLP(config)
+    info: dict[str, Any] = {}
+    if base is None:
+        model = MLP(config).initialize()
+    else:
+        model = model_from_bytes(base)
+        model.history_ = whole_epochs(model.history_, model.epochs_done_)
+        if config.optimizer != model.config.optimizer:
+            model.optimizer_state_ = {}  # another optimiser's state means nothing to this one
+        info["continued_from_epoch"] = model.epochs_done_
+        model.config = config
     diverged: dict[str, Any] | None = None
     stopped = False
+    last_preview = controls.clock()
+    if preview_seconds is not None:
+        conn.send(("weights", weights_preview(model.params_)))
 
     def should_stop() -> bool:
-        return diverged is not None or stop_event.is_set()
+        return diverged is not None or controls.stop_requested()
 
-    for record in model.iter_fit(data.X_train, data.y_train, stop=should_stop):
+    for record in model.iter_fit(data.X_train, data.y_train, stop=should_stop, clock=controls.clock):
         conn.send(("progress", record.to_dict()))
         if record.diverged and diverged is None:
             diverged = record.to_dict()
         stopped = stopped or record.stopped
+        if preview_seconds is not None and controls.clock() - last_preview >= preview_seconds:
+            conn.send(("weights", weights_preview(model.params_)))
+            last_preview = controls.clock()
     if diverged is not None:
         return ("diverged", explain_divergence(diverged, config.optimizer, config.learning_rate))
     conn.send(("status", EVALUATING))
     evaluation = evaluate(model, data.X_test, data.y_test)
-    model.record_results(evaluation.accuracy, time.time() - started, data.data_hash, source, stopped)
+    train_seconds = controls.clock() - started
+    model.record_results(evaluation.accuracy, train_seconds, data.data_hash, source, stopped, **info)
     result = Result(
         model_bytes=model_to_bytes(model),
         evaluation=evaluation,

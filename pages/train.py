@@ -3,8 +3,10 @@
 A run is submitted to the server's ``RunRegistry`` (``state.run_registry``) under this
 browser's user id, so a reload or another tab finds it again in "Your runs" (with Watch and
 Stop) and the form comes back with the settings last used. Each run trains in its own
-process (``mnist_net.jobs``); a fragment polls it for the live chart. A finished model stays
-in its run until the user keeps it in the models folder (named), renames or deletes it.
+process (``mnist_net.jobs``); a fragment polls it for the live chart and the first layer's
+weights as red/blue tiles. A running run can be paused and resumed; a finished one can be
+trained N more epochs as a new run. A finished model stays in its run until the user keeps
+it in the models folder (named), renames or deletes it.
 The form starts from ``app_start_config()``. No maths here: this page only draws.
 """
 
@@ -19,10 +21,22 @@ from mnist_net.budget import estimate_training_cost
 from mnist_net.config import ACTIVATIONS, OPTIMIZERS, TrainConfig, app_start_config, parse_hidden_sizes
 from mnist_net.data import FILES, cache_dir, find_mnist
 from mnist_net.history import USUAL_LEARNING_RATES, log_every_for
-from mnist_net.jobs import CANCELLED, DIVERGED, DONE, EVALUATING, FAILED, QUEUED, STARTING, STOPPED
-from mnist_net.runs import N_MNIST_TRAIN, RunRefused, RunView
+from mnist_net.jobs import (
+    CANCELLED,
+    DIVERGED,
+    DONE,
+    EVALUATING,
+    FAILED,
+    PAUSED,
+    QUEUED,
+    STARTING,
+    STOPPED,
+    TRAINING,
+    JobSnapshot,
+)
+from mnist_net.runs import MAX_MORE_EPOCHS, MORE_RUN, N_MNIST_TRAIN, RunRefused, RunView
 from pages.ui import state
-from pages.ui.charts import accuracy_curve, confusion_chart, enlarged, loss_curve, per_digit_chart
+from pages.ui.charts import accuracy_curve, confusion_chart, enlarged, loss_curve, per_digit_chart, signed_tiles
 from pages.ui.inside import show_mistakes_explorer, show_runs_side_by_side
 from pages.ui.style import plain
 
@@ -31,7 +45,7 @@ state.run_inside_frame()
 # Each poll costs the server about 0.1 CPU-s and the watching browser about 0.4 (benchmarks/app_overhead.py).
 POLL_SECONDS = 1.0  # at least one update a second for a long run
 FAST_POLL_SECONDS = 0.5  # for a short run, so even a run of a few seconds is seen learning
-WAITING_POLL_SECONDS = 5.0  # for a run waiting for a slot: a class can have many waiting, each poll costs
+WAITING_POLL_SECONDS = 5.0  # for a run waiting for a slot or paused: a class can have many, each poll costs
 SHORT_RUN_SECONDS = 60  # estimated by mnist_net.budget (which errs high)
 CHART_HEIGHT = 280  # pixels, title and legend included
 CHANCE_ACCURACY = 0.2  # at or below this a network has not learned (guessing gets 10%)
@@ -40,7 +54,8 @@ NETWORKS = ("MLP", "CNN")
 STATUS_WORDS = {
     QUEUED: "waiting for a free slot",
     STARTING: "starting",
-    "training": "training",
+    TRAINING: "training",
+    PAUSED: "paused",
     EVALUATING: "testing",
     DONE: "done",
     STOPPED: "stopped early",
@@ -86,6 +101,45 @@ def settings_text(cfg: TrainConfig) -> str:
     )
 
 
+def run_text(view: RunView) -> str:
+    """A run's settings, and what it continues (a 'train more' run's epochs are the extra ones)."""
+    text = settings_text(view.config)
+    if view.kind == MORE_RUN:
+        text = text.replace(" epoch", " more epoch", 1)
+    return f"{view.origin} · {text}" if view.origin else text
+
+
+TILE_COLUMNS = 8
+TILE_PIXELS = 56  # about how wide one tile is drawn (a whole enlargement factor of its pixels)
+
+
+def weights_caption(preview) -> str:
+    n, h, w = preview.shape
+    if h == w and h >= 10:  # a dense unit's incoming weights, pictured over its input
+        what = (
+            f"Each tile is one of the first layer's units (the first {n}): its {h * w} incoming weights, "
+            f"drawn where they sit on the {h}x{w} input"
+        )
+    else:
+        what = f"Each tile is one of the first layer's {n} filters ({h}x{w}), as it slides over the image"
+    return (
+        f"{what}. Red: ink there raises the unit, blue: lowers it, black: no effect; each tile is scaled to "
+        "its own strongest weight."
+    )
+
+
+def show_weights(snap: JobSnapshot, live: bool) -> None:
+    """The first layer's weights as red/blue tiles (refreshed with the live chart while training)."""
+    preview = snap.weights_preview
+    if preview is None or not len(preview):
+        return
+    side = max(preview.shape[1:])
+    picture = signed_tiles(preview, TILE_COLUMNS, max(1, round(TILE_PIXELS / side)))
+    title = "Weights as they learn" if live else "Weights it learned"
+    st.markdown(f"**{title}**")
+    st.image(picture, caption=weights_caption(preview), width=min(picture.shape[1], 480))
+
+
 def show_history(history: list[dict]) -> None:
     if not history:
         st.caption("Waiting for the first batches…")
@@ -113,6 +167,13 @@ def progress_text(view: RunView) -> str:
     if snap.stopping:
         return f"Stopping after this batch (epoch {h['epoch']}, batch {h['batch']}), then testing the network as it is…"
     eta = snap.eta or 0
+    where = f"epoch {h['epoch']}/{h['epochs']}, batch {h['batch']}/{h['batches_per_epoch']}"
+    if snap.pausing:
+        return f"Pausing after this batch ({where})…"
+    if snap.paused and snap.pause_requested:
+        return f"Paused in {where} · about {eta:,.0f} s left once resumed (the pause does not count)"
+    if snap.paused:
+        return f"Resuming in {where}…"
     return (
         f"Epoch {h['epoch']}/{h['epochs']} · batch {h['batch']}/{h['batches_per_epoch']} · "
         f"{h['samples_per_s']:,.0f} images/s · about {eta:,.0f} s left"
@@ -146,7 +207,7 @@ def show_runs_list(runs: list[RunView], shown: RunView | None) -> None:
             text, buttons = st.columns([4, 2], vertical_alignment="center")
             marker = " (shown below)" if shown is not None and view.id == shown.id else ""
             text.markdown(f"**{plain(view.label)}**{marker} · {plain(status_text(view))}")
-            text.caption(settings_text(view.config))
+            text.caption(run_text(view))
             with buttons:
                 row = st.container(horizontal=True, horizontal_alignment="right")
                 if shown is None or view.id != shown.id:
@@ -158,21 +219,35 @@ def show_runs_list(runs: list[RunView], shown: RunView | None) -> None:
 
 
 def show_live(view: RunView) -> None:
-    doing = "waiting" if view.snapshot.status == QUEUED else "training…"
+    snap = view.snapshot
+    doing = "waiting" if snap.status == QUEUED else "paused" if snap.pause_requested else "training…"
     st.subheader(f"{plain(view.label)}: {doing}")
-    st.caption(settings_text(view.config) + ". You can reload, switch pages or close the tab: training keeps going.")
-    bar, button = st.columns([5, 1], vertical_alignment="center")
-    bar.progress(view.snapshot.fraction_done, text=progress_text(view))
-    button.button(
+    st.caption(run_text(view) + ". You can reload, switch pages or close the tab: training keeps going.")
+    bar, pause_column, stop_column = st.columns([4, 1.3, 1.1], vertical_alignment="center")
+    bar.progress(snap.fraction_done, text=progress_text(view))
+    registry, uid = state.run_registry(), state.user_id()
+    if snap.pause_requested:
+        pause_column.button(
+            "Resume", icon=":material/play_arrow:", key="resume", on_click=registry.resume, args=(uid, view.id),
+            width="stretch", help="Carry on training where it paused.",
+        )  # fmt: skip
+    else:
+        pause_column.button(
+            "Pause", icon=":material/pause:", key="pause", on_click=registry.pause, args=(uid, view.id),
+            width="stretch", disabled=snap.status not in (STARTING, TRAINING) or snap.stopping,
+            help="Hold the training after this batch (it uses no CPU while paused); Resume carries on.",
+        )  # fmt: skip
+    stop_column.button(
         "Stop",
         icon=":material/stop_circle:",
         key="stop",
-        on_click=state.run_registry().stop,
-        args=(state.user_id(), view.id),
+        on_click=registry.stop,
+        args=(uid, view.id),
         width="stretch",
     )
     st.space("small")  # room for the charts' hover toolbar, so it never covers the progress bar
-    show_history(view.snapshot.history)
+    show_history(snap.history)
+    show_weights(snap, live=True)
 
 
 def moment_text(view: RunView) -> str:
@@ -226,8 +301,12 @@ def show_results(view: RunView) -> None:
     if snap.status == STOPPED:
         st.caption(moment_text(view))
 
+    if snap.note:
+        st.caption(plain(snap.note))
+
     st.subheader("Learning curves")
     show_history(snap.history)
+    show_weights(snap, live=False)
 
     st.subheader("Where it goes wrong")
     left, right = st.columns(2)
@@ -308,13 +387,46 @@ def show_keep(view: RunView, model: mnist_net.MLP) -> None:
     if use:
         state.use_run_model(view.id)
         st.switch_page("pages/draw.py")
+    show_train_more(view)
+
+
+def show_train_more(view: RunView) -> None:
+    """Train N more epochs of this run's model, as a new run that says what it continues."""
+    registry, uid = state.run_registry(), state.user_id()
+    st.subheader("Train more")
+    done = max((int(h["epoch"]) for h in view.snapshot.history if h["kind"] == "epoch"), default=0)
+    partly = view.snapshot.status == STOPPED and view.snapshot.history and view.snapshot.history[-1]["kind"] != "epoch"
+    st.caption(
+        f"Carries on from this network after its {done} whole epoch{'s' if done != 1 else ''}: the same weights and "
+        "optimiser state, the curves continue. It is a new run in your list; this one stays as it is."
+        + (" The part of the epoch before the stop is trained again from its start." if partly else "")
+    )
+    busy = any(v.snapshot.running for v in registry.runs(uid))
+    epochs_col, button_col = st.columns([3, 1], vertical_alignment="bottom")
+    more = epochs_col.number_input(
+        "More epochs", min_value=1, max_value=MAX_MORE_EPOCHS, value=min(MAX_MORE_EPOCHS, max(1, view.config.epochs)),
+        key=f"more_epochs_{view.id}",
+    )  # fmt: skip
+    if button_col.button(
+        "Train more", icon=":material/fast_forward:", key="train_more", width="stretch", disabled=busy,
+        help="Wait for your other run to finish first." if busy else None,
+    ):  # fmt: skip
+        try:
+            run_id = registry.submit_more(uid, view.id, int(more), state.mnist_folder())
+        except RunRefused as e:
+            st.error(str(e), icon=":material/block:")
+        except mnist_net.MnistError as e:
+            show_mnist_help(e)
+        else:
+            state.show_run(run_id)
+            st.rerun()
 
 
 def show_ending(view: RunView) -> None:
     """A finished run: its results, or why there are none."""
     snap = view.snapshot
     st.subheader(plain(view.label))
-    st.caption(settings_text(view.config))
+    st.caption(run_text(view))
     if snap.status == DIVERGED:
         st.error(snap.error or "Training diverged.", icon=":material/trending_up:")
         st.caption("The network was stopped there: its weights are no use, so there is nothing to test or keep.")
@@ -569,7 +681,14 @@ if start and not running:
 
 
 active_ids = {v.id for v in runs if v.snapshot.running}
-waiting = shown is not None and shown.snapshot.status == QUEUED
+
+
+def polls_slowly(view: RunView | None) -> bool:
+    """Waiting for a slot or paused: nothing moves, so the page asks less often."""
+    return view is not None and (view.snapshot.status == QUEUED or view.snapshot.pause_requested)
+
+
+waiting = polls_slowly(shown)
 short = shown is not None and estimate_training_cost(shown.config, N_MNIST_TRAIN).seconds < SHORT_RUN_SECONDS
 poll = WAITING_POLL_SECONDS if waiting else FAST_POLL_SECONDS if short else POLL_SECONDS
 
@@ -581,7 +700,7 @@ def runs_and_live_panel() -> None:
     if (
         {v.id for v in now if v.snapshot.running} != active_ids
         or st.session_state.get(state.SELECTED_RUN_KEY) not in (None, shown.id if shown else None)
-        or (current is not None and (current.snapshot.status == QUEUED) != waiting)
+        or (current is not None and polls_slowly(current) != waiting)
     ):
         # A run ended or started, or a Watch was pressed, since the page was drawn: redraw it all.
         st.rerun(scope="app")

@@ -272,3 +272,59 @@ def test_missing_mnist_says_what_to_do(models_dir, tmp_path, monkeypatch):
     assert str(tmp_path / "cache") in advice
     at.run()  # and the page keeps working
     assert not at.exception and at.button(key="start")
+
+
+def weight_tiles(at) -> list:
+    """The page's pictures of first-layer weights (found by their caption)."""
+    return [im for im in at.get("image") if im.captions and "first layer" in im.captions[0]]
+
+
+def test_pause_and_resume_from_the_live_panel_with_the_weights_shown(train_page):
+    at = train_page
+    fill_form(at, hidden_sizes="64", n_train=20000, epochs=100, batch_size=16)
+    at.button(key="start").click().run()
+    job = at.session_state["train_job"]
+    assert wait_until(lambda: job.snapshot().history, timeout=60)
+    at.run()
+    assert len(weight_tiles(at)) == 1  # the weights as they learn, beside the live chart
+    assert "Weights as they learn" in " ".join(m.value for m in at.markdown)
+    at.button(key="pause").click().run()
+    assert not at.exception and job.snapshot().pause_requested
+    assert wait_until(lambda: job.snapshot().paused, timeout=60)
+    at.run()
+    [bar] = at.get("progress")
+    assert bar.proto.text.startswith("Paused in epoch 1/100") and "the pause does not count" in bar.proto.text
+    assert any(s.value.endswith(": paused") for s in at.subheader)
+    records = len(job.snapshot().history)
+    at.button(key="resume").click().run()
+    assert not at.exception and not job.snapshot().pause_requested
+    assert wait_until(lambda: len(job.snapshot().history) > records, timeout=60)  # training again
+    at.run()
+    assert at.button(key="pause") is not None and not at.button(key="pause").disabled
+    at.button(key="stop").click().run()
+    assert job.join(timeout=60) and job.snapshot().status == STOPPED
+
+
+def test_train_more_after_a_run_appears_as_a_new_run_that_continues_it(train_page):
+    at = train_page
+    fill_form(at, hidden_sizes="32", n_train=300, epochs=1, batch_size=32)
+    at.button(key="start").click().run()
+    first = at.session_state["train_job"]
+    assert first.join(timeout=120)
+    at.run()
+    assert len(weight_tiles(at)) == 1 and "Weights it learned" in " ".join(m.value for m in at.markdown)
+    [more] = [n for n in at.number_input if n.key.startswith("more_epochs_")]
+    more.set_value(2)
+    at.button(key="train_more").click().run()
+    assert not at.exception and not at.error
+    job = at.session_state["train_job"]
+    assert job is not first and job.base_model_bytes == first.model_bytes and job.config.epochs == 2
+    assert job.join(timeout=120)
+    at.run()
+    snap = job.snapshot()
+    assert snap.status == DONE, snap.error
+    assert [h["epoch"] for h in snap.history if h["kind"] == "epoch"] == [1, 2, 3]
+    rows = [m.value for m in at.markdown if m.value.startswith("**Run")]
+    assert rows[0].startswith("**Run 2** (shown below) · done") and rows[1].startswith("**Run 1**")
+    assert any(c.value.startswith("continues Run 1 · ") and "2 more epochs" in c.value for c in at.caption)
+    assert at.subheader[0].value == "Your runs" and any(s.value == "Run 2" for s in at.subheader)

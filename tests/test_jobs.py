@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,8 @@ from mnist_net.history import (
     thin_history,
 )
 from mnist_net.jobs import CANCELLED, DIVERGED, DONE, FAILED, STOPPED, TrainingJob, describe_exit
-from mnist_net.worker import TRAINING_NICENESS
+from mnist_net.model_io import ModelFileError
+from mnist_net.worker import PREVIEW_UNITS, TRAINING_NICENESS, weights_preview, whole_epochs
 
 
 def test_parse_hidden_sizes():
@@ -256,3 +259,140 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+# --- weights as they learn, pause / resume, train more ---------------------------------------
+
+
+def test_weights_preview_pictures_the_first_layer():
+    rng = np.random.default_rng(0)
+    dense = {"W1": rng.standard_normal((784, 100)).astype(np.float32), "W2": np.zeros((100, 10))}
+    preview = weights_preview(dense)
+    assert preview.shape == (PREVIEW_UNITS, 28, 28) == (64, 28, 28) and preview.dtype == np.float32
+    np.testing.assert_array_equal(preview[5], dense["W1"][:, 5].reshape(28, 28))  # unit 5's incoming weights
+    assert weights_preview({"W1": dense["W1"][:, :10]}).shape == (10, 28, 28)  # fewer units: all of them
+    conv = {"W1": rng.standard_normal((5, 3, 1, 32)).astype(np.float32)}  # (kh, kw, c_in, c_out)
+    filters = weights_preview(conv)
+    assert filters.shape == (32, 5, 3)
+    np.testing.assert_array_equal(filters[7], conv["W1"][:, :, 0, 7])
+    preview[0, 0, 0] = 99.0  # a copy: training's weights are not touched
+    assert dense["W1"][0, 0] != 99.0
+    assert weights_preview(None) is None and weights_preview({"W1": np.zeros((50, 4))}) is None  # 50: not square
+
+
+def test_whole_epochs_drops_a_stopped_part_epoch():
+    history = [dict(epoch=1, kind="epoch"), dict(epoch=2, kind="batch"), dict(epoch=2, kind="batch")]
+    assert whole_epochs(history, 1) == history[:1]
+    assert whole_epochs(history, 2) == history and whole_epochs(history, 0) == []
+
+
+def test_the_job_sends_the_first_layers_weights_as_they_learn(mnist_dir):
+    config = TrainConfig(hidden_sizes=(96,), epochs=2, n_train=3000, batch_size=32, log_every=2, seed=4)
+    job = TrainingJob(config, mnist_dir).start()
+    assert wait_until(lambda: job.snapshot().weights_preview is not None, timeout=60)
+    first = job.snapshot().weights_preview
+    assert first.shape == (64, 28, 28)
+    np.testing.assert_array_equal(first, weights_preview(MLP(config).initialize().params_))  # the starting weights
+    assert job.join(timeout=120) and job.snapshot().status == DONE
+    last = job.snapshot().weights_preview
+    np.testing.assert_array_equal(last, weights_preview(job.model.params_))  # the trained ones, at the end
+    assert not np.allclose(first, last)
+
+
+def child_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_pause_holds_training_without_cpu_and_resume_carries_on_without_counting_the_pause(mnist_dir):
+    config = TrainConfig(hidden_sizes=(32,), epochs=2, n_train=4000, batch_size=16, log_every=5)
+    job = TrainingJob(config, mnist_dir).start()
+    assert wait_until(lambda: job.snapshot().history, timeout=60)
+    assert job.pause()
+    assert job.snapshot().pause_requested
+    assert wait_until(lambda: job.snapshot().paused, timeout=60)
+    held_from = time.monotonic()  # the child is waiting from here on, at the latest
+    records, cpu = len(job.snapshot().history), child_cpu_seconds(job.pid)
+    # While paused: not one more record, and (next to) no CPU, however long we look.
+    assert not wait_until(lambda: len(job.snapshot().history) > records, timeout=1.5)
+    assert child_cpu_seconds(job.pid) - cpu <= 0.05
+    assert job.snapshot().paused and job.snapshot().running
+    held = time.monotonic() - held_from  # the child was paused at least this long
+    assert job.resume()
+    assert wait_until(lambda: len(job.snapshot().history) > records, timeout=60)  # it carries on
+    assert not job.snapshot().pause_requested
+    assert job.join(timeout=120)
+    snap = job.snapshot()
+    assert snap.status == DONE and [h["kind"] for h in snap.history].count("epoch") == 2
+    # The training clock stood still while paused: elapsed leaves out at least the time we held it.
+    wall = snap.finished_at - snap.started
+    assert snap.history[-1]["elapsed"] <= wall - held
+    assert job.model.metrics_["train_seconds"] <= wall - held + 0.1
+
+
+def test_stop_ends_a_paused_run_and_still_evaluates(mnist_dir):
+    job = TrainingJob(TrainConfig(hidden_sizes=(32,), epochs=50, n_train=5000, batch_size=16, log_every=1), mnist_dir)
+    job.start()
+    assert wait_until(lambda: job.snapshot().history, timeout=60)
+    job.pause()
+    assert wait_until(lambda: job.snapshot().paused, timeout=60)
+    job.stop()
+    assert job.join(timeout=60)
+    snap = job.snapshot()
+    assert snap.status == STOPPED and snap.evaluation is not None and not snap.pause_requested
+    assert not job.pause() and not job.resume()  # a finished job has nothing to pause or resume
+
+
+def test_a_pause_longer_than_the_limit_ends_as_a_stop(mnist_dir):
+    config = TrainConfig(hidden_sizes=(32,), epochs=50, n_train=5000, batch_size=16, log_every=1)
+    job = TrainingJob(config, mnist_dir, max_pause_seconds=0.3).start()
+    assert wait_until(lambda: job.snapshot().history, timeout=60)
+    job.pause()
+    assert job.join(timeout=60)  # never resumed: it stops by itself
+    snap = job.snapshot()
+    assert snap.status == STOPPED and "Paused for more than" in snap.note and snap.evaluation is not None
+
+
+def test_train_more_continues_the_epochs_the_history_and_the_weights(mnist_dir):
+    config = TrainConfig(hidden_sizes=(32,), activation="relu", epochs=2, n_train=2000, batch_size=32, seed=5)
+    base = TrainingJob(config, mnist_dir).start()
+    assert base.join(timeout=120) and base.snapshot().status == DONE
+    base_bytes = base.model_bytes
+    more = TrainingJob(replace(config, epochs=3), mnist_dir, base_model_bytes=base_bytes)
+    before = more.snapshot()
+    assert before.history == base.snapshot().history  # the curve carries on from the base's
+    np.testing.assert_array_equal(before.weights_preview, base.snapshot().weights_preview)
+    assert more.start().join(timeout=120)
+    snap = more.snapshot()
+    assert snap.status == DONE, snap.error
+    epochs = [(h["epoch"], h["epochs"]) for h in snap.history if h["kind"] == "epoch"]
+    assert epochs == [(1, 2), (2, 2), (3, 5), (4, 5), (5, 5)]
+    model = more.model
+    assert model.epochs_done_ == 5 and model.history_ == snap.history
+    assert model.info_["continued_from_epoch"] == 2
+    assert model.optimizer_state_ and not np.array_equal(model.params_["W1"], base.model.params_["W1"])
+    assert base.model_bytes == base_bytes  # the base run is left as it was
+    # Its first new batches start from the base's weights, not afresh: the loss carries on low.
+    first_new = next(h for h in snap.history if h["epoch"] == 3)
+    assert first_new["loss"] < base.snapshot().history[0]["loss"] / 2
+
+
+def test_train_more_of_a_stopped_run_trains_its_part_epoch_again(mnist_dir):
+    config = TrainConfig(hidden_sizes=(32,), epochs=50, n_train=5000, batch_size=16, log_every=1)
+    base = TrainingJob(config, mnist_dir).start()
+    assert wait_until(lambda: base.snapshot().history, timeout=60)
+    base.stop()
+    assert base.join(timeout=60) and base.snapshot().status == STOPPED
+    assert base.model.epochs_done_ == 0 and base.snapshot().history[-1]["kind"] == "batch"
+    more = TrainingJob(replace(config, epochs=1), mnist_dir, base_model_bytes=base.model_bytes)
+    assert more.snapshot().history == []  # no whole epoch yet: its part-epoch is trained again
+    assert more.start().join(timeout=120) and more.snapshot().status == DONE
+    assert [h["epoch"] for h in more.snapshot().history] == [1] * len(more.snapshot().history)
+    assert more.model.epochs_done_ == 1
+
+
+def test_train_more_refuses_bytes_that_are_no_model(mnist_dir):
+    with pytest.raises(ModelFileError):
+        TrainingJob(TrainConfig(epochs=1), mnist_dir, base_model_bytes=b"not a model")

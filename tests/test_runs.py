@@ -2,16 +2,32 @@
 runs, at most N train at once (the rest wait their turn), bounds per user and in all, budget
 refusals, and keep / rename / delete touching only the file the registry itself wrote."""
 
+import os
 import re
+import signal
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 from conftest import wait_until
 
-from mnist_net import TrainConfig, load_model
-from mnist_net.jobs import CANCELLED, DONE, QUEUED, STOPPED
+from mnist_net import DigitSet, FineTuneOptions, TrainConfig, fine_tune, load_model, split_held_out
+from mnist_net.finetune import model_sha256
+from mnist_net.jobs import CANCELLED, DONE, FAILED, QUEUED, STOPPED
+from mnist_net.model_io import model_from_bytes, model_to_bytes
 from mnist_net.registry import list_models, model_filename
-from mnist_net.runs import RunRefused, RunRegistry, kept_file_names, name_slug, new_user_id, valid_user_id
+from mnist_net.runs import (
+    FINE_TUNE_RUN,
+    MAX_MORE_EPOCHS,
+    MORE_RUN,
+    RunRefused,
+    RunRegistry,
+    kept_file_names,
+    name_slug,
+    new_user_id,
+    valid_user_id,
+)
+from mnist_net.worker import HELD_OUT_FRACTION, HELD_OUT_SEED
 
 
 def tiny(seed: int = 0) -> TrainConfig:
@@ -191,3 +207,158 @@ def test_settings_are_kept_per_user_and_bounded():
     )
     assert registry.settings(me) == {"hidden_sizes": "64", "epochs": 3, "augment": True, "x": "y" * 200}
     assert registry.settings(other) == {}
+
+
+def test_pause_resume_and_train_more_act_only_on_the_users_own_runs(registry, mnist_dir):
+    me, other = new_user_id(), new_user_id()
+    run_id = registry.submit(me, long_run(), mnist_dir)
+    assert wait_until(lambda: registry.get(me, run_id).snapshot.history, timeout=60)
+    assert registry.pause(other, run_id) is False and not registry.get(me, run_id).snapshot.pause_requested
+    assert registry.pause(me, run_id)
+    assert wait_until(lambda: registry.get(me, run_id).snapshot.paused, timeout=60)
+    assert registry.running_count() == 1  # a paused run keeps its slot
+    assert registry.resume(other, run_id) is False and registry.get(me, run_id).snapshot.pause_requested
+    assert registry.resume(me, run_id) and not registry.get(me, run_id).snapshot.pause_requested
+    with pytest.raises(RunRefused, match="no trained model"):  # still training: nothing to continue yet
+        registry.submit_more(me, run_id, 1, mnist_dir)
+    registry.stop(me, run_id)
+    base = finished(registry, me, run_id)
+    with pytest.raises(RunRefused, match="no such run"):
+        registry.submit_more(other, run_id, 1, mnist_dir)
+    for bad in (0, -1, MAX_MORE_EPOCHS + 1, True, 1.5):
+        with pytest.raises(RunRefused, match="more epochs"):
+            registry.submit_more(me, run_id, bad, mnist_dir)
+    registry.rename(me, run_id, "first try")
+    more_id = registry.submit_more(me, run_id, 1, mnist_dir)
+    view = registry.get(me, more_id)
+    assert view.kind == MORE_RUN and view.based_on_id == run_id and view.origin == "continues first try"
+    assert view.number == 2 and view.config.epochs == 1
+    assert view.config.hidden_sizes == base.config.hidden_sizes and view.config.n_train == base.config.n_train
+    with pytest.raises(RunRefused, match="already have a run"):  # still one unfinished run per user
+        registry.submit_more(me, run_id, 1, mnist_dir)
+    registry.stop(me, more_id)
+    done = finished(registry, me, more_id)
+    assert done.has_model and registry.model(me, more_id).info_["continued_from_epoch"] == 0
+    registry.rename(me, run_id, "renamed")
+    assert registry.get(me, more_id).origin == "continues renamed"  # follows the base run's name
+    registry.forget(me, run_id)
+    assert registry.get(me, more_id).origin == "continues renamed"  # remembered once the base is gone
+    assert registry.get(me, run_id) is None
+
+
+# --- fine-tune runs --------------------------------------------------------------------------------
+
+
+def writer_digits(mnist, per_class: int, seed: int = 0) -> DigitSet:
+    """A "writer" MNIST reads badly: test digits mirrored left to right, ``per_class`` of each digit."""
+    rng = np.random.default_rng(seed)
+    idx = np.concatenate([rng.choice(np.flatnonzero(mnist.y_test == c), per_class, replace=False) for c in range(10)])
+    images = mnist.X_test[idx].reshape(-1, 28, 28)[:, :, ::-1].reshape(-1, 784)
+    n = len(idx)
+    return DigitSet(
+        images.astype(np.float32) / 255, mnist.y_test[idx].astype(np.int64), np.zeros((n, 56, 56), np.uint8),
+        np.full(n, 1.8e9),
+    )  # fmt: skip
+
+
+QUICK = FineTuneOptions(steps=60)
+
+
+def test_a_fine_tune_run_reports_its_figures_and_its_model_is_kept_like_any(
+    registry, mnist, mnist_dir, small_model, models_dir
+):
+    me, other = new_user_id(), new_user_id()
+    digits = writer_digits(mnist, per_class=4)
+    base_bytes = model_to_bytes(small_model)
+    run_id = registry.submit_fine_tune(me, base_bytes, "default", digits, mnist_dir, options=QUICK)
+    assert registry.get(other, run_id) is None and registry.runs(other) == []
+    view = finished(registry, me, run_id)
+    assert view.snapshot.status == DONE, view.snapshot.error
+    assert view.kind == FINE_TUNE_RUN and view.origin == "fine-tunes default" and view.has_model
+    assert view.snapshot.fraction_done == 1.0 and view.snapshot.evaluation is None
+    tuning = view.tuning
+    assert set(tuning) == {
+        "held_out_before", "held_out_after", "mnist_before", "mnist_after", "flipped", "n_train", "n_held_out",
+    }  # fmt: skip
+    # The figures are exactly those of the same fine-tune done here, on the same split.
+    train_idx, held_idx = split_held_out(digits.labels, HELD_OUT_FRACTION, HELD_OUT_SEED)
+    assert (tuning["n_train"], tuning["n_held_out"]) == (len(train_idx), len(held_idx)) == (30, 10)  # 1 of 4 kept
+    held = (digits.inputs[held_idx], digits.labels[held_idx])
+    here = fine_tune(
+        small_model, digits.inputs[train_idx], digits.labels[train_idx], options=QUICK,
+        rehearsal=(mnist.X_train, mnist.y_train), held_out=held, test=(mnist.X_test, mnist.y_test),
+    )  # fmt: skip
+    figures = here.fine_tune_["figures"]
+    assert (
+        tuning["held_out_before"] == figures["held_out_before"]
+        and tuning["held_out_after"] == figures["held_out_after"]
+    )
+    assert tuning["mnist_before"] == figures["test_before"] == small_model.score(mnist.X_test, mnist.y_test)
+    assert tuning["mnist_after"] == figures["test_after"]
+    before_right = small_model.predict(held[0]) == held[1]
+    after_right = here.predict(held[0]) == held[1]
+    assert tuning["flipped"] == {
+        "wrong_to_right": held_idx[~before_right & after_right].tolist(),
+        "right_to_wrong": held_idx[before_right & ~after_right].tolist(),
+    }
+    assert tuning["held_out_before"] < 0.5  # mirrored digits: the base reads most of them wrong
+    # Its model is kept, renamed and deleted like any run's, and the kept file is a listed model.
+    tuned = registry.model(me, run_id)
+    np.testing.assert_array_equal(tuned.params_["W1"], here.params_["W1"])
+    assert tuned.fine_tune_["personal_counts"] == [3] * 10
+    path = registry.keep(me, run_id, "my handwriting")
+    assert [m.path for m in list_models()] == [path] and "my-handwriting" in path.name
+    assert load_model(path).fine_tune_["base_sha256"] == model_sha256(model_from_bytes(base_bytes))
+    renamed = registry.rename(me, run_id, "mine")
+    registry.delete_kept(me, run_id)
+    assert not renamed.exists() and list_models() == []
+    assert small_model.fine_tune_ is None  # the base is untouched
+
+
+def test_a_fine_tune_with_too_few_digits_holds_none_out_and_says_so(registry, mnist, mnist_dir, small_model):
+    me = new_user_id()
+    run_id = registry.submit_fine_tune(
+        me, model_to_bytes(small_model), "default", writer_digits(mnist, per_class=1), mnist_dir, options=QUICK
+    )
+    view = finished(registry, me, run_id)
+    assert view.snapshot.status == DONE, view.snapshot.error
+    tuning = view.tuning
+    assert tuning["n_held_out"] == 0 and tuning["n_train"] == 10
+    assert tuning["held_out_before"] is None and tuning["held_out_after"] is None
+    assert tuning["flipped"] == {"wrong_to_right": [], "right_to_wrong": []}
+    assert tuning["mnist_after"] is not None
+    assert "Too few digits to keep some aside" in view.snapshot.note
+
+
+def test_a_fine_tune_can_be_stopped_and_a_killed_one_fails_leaving_no_file(
+    registry, mnist, mnist_dir, small_model, models_dir
+):
+    me = new_user_id()
+    long = FineTuneOptions(steps=20_000)
+    base = model_to_bytes(small_model)
+    run_id = registry.submit_fine_tune(me, base, "default", writer_digits(mnist, 4), mnist_dir, options=long)
+    assert wait_until(lambda: registry.get(me, run_id).snapshot.history, timeout=60)
+    assert registry.get(me, run_id).snapshot.eta is not None
+    registry.stop(me, run_id)
+    stopped = finished(registry, me, run_id)
+    assert stopped.snapshot.status == STOPPED and stopped.has_model and stopped.tuning["mnist_after"] is not None
+    again = registry.submit_fine_tune(me, base, "default", writer_digits(mnist, 4), mnist_dir, options=long)
+    assert wait_until(lambda: registry.get(me, again).snapshot.history, timeout=60)
+    os.kill(registry.job(me, again).pid, signal.SIGKILL)
+    view = finished(registry, me, again)
+    assert view.snapshot.status == FAILED and "SIGKILL" in view.snapshot.error
+    assert not view.has_model and view.tuning is None
+    assert not models_dir.exists() or not any(models_dir.rglob("*"))
+
+
+def test_a_fine_tune_refuses_what_it_cannot_use(registry, mnist, mnist_dir, small_model):
+    me = new_user_id()
+    with pytest.raises(RunRefused, match="no digits"):
+        registry.submit_fine_tune(me, model_to_bytes(small_model), "default", DigitSet.empty(), mnist_dir)
+    with pytest.raises(RunRefused, match="cannot be fine-tuned"):
+        registry.submit_fine_tune(me, b"not a model", "default", writer_digits(mnist, 2), mnist_dir)
+    with pytest.raises(ValueError):
+        registry.submit_fine_tune(
+            "not a user", model_to_bytes(small_model), "default", writer_digits(mnist, 2), mnist_dir
+        )
+    assert registry.runs(me) == []

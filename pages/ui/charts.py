@@ -16,6 +16,7 @@ import pandas as pd
 from PIL import Image
 
 from mnist_net.history import history_columns, thin_history
+from mnist_net.inside import scaled_per_tile
 from mnist_net.metrics import Evaluation
 
 DIGITS = [str(d) for d in range(10)]
@@ -453,3 +454,40 @@ def attribution_picture(pixels: np.ndarray, scale: float, x: np.ndarray, factor:
     rgb = np.stack([np.maximum(faint, np.clip(share, 0, 1)), faint, np.maximum(faint, np.clip(-share, 0, 1))], axis=1)
     rgb = (rgb * 255).astype(np.uint8).reshape(28, 28, 3)
     return np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
+
+
+# --- look inside: tiles (weights, filters, feature maps) -----------------------------------------
+
+GAP_COLOUR = np.array([255, 255, 255], np.uint8)  # the page's white: 1-px lines between tiles
+
+
+def tile_grid(tiles: np.ndarray, columns: int, factor: int) -> np.ndarray:
+    """Coloured tiles (n, h, w, 3) uint8 in a grid of ``columns`` (fewer if n is smaller), each enlarged
+    ``factor`` times, 1-px white gaps between them (and white where the last row ends early):
+    (rows*h*factor + rows-1, cols*w*factor + cols-1, 3) uint8."""
+    n, h, w = tiles.shape[:3]
+    columns = max(1, min(int(columns), n))
+    factor = max(1, int(factor))
+    rows = max(1, -(-n // columns))
+    th, tw = h * factor, w * factor
+    grid = np.empty((rows * (th + 1) - 1, columns * (tw + 1) - 1, 3), np.uint8)
+    grid[:] = GAP_COLOUR
+    big = np.repeat(np.repeat(tiles, factor, axis=1), factor, axis=2)
+    for i in range(n):
+        r, c = divmod(i, columns)
+        grid[r * (th + 1) : r * (th + 1) + th, c * (tw + 1) : c * (tw + 1) + tw] = big[i]
+    return grid
+
+
+def signed_tiles(weights: np.ndarray, columns: int, factor: int) -> np.ndarray:
+    """Weights (n, h, w) as a grid of red/blue tiles (``tile_grid``): (H, W, 3) uint8.
+
+    Positive is red, negative blue, zero black (as in ``attribution_picture``); the brighter, the
+    larger. Each tile is scaled by its own largest |w| (``inside.scaled_per_tile``), so every
+    unit's or filter's pattern shows however large its weights are overall; tiles are not
+    comparable in strength with each other.
+    """
+    share = scaled_per_tile(np.asarray(weights))
+    zero = np.zeros_like(share)
+    rgb = np.stack([np.clip(share, 0, 1), zero, np.clip(-share, 0, 1)], axis=-1)
+    return tile_grid((rgb * 255).round().astype(np.uint8), columns, factor)
