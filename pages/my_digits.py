@@ -143,6 +143,8 @@ def teach_form(mine: DigitSet) -> None:
         start_teaching(mine, choices[key])
     if problem is not None:
         st.caption(plain(problem))
+    elif (warning := digits.teach_warning(mine)) is not None:
+        st.caption(plain(warning))
 
 
 def percent(value: float | None) -> str:
@@ -182,6 +184,15 @@ def show_thumbnails(given: DigitSet | None, indices: list[int], key: str) -> Non
                 st.image(given.thumbnails[i], width=THUMB, caption=str(int(given.labels[i])))
 
 
+def right_of(accuracy: float | None, n: int) -> str:
+    """ "90.0% (9 of 10)" for an accuracy on n digits."""
+    return "–" if accuracy is None else f"{accuracy:.1%} ({round(accuracy * n)} of {n})"
+
+
+def points(before: float | None, after: float | None, digits_after_point: int) -> str | None:
+    return None if before is None or after is None else f"{100 * (after - before):+.{digits_after_point}f} points"
+
+
 def show_tuning_result(view: RunView) -> None:
     tuning = view.tuning or {}
     snap = view.snapshot
@@ -189,31 +200,34 @@ def show_tuning_result(view: RunView) -> None:
         st.warning("Stopped early: the figures are for the network as it was then.", icon=":material/stop_circle:")
     held_before, held_after = tuning.get("held_out_before"), tuning.get("held_out_after")
     mnist_before, mnist_after = tuning.get("mnist_before"), tuning.get("mnist_after")
-    n_train, n_held = tuning.get("n_train", 0), tuning.get("n_held_out", 0)
+    n_train, n_held = int(tuning.get("n_train", 0)), int(tuning.get("n_held_out", 0))
     with st.container(key="teach_result"):
         st.success(
-            f"Taught on {n_train} of your digits; tested on {n_held} others it never saw.",
+            f"Taught {plain(view.based_on or 'the network')} on {n_train} of your digits"
+            + (f"; tested on {n_held} others it never saw." if n_held else "."),
             icon=":material/check_circle:",
         )
+        if snap.note:
+            st.caption(plain(snap.note))
         left, right = st.columns(2)
-        left.metric(
-            f"Your {n_held} held-out digits",
-            percent(held_after),
-            None if held_before is None or held_after is None else f"{100 * (held_after - held_before):+.1f} points",
-            help=f"Right before teaching: {percent(held_before)}",
-        )
+        if n_held:
+            left.metric(
+                f"Your {n_held} held-out digits",
+                f"{held_after:.0%}" if held_after is not None else "–",
+                points(held_before, held_after, 0),
+            )
         right.metric(
             "MNIST test (10,000 digits)",
-            percent(mnist_after),
-            None
-            if mnist_before is None or mnist_after is None
-            else f"{100 * (mnist_after - mnist_before):+.2f} points",
-            help=f"Before teaching: {percent(mnist_before)}",
+            f"{mnist_after:.2%}" if mnist_after is not None else "–",
+            points(mnist_before, mnist_after, 2),
+            delta_color="normal",
         )
-        st.caption(
-            f"Before → after: your held-out digits {percent(held_before)} → {percent(held_after)}; "
-            f"MNIST test {percent(mnist_before)} → {percent(mnist_after)}."
-        )
+        before_after = [f"MNIST test {percent(mnist_before)} → {percent(mnist_after)}"]
+        if n_held:
+            before_after.insert(
+                0, f"your held-out digits {right_of(held_before, n_held)} → {right_of(held_after, n_held)}"
+            )
+        st.caption("Before → after: " + "; ".join(before_after) + ".")
         given = st.session_state.get(state.TEACH_SETS_KEY, {}).get(view.id)
         flipped = tuning.get("flipped") or {}
         now_right, now_wrong = list(flipped.get("wrong_to_right", [])), list(flipped.get("right_to_wrong", []))
@@ -223,7 +237,7 @@ def show_tuning_result(view: RunView) -> None:
         if now_wrong:
             st.markdown(f"**Now read wrong** ({len(now_wrong)}), right before:")
             show_thumbnails(given, now_wrong, "flipped_wrong")
-        if not now_right and not now_wrong:
+        if n_held and not now_right and not now_wrong:
             st.caption("None of your held-out digits changed from wrong to right or back.")
     show_keep(view)
 
@@ -280,6 +294,8 @@ else:
 st.subheader("Teach the network")
 registry = state.run_registry()
 uid = state.known_user_id()
+if state.TEACH_RUN_KEY not in st.session_state:  # a new session (a reload): show the user's latest teaching
+    st.session_state[state.TEACH_RUN_KEY] = digits.latest_teach_run(uid)
 run_id = st.session_state.get(state.TEACH_RUN_KEY)
 shown = None if run_id is None or uid is None else registry.get(uid, run_id)
 if shown is None:

@@ -24,10 +24,11 @@ import streamlit as st
 from mnist_net.digitset import DigitSet, DigitSetError, digit_set_from_bytes, thumbnail_from_canvas
 from mnist_net.model_io import default_model_path
 from mnist_net.registry import list_models
+from mnist_net.runs import FINE_TUNE_RUN
 from pages.ui import canvas, state
 
 MAX_ROUNDS = 10  # collect mode: ten rounds are 100 digits, more than a fine-tune needs
-MIN_PER_CLASS = 2  # digits of a class before it can be taught: one to learn from, one to test on
+MIN_PER_CLASS = 2  # digits of a class before one is kept aside to test on (runs: a third of each, from 2)
 
 
 def my_digits() -> DigitSet:
@@ -282,12 +283,24 @@ def draw_page_choice(choices: dict[str, ModelChoice]) -> str:
 
 def teach_problem(mine: DigitSet) -> str | None:
     """Why "Teach" cannot start with these digits (None: it can)."""
-    if not hasattr(state.run_registry(), "submit_fine_tune"):
-        return "Teaching is not available on this server yet (its fine-tune runs are missing)."
+    if len(mine) == 0:
+        return "Collect some digits first: collect mode on the Draw page gives 30 in about two minutes."
+    return None
+
+
+def teach_warning(mine: DigitSet) -> str | None:
+    """What teaching these digits cannot show (None: nothing to say)."""
     counts = mine.counts()
-    if (counts >= MIN_PER_CLASS).sum() == 0:
+    if len(mine) and not (counts >= MIN_PER_CLASS).any():
         return (
-            f"Collect at least {MIN_PER_CLASS} of a digit first: some of each digit are kept aside to measure "
-            "what teaching changed. Collect mode gives 30 digits in about two minutes."
+            f"With fewer than {MIN_PER_CLASS} of each digit, none can be kept aside to test on: it will learn "
+            "from all of them, and the figures will be on MNIST only. Collect mode gives 3 of each."
         )
     return None
+
+
+def latest_teach_run(uid: str | None) -> str | None:
+    """The user's newest fine-tune run (one started before a reload, say), or None."""
+    if uid is None:
+        return None
+    return next((v.id for v in state.run_registry().runs(uid) if v.kind == FINE_TUNE_RUN), None)
