@@ -245,6 +245,7 @@ def test_teaching_a_small_model_makes_a_run_with_figures_and_a_kept_model(app, s
     saved = save_new_model(small_model)
     labels = [d for _ in range(3) for d in range(10)]
     open_my_digits(app, a_set(mnist, labels, start=200))
+    assert app.selectbox(key="teach_model").value == "default"  # the draw page's model, to start with
     app.selectbox(key="teach_model").set_value(f"file:{saved.name}").run()
     app.button(key="teach").click().run()
     assert not app.exception and not app.error, [e.value for e in app.error]
@@ -252,17 +253,37 @@ def test_teaching_a_small_model_makes_a_run_with_figures_and_a_kept_model(app, s
     assert run_id
     wait_for_run(app)
     assert not app.error, [e.value for e in app.error]
-    shown = " ".join(c.value for c in app.caption)
-    assert "Before → after: your held-out digits" in shown and "MNIST test" in shown
+    assert any("on 20 of your digits; tested on 10 others" in s.value for s in app.success)
     metrics = {m.label: m.value for m in app.metric}
-    assert any("held-out digits" in label for label in metrics) and "MNIST test (10,000 digits)" in metrics
-    # The run is a run like any other: on the train page's list too.
+    assert metrics["Your 10 held-out digits"].endswith("%") and metrics["MNIST test (10,000 digits)"].endswith("%")
+    [figures] = [c.value for c in app.caption if c.value.startswith("Before → after")]
+    assert "your held-out digits" in figures and " of 10) → " in figures and "MNIST test" in figures
+    # The run is a run like any other: the train page lists it, as a fine-tune of the saved model.
+    app.switch_page("pages/train.py").run()
+    assert any("fine-tunes" in m.value for m in [*app.markdown, *app.caption])
+    app.switch_page("pages/my_digits.py").run()
     app.text_input(key=f"teach_name_{run_id}").set_value("my hand").run()
     app.button(key="keep_taught").click().run()
     assert not app.exception
     kept = [p.name for p in models_dir.iterdir() if "my-hand" in p.name]
     assert len(kept) == 1
-    app.switch_page("pages/draw.py").run()
-    assert f"file:{kept[0]}" in app.selectbox(key="model_choice").options or any(
-        kept[0] in o for o in app.selectbox(key="model_choice").options
-    )
+    assert load_model(models_dir / kept[0]).fine_tune_ is not None
+    app.button(key="use_taught").click().run()
+    assert not app.exception and app.title[0].value == "Draw a digit"
+    assert app.selectbox(key="model_choice").value == f"file:{kept[0]}"
+
+
+@pytest.mark.slow
+def test_teaching_can_be_stopped(app, small_model, mnist):
+    save_new_model(small_model)
+    open_my_digits(app, a_set(mnist, list(range(10)) * 2, start=300))
+    app.button(key="teach").click().run()
+    app.button(key="stop_teaching").click().run()
+    assert not app.exception
+    wait_for_run(app)
+    stopped = [w.value for w in app.warning if "Stopped early" in w.value]
+    cancelled = [i.value for i in app.info if "Stopped before it started" in i.value]
+    assert stopped or cancelled  # which one depends on whether its process had started
+    assert has_button(app, "teach_again")
+    app.button(key="teach_again").click().run()
+    assert has_button(app, "teach") and len(my_set(app)) == 20  # the digits are all still there

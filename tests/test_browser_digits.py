@@ -6,6 +6,9 @@ model from the page ends with its before/after figures. Fixtures and helpers: ``
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 from browser_kit import DIGITS, draw, screenshot, shown_answer, touch_draw
 
@@ -116,3 +119,55 @@ def test_phone_collect_mode_keeps_prompt_answer_canvas_and_next_on_screen(app_ur
         box = page.locator(what).bounding_box()
         assert 0 <= box["y"] and box["y"] + box["height"] <= viewport, f"{what} is off screen: {box}"
     screenshot(page, "digits_feedback_phone.png")
+
+
+def rotated_writer_set(mnist, path) -> None:
+    """30 MNIST test digits (3 of each) turned a quarter: a writer the shipped model reads badly."""
+    from test_app_draw import as_canvas
+
+    from mnist_net import canvas_to_input
+    from mnist_net.digitset import DigitSet, digit_set_to_bytes, thumbnail_from_canvas
+
+    digits = DigitSet.empty()
+    for label in range(10):
+        for i in np.flatnonzero(mnist.y_test == label)[:3]:
+            picture = as_canvas(np.rot90(mnist.X_test[i].reshape(28, 28)).reshape(-1))
+            digits = digits.add(canvas_to_input(picture), label, thumbnail_from_canvas(picture), 1.7e9 + len(digits))
+    path.write_bytes(digit_set_to_bytes(digits))
+
+
+def test_teach_the_shipped_model_from_the_page_and_see_before_and_after(app_url, browser_page, mnist, tmp_path):
+    from playwright.sync_api import expect
+
+    page = browser_page
+    open_draw_page(page, app_url)
+    start_collecting(page, rounds=1)
+    collect(page, 2)  # two digits drawn with the mouse, then a set file of 30 more
+    page.locator(".st-key-sidebar_menu").get_by_text("My digits").click()
+    page.get_by_role("heading", name="My digits").wait_for()
+    set_file = tmp_path / "quarter-turned.npz"
+    rotated_writer_set(mnist, set_file)
+    uploader = page.locator("[data-testid=stFileUploader] input[type=file]")
+    expect(uploader).to_be_attached(timeout=60_000)
+    uploader.set_input_files(str(set_file))
+    page.locator(".st-key-add_uploaded button").click()  # added to the two drawn ones, not replacing them
+    expect(page.get_by_text("32 digits: 0: 4 · 1: 4 · 2: 3")).to_be_visible()
+    expect(page.get_by_role("combobox", name="Which network learns your handwriting")).to_have_value(
+        "Shipped default model"
+    )
+    page.locator(".st-key-teach button").click()
+    # Progress while it learns (or waits for a slot), with Stop; then the figures.
+    expect(page.locator(".st-key-stop_teaching button")).to_be_visible()
+    result = page.locator(".st-key-teach_result")
+    expect(result).to_be_visible(timeout=300_000)
+    expect(result).to_contain_text("on 22 of your digits; tested on 10 others it never saw")
+    expect(result).to_contain_text("Your 10 held-out digits")
+    expect(result).to_contain_text("MNIST test (10,000 digits)")
+    expect(result.get_by_text("Before → after")).to_contain_text(" of 10) → ")
+    screenshot(page, "my_digits_taught.png")
+    page.locator(".st-key-keep_taught button").click()
+    expect(page.get_by_text("Kept in the models folder as")).to_be_visible()
+    page.locator(".st-key-use_taught button").click()
+    page.wait_for_selector("canvas.upper-canvas")
+    picker = page.get_by_role("combobox", name="Which network guesses")
+    expect(picker).to_have_value(re.compile(r"^Saved: mnist-.*-my-handwriting\.pkl$"))
