@@ -1,11 +1,14 @@
-"""Draw page (the landing page): draw or upload a digit and see what the network thinks.
+"""Draw page (the landing page): draw or upload a digit and see what the network thinks; say whether
+it was right ("Right" / "No, it's a ..."), or collect your own digits one asked-for digit at a time.
 
 A stroke reruns only the drawing panel (``st.fragment``: canvas, its buttons, the answer),
 not the model picker with its file listing. The drawing is kept in session state
 (``pages.ui.canvas``), so it is still there after another page or an upload, and it is read
 again by whichever model is chosen. Drawing and upload go through the same ``mnist_net``
 pipeline (``input_steps`` -> ``predict_proba`` -> ``assess``). Below the answer, "look inside"
-views (``pages.ui.inside``) in expanders that run only while open. No maths here.
+views (``pages.ui.inside``) in expanders that run only while open. The feedback buttons and
+collect mode put the drawing into the session's digit set (``pages.ui.digits``; the My digits
+page shows it) and clear the canvas for the next digit. No maths here.
 """
 
 from collections.abc import Callable
@@ -123,8 +126,7 @@ def drawing_panel(chosen: Chosen, collect: bool = False) -> None:
     if collect and (task is None or task.done):
         collect_start(task)
         return
-    if task is not None:
-        st.markdown(collect_prompt_html(task), unsafe_allow_html=True)
+    prompt = st.empty()  # collect mode's "Draw a 7", once the canvas is read
     bar = st.container(key="answer_bar")  # the answer above the canvas, on phones only (PREDICTION_CSS)
     left, right = st.columns([1, 1], gap="large")
     with left:
@@ -150,6 +152,8 @@ def drawing_panel(chosen: Chosen, collect: bool = False) -> None:
         proba = show_prediction(chosen.model, None if steps is None else steps.input, strokes, DRAW_PROMPT, bar)
     with what_next:
         if task is not None:
+            # The next digit is named only once the canvas shows its cleared drawing (see collect_prompt).
+            prompt.markdown(collect_prompt_html(task, ready=not drawing.waiting), unsafe_allow_html=True)
             collect_buttons(task)
         else:
             # Only for a picture the canvas reported (not one being cleared): that is the one kept.
@@ -192,8 +196,8 @@ def added_text(just_kept: bool) -> str:
     return f"{kept}My digits: {count} collected."
 
 
-def collect_prompt_html(task: digits.Collect) -> str:
-    return collect_prompt(task.asked, task.step + 1, task.total, task.round, task.rounds)
+def collect_prompt_html(task: digits.Collect, ready: bool) -> str:
+    return collect_prompt(task.asked, task.step + 1, task.total, task.round, task.rounds, ready)
 
 
 def collect_start(task: digits.Collect | None) -> None:

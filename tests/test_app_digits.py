@@ -104,10 +104,13 @@ def test_right_and_no_its_a_grow_the_set_and_clear_the_canvas(app, mnist):
     assert any("2 collected" in c.value for c in app.caption)
 
 
-def prompt(at) -> tuple[int, int] | None:
-    """(digit asked, its number) from collect mode's prompt, or None."""
+def prompt(at) -> tuple[int, int] | str | None:
+    """(digit asked, its number) from collect mode's prompt; "clearing" while the canvas has not
+    shown its cleared drawing (no digit named yet); None without a prompt."""
     for md in at.markdown:
         if 'class="collect-prompt"' in md.value:
+            if 'data-ready="0"' in md.value:
+                return "clearing"
             asked = int(md.value.split('data-asked="')[1].split('"')[0])
             number = int(md.value.split('data-number="')[1].split('"')[0])
             return asked, number
@@ -126,10 +129,13 @@ def test_collect_mode_asks_each_digit_in_turn_with_skip_and_undo_last(app, mnist
     pictures = [as_canvas(mnist.X_test[i]) for i in range(10)]
     canvas_reports(app, pictures[0])
     app.button(key="collect_next").click().run()
-    assert prompt(app) == (1, 2) and list(my_set(app).labels) == [0]
-    app.button(key="collect_next").click().run()  # pressed twice: the canvas has not reported the blank yet
-    assert prompt(app) == (1, 2) and len(my_set(app)) == 1
+    # Taken; the next digit is named once the canvas shows the cleared drawing (a stroke begun
+    # before then would be cleared too).
+    assert prompt(app) == "clearing" and list(my_set(app).labels) == [0]
+    app.button(key="collect_next").click().run()  # pressed twice: the same picture is not taken again
+    assert prompt(app) == "clearing" and len(my_set(app)) == 1
     canvas_reports_blank(app)
+    assert prompt(app) == (1, 2)
     app.button(key="collect_skip").click().run()
     assert prompt(app) == (2, 3) and len(my_set(app)) == 1
     app.button(key="collect_back").click().run()  # undoes the skip: asks for the 1 again

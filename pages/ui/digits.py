@@ -52,7 +52,7 @@ def take_drawing(label: int) -> bool:
     Not taken when there is no digit to read, or when the canvas has not reported since the last
     Undo or Clear (its picture is then one already taken, or about to go).
     """
-    drawing = canvas._caught_up()
+    drawing = canvas.latest_drawing()
     steps = drawing.shown_steps
     if drawing.waiting or steps is None or steps.input is None or drawing.shown_picture is None:
         return False
@@ -130,7 +130,7 @@ def start_collecting(rounds: int) -> None:
     """Start collect mode on a clean canvas (what was drawn before is not a digit it asked for)."""
     st.session_state[state.COLLECT_KEY] = Collect(max(1, min(MAX_ROUNDS, int(rounds))))
     st.session_state.pop(state.COLLECT_NOTE_KEY, None)
-    canvas._caught_up().clear()
+    canvas.latest_drawing().clear()
 
 
 def collect_next() -> None:
@@ -152,7 +152,7 @@ def collect_skip() -> None:
     if task is not None and not task.done:
         task.record(None)
         st.session_state.pop(state.COLLECT_NOTE_KEY, None)
-        canvas._caught_up().clear()
+        canvas.latest_drawing().clear()
 
 
 def collect_back() -> None:

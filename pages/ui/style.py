@@ -32,6 +32,7 @@ PREDICTION_CSS = f"""<style>
 .st-key-feedback_digit button {{ min-width: 0; padding: 0.25rem 0; flex: 1 1 0; }}
 .collect-prompt {{ display: flex; align-items: baseline; flex-wrap: wrap; gap: 0 0.6rem; margin-bottom: 0.25rem; }}
 .collect-prompt-text {{ font-size: 1.5rem; font-weight: 600; color: #1f2430; }}
+.collect-wait {{ color: #9aa1ad; line-height: 2.2rem; }}  /* as tall as the digit: the line does not jump */
 .collect-prompt-digit {{ font-size: 2.2rem; font-weight: 700; color: #3b5bdb; }}
 .collect-progress {{ color: #5c6370; font-size: 0.95rem; }}
 .picture-strip {{ display: flex; flex-wrap: wrap; gap: 0.75rem 1rem; align-items: flex-start; margin-bottom: 0.5rem; }}
@@ -89,13 +90,22 @@ def answer_bar_html(digit: int | None, sure: bool, text: str, strokes: int) -> s
     return f'<div class="answer-bar"{data} data-strokes="{int(strokes)}">{shown}<span>{html.escape(text)}</span></div>'
 
 
-def collect_prompt(asked: int, number: int, total: int, round_: int, rounds: int) -> str:
-    """Collect mode's line above the canvas: "Draw a 7", and how far along (data attributes for tests)."""
+def collect_prompt(asked: int, number: int, total: int, round_: int, rounds: int, ready: bool = True) -> str:
+    """Collect mode's line above the canvas: "Draw a 7", and how far along (data attributes for tests).
+
+    Not ``ready``: the canvas has not shown its cleared drawing yet, and a stroke begun now would be
+    cleared with the last digit, so the line asks to wait instead of naming the next digit.
+    """
+    progress = f"digit {int(number)} of {int(total)} · round {int(round_)} of {int(rounds)}"
+    if not ready:
+        return (
+            '<div class="collect-prompt" data-ready="0"><span class="collect-prompt-text collect-wait">'
+            f'Clearing…</span><span class="collect-progress">{progress}</span></div>'
+        )
     return (
-        f'<div class="collect-prompt" data-asked="{int(asked)}" data-number="{int(number)}">'
+        f'<div class="collect-prompt" data-ready="1" data-asked="{int(asked)}" data-number="{int(number)}">'
         f'<span class="collect-prompt-text">Draw a <span class="collect-prompt-digit">{int(asked)}</span></span>'
-        f'<span class="collect-progress">digit {int(number)} of {int(total)} · round {int(round_)} of {int(rounds)}'
-        "</span></div>"
+        f'<span class="collect-progress">{progress}</span></div>'
     )
 
 
