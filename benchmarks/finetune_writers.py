@@ -50,6 +50,8 @@ from mnist_net.augment import (
 from mnist_net.data import stratified_split
 from mnist_net.synth import SCHEMES, Stroke, render
 
+PROTOTYPES = 2  # ways a "person" writer has of writing each digit
+
 
 @dataclass(frozen=True)
 class Writer:
@@ -86,9 +88,16 @@ def random_writer(rng: np.random.Generator) -> Writer:
     )
 
 
-def write(writer: Writer, digits: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def write(
+    writer: Writer, digits: np.ndarray, labels: np.ndarray, rng: np.random.Generator, wobble: float
+) -> np.ndarray:
     """The writer's versions of MNIST digits (n, 784) uint8 -> inputs (n, 784) float32 as the app
-    reads them (rows where canvas_to_input finds no digit are all zero; there are none in practice)."""
+    reads them (rows where canvas_to_input finds no digit are all zero; there are none in practice).
+
+    Every digit gets the writer's styles, slant, tilt and bend, plus what varies each time a
+    person writes: a rotation within 3 degrees, a size and place on the canvas, and (``wobble``
+    > 0) a fresh small elastic bend of that strength (Simard's alpha, in pixels).
+    """
     images = digits.reshape(-1, 28, 28).astype(np.float32) / 255
     geometry = ink_geometry(images)
     radius = np.full(len(images), 0.9, np.float32)
@@ -107,6 +116,8 @@ def write(writer: Writer, digits: np.ndarray, labels: np.ndarray, rng: np.random
         writer.tilt + jitter, np.ones(n), np.zeros((n, 2)), np.full(n, np.tan(np.deg2rad(writer.slant)))
     )
     coords += writer.bend.reshape(1, 2, -1)
+    if wobble > 0:
+        coords += elastic_field(rng, n, wobble, 4.0).reshape(n, 2, -1)
     warped = np.clip(bilinear_sample(images, coords), 0, 1).reshape(n, 28, 28)
     out = np.zeros((n, 784), np.float32)
     for i in range(n):
@@ -117,19 +128,33 @@ def write(writer: Writer, digits: np.ndarray, labels: np.ndarray, rng: np.random
     return out
 
 
-def writer_sets(pool_X, pool_y, n_writers: int, per_class: int, seed: int):
-    """Per writer: (Writer, inputs (10 * per_class, 784), labels), from disjoint digits of the pool."""
+def writer_sets(pool_X, pool_y, n_writers: int, per_class: int, seed: int, kind: str = "person"):
+    """Per writer: (Writer, inputs (10 * per_class, 784), labels, the pool indices used).
+
+    kind "person": a writer has two ways of writing each digit (two MNIST digits per class, their
+    prototypes) and writes each of their ``per_class`` digits from one of the two, picked at
+    random, each time a little differently (a fresh elastic wobble of strength 10, a rotation
+    within 3 degrees, size and place); kind "crowd": each of a writer's digits is a different
+    MNIST digit (a different person's shape, only the style is the writer's): a pessimistic
+    bound, since much of what is then wrong is not the writer's habit. Digits are never shared
+    between writers.
+    """
     rng = np.random.default_rng(seed)
     by_class = [rng.permutation(np.flatnonzero(pool_y == c)) for c in range(10)]
-    need = n_writers * per_class
-    if min(len(b) for b in by_class) < need:
-        raise SystemExit(f"the pool has too few digits of some class for {n_writers} writers x {per_class}")
+    take = per_class if kind == "crowd" else PROTOTYPES
+    if min(len(b) for b in by_class) < n_writers * take:
+        raise SystemExit(f"the pool has too few digits of some class for {n_writers} writers x {take}")
     sets = []
     for w in range(n_writers):
-        idx = np.concatenate([b[w * per_class : (w + 1) * per_class] for b in by_class])
+        chosen = [b[w * take : (w + 1) * take] for b in by_class]
+        pick = np.random.default_rng([seed, w, 2])
+        if kind == "person":  # class c's digits, each from one of its prototypes
+            chosen = [protos[pick.integers(0, len(protos), per_class)] for protos in chosen]
+        idx = np.concatenate(chosen)
         writer = random_writer(np.random.default_rng([seed, w]))
-        inputs = write(writer, pool_X[idx], pool_y[idx], np.random.default_rng([seed, w, 1]))
-        sets.append((writer, inputs, pool_y[idx].astype(np.int64), idx))
+        wobble = 10.0 if kind == "person" else 0.0
+        inputs = write(writer, pool_X[idx], pool_y[idx], np.random.default_rng([seed, w, 1]), wobble)
+        sets.append((writer, inputs, pool_y[idx].astype(np.int64), np.unique(idx)))
     return sets
 
 
@@ -200,19 +225,27 @@ GRID = {
     "adam lr 1e-3": dict(learning_rate=1e-3),
     "adam lr 3e-4 + anchor 1": dict(learning_rate=3e-4, anchor=1.0),
     "adam lr 1e-3 + anchor 1": dict(learning_rate=1e-3, anchor=1.0),
-    "adam lr 3e-4, personal 0.25": dict(learning_rate=3e-4, personal_fraction=0.25),
-    "momentum lr 0.01": dict(optimizer="momentum", learning_rate=0.01),
-    "momentum lr 0.03": dict(optimizer="momentum", learning_rate=0.03),
-    "momentum lr 0.1": dict(optimizer="momentum", learning_rate=0.1),
-    "sgd lr 0.1": dict(optimizer="sgd", learning_rate=0.1),
-    "adam lr 3e-4, no views": dict(
-        learning_rate=3e-4,
+    "adam lr 1e-3 + anchor 3": dict(learning_rate=1e-3, anchor=3.0),
+    "adam lr 1e-3 + anchor 10": dict(learning_rate=1e-3, anchor=10.0),
+    "adam lr 1e-3 + anchor 1, 600 steps": dict(learning_rate=1e-3, anchor=1.0, steps=600),
+    "adam lr 1e-3 + anchor 1, 150 steps": dict(learning_rate=1e-3, anchor=1.0, steps=150),
+    "adam lr 1e-3 + anchor 1, personal 0.25": dict(learning_rate=1e-3, anchor=1.0, personal_fraction=0.25),
+    "adam lr 1e-3 + anchor 1, no views": dict(
+        learning_rate=1e-3,
+        anchor=1.0,
         max_rotation=0.0,
         max_shift=0.0,
         scale_range=(1.0, 1.0),
         stroke_change_prob=0.0,
         elastic_prob=0.0,
     ),
+    "adam lr 3e-4 + anchor 0.3": dict(learning_rate=3e-4, anchor=0.3),
+    "adam lr 3e-4 + anchor 0.3, distill": dict(learning_rate=3e-4, anchor=0.3, rehearsal_targets="base"),
+    "adam lr 3e-4 + anchor 1, distill": dict(learning_rate=3e-4, anchor=1.0, rehearsal_targets="base"),
+    "adam lr 1e-3 + anchor 1, distill": dict(learning_rate=1e-3, anchor=1.0, rehearsal_targets="base"),
+    "adam lr 3e-4 + anchor 1, augmented rehearsal": dict(learning_rate=3e-4, anchor=1.0, augment_rehearsal=True),
+    "sgd lr 0.1": dict(optimizer="sgd", learning_rate=0.1),
+    "sgd lr 0.1 + anchor 1": dict(optimizer="sgd", learning_rate=0.1, anchor=1.0),
 }
 
 
@@ -224,11 +257,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-per-class", type=int, default=3)
     parser.add_argument("--held-per-class", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--kind", choices=("person", "crowd"), default="person", help="how a writer's digits vary (writer_sets)"
+    )
     parser.add_argument("--grid", action="store_true", help="compare the GRID of options (validation pool)")
-    parser.add_argument("--only", default=None, help="with --grid: comma-separated names of GRID entries")
+    parser.add_argument("--only", default=None, help="with --grid: names of GRID entries, separated by ;")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--anchor", type=float, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
     args = parser.parse_args(argv)
 
     model = load_model(args.model)
@@ -244,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
         rehearsal = (data.X_train[train_idx], data.y_train[train_idx])
         mnist_X, mnist_y, mnist_name = pool_X, pool_y, "MNIST val"
     per_class = args.train_per_class + args.held_per_class
-    sets = writer_sets(pool_X, pool_y, args.writers, per_class, args.seed)
+    sets = writer_sets(pool_X, pool_y, args.writers, per_class, args.seed, args.kind)
     if args.pool == "validation":  # the MNIST figure on validation digits no writer used
         used = np.concatenate([s[3] for s in sets])
         keep = np.setdiff1d(np.arange(len(pool_y)), used)
@@ -252,12 +289,18 @@ def main(argv: list[str] | None = None) -> None:
     mnist_eval = (mnist_X, mnist_y, model.score(mnist_X, mnist_y))
     load = os.getloadavg()
     print(
-        f"model {model.architecture} ({model.activation}); {args.writers} writers from MNIST {args.pool}, "
+        f"model {model.architecture} ({model.activation}); {args.writers} {args.kind} writers from MNIST {args.pool}, "
         f"{args.train_per_class} per class to tune, {args.held_per_class} held out; {mnist_name} {len(mnist_y)} "
         f"images; load {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}"
     )
     base_options = FineTuneOptions()
-    for name, value in (("steps", args.steps), ("learning_rate", args.lr), ("anchor", args.anchor)):
+    overrides = (
+        ("steps", args.steps),
+        ("learning_rate", args.lr),
+        ("anchor", args.anchor),
+        ("batch_size", args.batch_size),
+    )
+    for name, value in overrides:
         if value is not None:
             base_options = replace(base_options, **{name: value})
     if not args.grid:
@@ -265,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
         print_table(run(model, sets, base_options, rehearsal, mnist_eval, args.train_per_class), mnist_name)
         print(f"load after: {os.getloadavg()[0]:.1f}")
         return
-    names = args.only.split(",") if args.only else list(GRID)
+    names = args.only.split(";") if args.only else list(GRID)
     print(f"| options | base error | tuned error | error falls by | {mnist_name} drop (worst) | median s |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in names:

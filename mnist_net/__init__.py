@@ -21,7 +21,7 @@ from .digitset import (
     save_digit_set,
     thumbnail_from_canvas,
 )
-from .finetune import FineTuneOptions, accuracy_by_class, evaluate_digits, fine_tune, split_held_out
+from .finetune import FineTuneOptions, accuracy_by_class, digit_flips, evaluate_digits, fine_tune, split_held_out
 from .history import Progress
 from .model_io import ModelFileError, load_model, model_from_bytes, model_to_bytes, save_model
 from .network import MLP, Network
@@ -33,6 +33,7 @@ __all__ = [
     "DigitSet",
     "FineTuneOptions",
     "accuracy_by_class",
+    "digit_flips",
     "evaluate_digits",
     "fine_tune",
     "split_held_out",

@@ -1,4 +1,7 @@
-"""Command line: ``python -m mnist_net train | evaluate | predict``.
+"""Command line: ``python -m mnist_net train | evaluate | predict | finetune``.
+
+``finetune MODEL DIGITS.npz --out NEW.pkl`` teaches a model a person's digit set
+(``finetune.fine_tune``); ``evaluate MODEL --digits DIGITS.npz`` scores a model on one.
 
 Errors are one readable line on stderr and a non-zero exit code, never a traceback:
 1 for a failed run (bad data, bad model file), 2 for bad usage (argparse's own).
@@ -22,6 +25,8 @@ from .architecture import PRESETS, parse_layers
 from .budget import estimate_training_cost
 from .config import ACTIVATIONS, OPTIMIZERS, TrainConfig, parse_hidden_sizes, preset_layers
 from .data import MnistError, load_mnist
+from .digitset import DigitSet, DigitSetError, load_digit_set
+from .finetune import FineTuneOptions, accuracy_by_class, fine_tune, split_held_out
 from .history import Progress
 from .metrics import confusion_matrix, per_class_accuracy
 from .model_io import ModelFileError, load_model, save_model
@@ -219,13 +224,37 @@ def _load(path) -> MLP:
         raise CliError(str(e)) from None
 
 
+def _digits(path) -> DigitSet:
+    try:
+        return load_digit_set(path)
+    except DigitSetError as e:
+        raise CliError(str(e)) from None
+
+
+def _describe_tuning(model: MLP) -> str | None:
+    """One line on what a fine-tuned model was tuned on, or None for a model that was not."""
+    record = model.fine_tune_
+    if record is None:
+        return None
+    counts = record["personal_counts"]
+    return (
+        f"fine-tuned on {sum(counts)} personal digits (per class {' '.join(map(str, counts))}) "
+        f"from base model sha256 {record['base_sha256'][:16]}..., {record['steps_done']} steps"
+    )
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     model = _load(args.model)
+    name = args.model if args.model is not None else "the shipped default model"
+    if args.digits is not None:
+        return _evaluate_digits(model, name, args.digits)
     data = _data(args)
     cm = confusion_matrix(data.y_test, model.predict(data.X_test))
     acc = float(np.trace(cm) / cm.sum())
-    name = args.model if args.model is not None else "the shipped default model"
     print(f"model: {name} ({model.architecture}, {model.activation})")
+    tuning = _describe_tuning(model)
+    if tuning:
+        print(tuning)
     print(f"test accuracy: {acc:.4f} ({np.trace(cm)}/{cm.sum()})")
     print("per-class accuracy:")
     for d, a in enumerate(per_class_accuracy(cm)):
@@ -235,6 +264,100 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for d in range(10):
         print(f"  {d}:  " + " ".join(f"{c:>5}" for c in cm[d]))
     return 0
+
+
+def _evaluate_digits(model: MLP, name: str, path: str) -> int:
+    """Accuracy of a model on a personal digit set, overall and per class (no MNIST needed)."""
+    ds = _digits(path)
+    if len(ds) == 0:
+        raise CliError(f"{path} holds no digits")
+    right = model.predict(ds.inputs) == ds.labels
+    print(f"model: {name} ({model.architecture}, {model.activation})")
+    tuning = _describe_tuning(model)
+    if tuning:
+        print(tuning)
+    print(f"accuracy on {path}: {right.mean():.4f} ({int(right.sum())}/{len(ds)})")
+    print("per-class accuracy (digits in the set):")
+    counts, per_class = ds.counts(), accuracy_by_class(model, ds)
+    for d in range(10):
+        shown = "   -  " if counts[d] == 0 else f"{per_class[d]:.4f}"
+        print(f"  {d}: {shown} ({counts[d]})")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise CliError(f"{out} exists; pass --force to overwrite it")
+    _check_writable(out)
+    model = _load(args.model)
+    ds = _digits(args.digits)
+    if len(ds) == 0:
+        raise CliError(f"{args.digits} holds no digits: collect some first")
+    changes = {
+        name: getattr(args, name)
+        for name in ("steps", "learning_rate", "anchor", "personal_fraction", "batch_size", "seed", "threads")
+        if getattr(args, name) is not None
+    }
+    try:
+        options = FineTuneOptions(**{**FineTuneOptions().to_dict(), **changes})
+    except ValueError as e:
+        raise CliError(f"invalid option: {e}") from None
+    try:
+        train_idx, held_idx = split_held_out(ds.labels, args.held_out, options.seed)
+    except ValueError as e:
+        raise CliError(f"--held-out: {e}") from None
+    tune_set, held = ds.subset(train_idx), ds.subset(held_idx)
+    data = _data(args)
+    print(
+        f"fine-tuning {model.architecture} on {len(tune_set)} digits (per class "
+        f"{' '.join(map(str, tune_set.counts()))}), {len(held)} held out; {options.steps} steps",
+        file=sys.stderr,
+    )
+    stop_requested: list[bool] = []
+
+    def request_stop(signum, frame):
+        stop_requested.append(True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("\nstopping now; the model tuned so far will be saved (Ctrl-C again to abort)", file=sys.stderr)
+
+    def show(fraction: float) -> None:
+        if not args.quiet:
+            bar = "#" * int(24 * fraction) + "-" * (24 - int(24 * fraction))
+            print(f"\rfine-tuning [{bar}] {100 * fraction:5.1f}%", end="", file=sys.stderr, flush=True)
+
+    previous_handler = signal.signal(signal.SIGINT, request_stop)
+    try:
+        tuned = fine_tune(
+            model,
+            tune_set.inputs,
+            tune_set.labels,
+            options=options,
+            rehearsal=(data.X_train, data.y_train),
+            held_out=(held.inputs, held.labels) if len(held) else None,
+            test=(data.X_test, data.y_test),
+            progress=show,
+            stop=lambda: bool(stop_requested),
+        )
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+        if not args.quiet:
+            print(file=sys.stderr)
+    tuned.data_hash_ = data.data_hash
+    tuned.info_["command"] = f"{args.prog} " + " ".join(shlex.quote(a) for a in args.argv)
+    _save_or_rescue(tuned, out)
+    assert tuned.fine_tune_ is not None
+    figures = tuned.fine_tune_["figures"]
+    if "held_out_before" in figures:
+        print(
+            f"held-out personal digits ({figures['held_out_n']}): accuracy "
+            f"{figures['held_out_before']:.4f} -> {figures['held_out_after']:.4f}"
+        )
+    print(f"MNIST test accuracy {figures['test_before']:.4f} -> {figures['test_after']:.4f}")
+    print(f"{tuned.fine_tune_['steps_done']} steps in {tuned.fine_tune_['seconds']:.1f} s; saved {out}")
+    return 130 if stop_requested else 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -262,7 +385,7 @@ def build_parser(prog: str = "mnist-net") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog, description="Train, evaluate and use a from-scratch NumPy MNIST network."
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict,finetune}")
     data_opts = argparse.ArgumentParser(add_help=False)
     data_opts.add_argument(
         "--data-dir", help="folder with the four MNIST .gz files (default: $MNIST_DIR, then the per-user cache)"
@@ -361,8 +484,43 @@ def build_parser(prog: str = "mnist-net") -> argparse.ArgumentParser:
         help="test accuracy, per-class accuracy, confusion matrix",
         description="Evaluate a model file on the official MNIST test set.",
     )
-    e.add_argument("model", help="model file (.pkl)")
+    e.add_argument("model", help="model file (.pkl); 'default' for the shipped model")
+    e.add_argument(
+        "--digits", metavar="DIGITS.npz", help="score on this personal digit set instead of MNIST test (per class)"
+    )
     e.set_defaults(func=cmd_evaluate)
+
+    o = FineTuneOptions()
+    f = sub.add_parser(
+        "finetune",
+        parents=[data_opts],
+        help="teach a model a person's digits (a digit set file) and save the tuned copy",
+        description="Fine-tune a model on a personal digit set (.npz, as the app downloads it), mixing in "
+        "MNIST training images so it does not forget them; prints accuracy before and after.",
+    )
+    f.add_argument("model", help="model file (.pkl); 'default' for the shipped model")
+    f.add_argument("digits", metavar="DIGITS.npz", help="personal digit set file")
+    f.add_argument("--out", "-o", required=True, help="where to save the tuned model")
+    f.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    f.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    f.add_argument(
+        "--held-out",
+        type=float,
+        default=0.0,
+        help="fraction of each digit's examples kept out of tuning to score before/after (default: 0, use all)",
+    )
+    f.add_argument("--steps", type=int, help=f"optimiser steps (default: {o.steps})")
+    f.add_argument("--lr", dest="learning_rate", type=float, help=f"learning rate (default: {o.learning_rate})")
+    f.add_argument("--anchor", type=float, help=f"pull towards the original weights (default: {o.anchor})")
+    f.add_argument(
+        "--personal-fraction",
+        type=float,
+        help=f"share of each batch that is personal digits, the rest MNIST (default: {o.personal_fraction})",
+    )
+    f.add_argument("--batch-size", type=int, help=f"(default: {o.batch_size})")
+    f.add_argument("--seed", type=int, help=f"(default: {o.seed})")
+    f.add_argument("--threads", type=int, help=f"BLAS threads (default: {o.threads})")
+    f.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser(
         "predict",

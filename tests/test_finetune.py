@@ -4,6 +4,7 @@ input, records what it was tuned on (through save/load), works for a CNN; and th
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -23,7 +24,15 @@ from mnist_net import (
     save_model,
     split_held_out,
 )
-from mnist_net.finetune import MAX_PERSONAL_DIGITS, anchor_pull, model_sha256
+from mnist_net.finetune import (
+    MAX_PERSONAL_DIGITS,
+    anchor_pull,
+    digit_flips,
+    model_sha256,
+    soft_cross_entropy,
+    step_targets,
+)
+from mnist_net.functional import softmax_cross_entropy
 from mnist_net.model_io import model_to_dict
 
 ROWS = 28
@@ -53,7 +62,10 @@ def base_and_data():
     return model, (X, y)
 
 
-OPTIONS = FineTuneOptions(steps=120, batch_size=32, seed=3)
+# The writer's ink lies where the base model has never seen any, far from anything the default pull
+# towards the original weights (anchor 1, chosen on synthetic writers) lets the weights go: these
+# tests of learning turn it off; test_the_anchor_keeps_the_weights_near_the_original tests the pull.
+OPTIONS = FineTuneOptions(steps=120, batch_size=32, seed=3, anchor=0.0)
 
 
 def param_bytes(model: Network) -> dict[str, bytes]:
@@ -122,6 +134,19 @@ def test_without_a_test_set_the_base_models_test_accuracy_is_not_claimed(base_an
     assert tuned.fine_tune_["figures"] == {}
 
 
+def test_the_anchor_keeps_the_weights_near_the_original(base_and_data):
+    base, rehearsal = base_and_data
+    mine_X, mine_y = bar_digits(30, seed=1, writer=True)
+
+    def distance(model: Network) -> float:
+        return float(sum(np.sum((model.params_[k] - base.params_[k]) ** 2) for k in base.params_))
+
+    free = fine_tune(base, mine_X, mine_y, options=OPTIONS, rehearsal=rehearsal)
+    pulled = fine_tune(base, mine_X, mine_y, options=replace(OPTIONS, anchor=1.0), rehearsal=rehearsal)
+    assert distance(pulled) < 0.5 * distance(free)
+    assert FineTuneOptions().anchor == 1.0  # the default pulls
+
+
 def test_stop_returns_the_model_tuned_so_far_and_progress_rises_to_one(base_and_data):
     base, rehearsal = base_and_data
     mine_X, mine_y = bar_digits(30, seed=1, writer=True)
@@ -150,7 +175,7 @@ def test_a_tiny_cnn_is_tuned_through_the_same_layers(base_and_data):
     mine_X, mine_y = bar_digits(30, seed=1, writer=True)
     held_X, held_y = bar_digits(100, seed=2, writer=True)
     # A CNN with 4 filters learns the new place more slowly than the MLP: a larger step.
-    options = FineTuneOptions(steps=120, batch_size=32, seed=3, learning_rate=1e-3)
+    options = FineTuneOptions(steps=120, batch_size=32, seed=3, learning_rate=1e-3, anchor=0.0)
     tuned = fine_tune(cnn, mine_X, mine_y, options=options, rehearsal=rehearsal)
     assert param_bytes(cnn) == before
     assert tuned.config.layers == cnn.config.layers and not tuned.is_mlp
@@ -322,3 +347,74 @@ def test_evaluate_digits_and_accuracy_by_class(base_and_data):
     per_class = accuracy_by_class(base, ds.subset(np.flatnonzero(y != 4)))
     assert np.isnan(per_class[4]) and np.all(per_class[[0, 1, 2, 3, 5, 6, 7, 8, 9]] >= 0)
     assert np.isnan(evaluate_digits(base, DigitSet.empty()))
+
+
+def test_soft_cross_entropy_is_the_usual_loss_for_labels_and_its_gradient_is_exact():
+    rng = np.random.default_rng(1)
+    logits = rng.standard_normal((5, 10)) * 3
+    labels = np.array([0, 3, 9, 3, 1])
+    onehot = np.eye(10)[labels]
+    loss, grad = soft_cross_entropy(logits, onehot)
+    expected_loss, expected_grad = softmax_cross_entropy(logits.copy(), labels)
+    assert loss == pytest.approx(expected_loss, rel=1e-12)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-10, atol=1e-14)
+    targets = rng.dirichlet(np.ones(10), size=5)  # soft targets (distillation)
+    _, grad = soft_cross_entropy(logits, targets)
+    eps = 1e-6
+    for idx in [(0, 0), (2, 5), (4, 9)]:
+        up, down = logits.copy(), logits.copy()
+        up[idx] += eps
+        down[idx] -= eps
+        numeric = (soft_cross_entropy(up, targets)[0] - soft_cross_entropy(down, targets)[0]) / (2 * eps)
+        assert grad[idx] == pytest.approx(numeric, rel=1e-6)
+    big = np.array([[1000.0, 0.0] + [0.0] * 8])  # no overflow, a finite loss
+    assert np.isfinite(soft_cross_entropy(big, np.eye(10)[[1]])[0])
+
+
+def test_distilled_rehearsal_rows_are_taught_the_base_models_answers(base_and_data):
+    base, (X, y) = base_and_data
+    labels = y[:8]
+    targets = step_targets(labels, 3, base.params_, X[3:8], base.activation, base.layers)
+    np.testing.assert_array_equal(targets[:3], np.eye(10)[labels[:3]])
+    np.testing.assert_allclose(targets[3:], base.predict_proba(X[3:8]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(step_targets(labels, 3, base.params_, None, "relu", base.layers), np.eye(10)[labels])
+    mine_X, mine_y = bar_digits(30, seed=1, writer=True)
+    held_X, held_y = bar_digits(100, seed=2, writer=True)
+    options = FineTuneOptions(steps=120, batch_size=32, seed=3, anchor=0.0, rehearsal_targets="base")
+    tuned = fine_tune(base, mine_X, mine_y, options=options, rehearsal=(X, y))
+    assert tuned.score(held_X, held_y) > 0.9 and tuned.score(X, y) > 0.95
+
+
+def test_the_writers_benchmark_builds_consistent_writers_from_disjoint_digits(mnist):
+    """benchmarks/finetune_writers.py: each writer's digits are valid inputs, made the same way for
+    the same seed, from MNIST digits no other writer uses; a person's digits repeat two prototypes."""
+    import finetune_writers as bench
+
+    pool_X, pool_y = mnist.X_test[:2000], mnist.y_test[:2000]
+    sets = bench.writer_sets(pool_X, pool_y, n_writers=2, per_class=4, seed=0, kind="person")
+    again = bench.writer_sets(pool_X, pool_y, n_writers=2, per_class=4, seed=0, kind="person")
+    for (writer, X, y, used), (_, X2, _, used2) in zip(sets, again):
+        assert X.shape == (40, 784) and X.dtype == np.float32 and 0 <= X.min() and X.max() <= 1
+        assert np.all(X.max(axis=1) > 0.5)  # every digit was found on its canvas
+        assert np.array_equal(X, X2) and np.array_equal(used, used2)
+        assert np.bincount(y, minlength=10).tolist() == [4] * 10 and len(used) <= 20
+        assert set(writer.styles) <= set(bench.STYLES)
+    assert np.intersect1d(sets[0][3], sets[1][3]).size == 0
+    crowd = bench.writer_sets(pool_X, pool_y, n_writers=2, per_class=4, seed=0, kind="crowd")
+    assert all(len(used) == 40 for *_, used in crowd)
+    train, held = bench.first_per_class(sets[0][2], 3)
+    assert len(train) == 30 and len(held) == 10 and np.intersect1d(train, held).size == 0
+
+
+def test_digit_flips_name_the_digits_a_fine_tune_turned_right_and_wrong(base_and_data):
+    base, rehearsal = base_and_data
+    mine_X, mine_y = bar_digits(30, seed=1, writer=True)
+    tuned = fine_tune(base, mine_X, mine_y, options=OPTIONS, rehearsal=rehearsal)
+    held_X, held_y = bar_digits(60, seed=2, writer=True)
+    ds = DigitSet(held_X, held_y, np.zeros((60, 56, 56), np.uint8), np.zeros(60))
+    fixed, broken = digit_flips(base, tuned, ds)
+    right_before, right_after = base.predict(held_X) == held_y, tuned.predict(held_X) == held_y
+    assert np.array_equal(fixed, np.flatnonzero(~right_before & right_after)) and len(fixed) > 20
+    assert np.array_equal(broken, np.flatnonzero(right_before & ~right_after))
+    assert [len(a) for a in digit_flips(base, base, ds)] == [0, 0]
+    assert [len(a) for a in digit_flips(base, tuned, DigitSet.empty())] == [0, 0]
