@@ -18,7 +18,8 @@ out of memory) is reported as failed with its exit status; it writes no files, s
 partial is left. Saving is the caller's choice: the app keeps a model only when the user
 asks (``runs.RunRegistry.keep``); a job given a ``save_dir`` saves its model there itself,
 from this process, when it arrives.
-Non-goals: several runs per job, resuming a job after the server restarts, scheduling
+A finished run kept in a ``run_store`` comes back after a restart as a ``RestoredJob``.
+Non-goals: several runs per job, resuming an unfinished job after the server restarts, scheduling
 (``runs`` decides when a job starts).
 """
 
@@ -47,6 +48,7 @@ from .metrics import Evaluation
 from .model_io import ModelFileError, model_from_bytes
 from .network import MLP
 from .registry import save_new_model
+from .run_store import StoredRun
 from .worker import (
     EVALUATING,
     MAX_PAUSE_SECONDS,
@@ -451,3 +453,29 @@ class FineTuneJob(TrainingJob):
         args = (self.base_model_bytes, self.inputs, self.labels, str(self.mnist_dir), sender, self._stop)
         kwargs = dict(run_event=self._run, options=self.options, max_pause_seconds=self.max_pause_seconds)
         return fine_tune_in_child, args, kwargs
+
+
+@dataclass
+class RestoredJob(TrainingJob):
+    """A finished run read back from a ``run_store.RunStore`` after a server restart: its
+    snapshot, model and bytes as they were; it has no process and never starts."""
+
+    stored: StoredRun | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        s = self.stored
+        if s is None:
+            raise ValueError("a restored job needs its stored run")
+        facts = s.facts
+        self.model, self.model_bytes = s.model, s.model_bytes
+        self._status = facts["status"]
+        self._history = [] if facts["kind"] == "fine-tune" else list(s.model.history_)
+        stopped = self._status == STOPPED
+        self._result = Result(s.model_bytes, s.evaluation, s.mistake_images, s.mistake_labels, stopped, facts["tuning"])
+        self._created, self._started, self._finished_at = facts["created"], facts["started"], facts["finished_at"]
+        self._note = facts["note"]
+        self._preview = weights_preview(s.model.params_)
+
+    def start(self) -> TrainingJob:
+        return self  # finished already

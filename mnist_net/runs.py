@@ -24,7 +24,10 @@ A finished model lives only in its run until the user keeps it: ``keep`` saves i
 models folder under a name made by ``registry.model_filename`` plus the user's name for it;
 ``rename`` and ``delete_kept`` act only on the very file this registry wrote (same folder,
 same name pattern, same inode and times), never on another path.
-Non-goals: persistence across server restarts, accounts, sharing runs between users.
+Given a ``run_store.RunStore``, every finished run with a model is also written there and a
+user's stored runs are read back the first time the user is seen, so a restart loses no
+finished run (a run still training is lost with its process).
+Non-goals: resuming unfinished runs after a restart, accounts, sharing runs between users.
 """
 
 from __future__ import annotations
@@ -49,10 +52,11 @@ from .data import FILES
 from .digitset import DigitSet
 from .files import fsync_directory, write_new
 from .finetune import FineTuneOptions
-from .jobs import FINISHED, QUEUED, FineTuneJob, JobSnapshot, TrainingJob
+from .jobs import FINISHED, QUEUED, FineTuneJob, JobSnapshot, RestoredJob, TrainingJob
 from .model_io import ModelFileError, model_from_bytes
 from .network import MLP
 from .registry import SUFFIX, file_version, model_filename, models_dir
+from .run_store import RUN_STATUSES, RunStore, run_file_bytes
 
 N_MNIST_TRAIN = FILES["train-images-idx3-ubyte.gz"][1]
 USER_ID_BYTES = 24  # 192 random bits: 32 URL-safe characters
@@ -172,6 +176,7 @@ class RunRegistry:
         max_model_bytes: int = 2 * 1024**3,
         max_users: int = 2000,
         job_factory: Callable[..., TrainingJob] = TrainingJob,
+        store: RunStore | None = None,
     ) -> None:
         self.max_running, self.max_waiting = max_running, max_waiting
         self.max_active_per_user, self.max_runs_per_user = max_active_per_user, max_runs_per_user
@@ -181,6 +186,8 @@ class RunRegistry:
         self._runs: dict[str, _Run] = {}  # insertion order: oldest first
         self._queue: deque[str] = deque()  # ids of runs waiting for a slot
         self._users: OrderedDict[str, _User] = OrderedDict()  # least recently used first
+        self._store = store
+        self._restored: set[str] = set()  # users whose stored runs have been read back
 
     # --- starting and stopping -------------------------------------------------------------
     def submit(self, user: str, config: TrainConfig, mnist_dir: str | os.PathLike, source: str = "train page") -> str:
@@ -271,6 +278,7 @@ class RunRegistry:
         if problem := refusal(cost or estimate_training_cost(config, N_MNIST_TRAIN)):
             raise RunRefused(f"This server cannot run that: {problem}.")
         with self._lock:
+            self._restore(user)
             mine = [r for r in self._runs.values() if r.user == user]
             if sum(not _finished(r) for r in mine) >= self.max_active_per_user:
                 raise RunRefused(
@@ -330,6 +338,7 @@ class RunRegistry:
         if not valid_user_id(user):
             return []
         with self._lock:
+            self._restore(user)
             self._schedule()
             if user in self._users:
                 self._users.move_to_end(user)
@@ -400,6 +409,7 @@ class RunRegistry:
             run.kept_path, run.kept_version = path, file_version(os.stat(path, follow_symlinks=False))
             run.name = _clean_name(name)
             self._relabel_continuations(run)
+            self._persist(run)
             return path
 
     def rename(self, user: str, run_id: str, name: str) -> Path | None:
@@ -410,6 +420,7 @@ class RunRegistry:
             if run.kept_path is None:
                 run.name = new_name
                 self._relabel_continuations(run)
+                self._persist(run)
                 return None
             old = self._checked_own_file(run)
             stamp = _KEPT_STEM_RE.match(old.name)
@@ -431,6 +442,7 @@ class RunRegistry:
                 break
             run.name = new_name
             self._relabel_continuations(run)
+            self._persist(run)
             return run.kept_path
 
     def delete_kept(self, user: str, run_id: str) -> None:
@@ -448,6 +460,7 @@ class RunRegistry:
                 raise RunRefused(f"The file could not be deleted: {e.strerror or e}.") from None
             fsync_directory(path.parent)
             run.kept_path, run.kept_version = None, ()
+            self._persist(run)
 
     def forget(self, user: str, run_id: str) -> None:
         """Take a finished run off ``user``'s list (a kept file stays in the models folder)."""
@@ -457,10 +470,12 @@ class RunRegistry:
                 return
             if not _finished(run):
                 raise RunRefused("Stop this run before removing it from the list.")
-            del self._runs[run_id]
+            self._drop(run)
 
     # --- internals -------------------------------------------------------------------------
     def _owned(self, user: str, run_id: str) -> _Run | None:
+        if valid_user_id(user):
+            self._restore(user)
         run = self._runs.get(run_id) if isinstance(run_id, str) else None
         if run is None or not valid_user_id(user) or not secrets.compare_digest(run.user, user):
             return None
@@ -521,7 +536,11 @@ class RunRegistry:
                     break
                 if run.job is not job:
                     total -= 2 * len(run.job.model_bytes or b"")
-                    del self._runs[run.id]
+                    self._drop(run)
+            ended = next((r for r in self._runs.values() if r.job is job), None)
+        if ended is not None and self._store is not None and job.model_bytes:
+            with ended.files_lock:
+                self._persist(ended)
 
     def _make_room(self, user: str) -> None:
         """Drop the oldest finished runs so one more fits the per-user and the total bounds."""
@@ -530,12 +549,69 @@ class RunRegistry:
         while len(mine) >= self.max_runs_per_user and droppable:
             oldest = droppable.pop(0)
             mine.remove(oldest)
-            del self._runs[oldest.id]
+            self._drop(oldest)
         finished = [r for r in self._runs.values() if _finished(r)]
         while len(self._runs) >= self.max_runs and finished:
-            del self._runs[finished.pop(0).id]
+            self._drop(finished.pop(0))
         if len(self._runs) >= self.max_runs:
             raise RunRefused("The server is busy: too many runs are going. Try again when one has finished.")
+
+    def _drop(self, run: _Run) -> None:
+        """Take a run off the lists, in memory and in the store."""
+        self._runs.pop(run.id, None)
+        if self._store is not None:
+            self._store.delete(run.user, run.id)
+
+    def _persist(self, run: _Run) -> None:
+        """Write a finished run with a model to the store (called with ``run.files_lock`` held)."""
+        job = run.job
+        snap = job.snapshot()
+        if (
+            self._store is None
+            or job.model_bytes is None
+            or snap.status not in RUN_STATUSES
+            or run.id not in self._runs
+        ):
+            return
+        facts = {
+            "number": run.number, "name": run.name, "kind": run.kind, "based_on": run.based_on,
+            "based_on_id": run.based_on_id, "status": snap.status, "note": snap.note, "created": snap.created,
+            "started": snap.started, "finished_at": snap.finished_at, "tuning": snap.tuning,
+            "kept": None if run.kept_path is None else {"name": run.kept_path.name, "version": list(run.kept_version)},
+        }  # fmt: skip
+        data = run_file_bytes(facts, job.model_bytes, snap.evaluation, snap.mistake_images, snap.mistake_labels)
+        try:
+            self._store.save(run.user, run.id, data)
+        except OSError:
+            pass  # a full or read-only scratch folder: the run lives on in memory, as before the store
+
+    def _restore(self, user: str) -> None:
+        """Read ``user``'s stored runs back once (after a restart), oldest first; called with the lock held."""
+        if self._store is None or user in self._restored:
+            return
+        self._restored.add(user)
+        try:
+            stored = self._store.load(user)
+        except OSError:
+            return
+        account = self._user(user)
+        for s in stored:
+            if s.run_id in self._runs:
+                continue
+            f = s.facts
+            job = RestoredJob(s.model.config, "", source=str(s.model.info_.get("source", "train page")), stored=s)
+            run = _Run(s.run_id, user, f["number"], job, f["name"], f["kind"], f["based_on"], f["based_on_id"])
+            kept = f["kept"]
+            if kept is not None:  # still the very file this registry wrote? Then it can be renamed or deleted
+                path = models_dir() / kept["name"]
+                try:
+                    same = file_version(os.stat(path, follow_symlinks=False)) == tuple(kept["version"])
+                except OSError:
+                    same = False
+                if same:
+                    run.kept_path, run.kept_version = path, tuple(kept["version"])
+            self._runs[s.run_id] = run
+            account.started = max(account.started, f["number"])
 
     def _view(self, run: _Run) -> RunView:
         snap = run.job.snapshot()
@@ -559,9 +635,12 @@ class RunRegistry:
     def _relabel_continuations(self, base: _Run) -> None:
         """Runs that continue ``base`` name it by its new name (kept even once ``base`` is gone)."""
         with self._lock:
-            for run in self._runs.values():
-                if run.based_on_id == base.id:
-                    run.based_on = base.name or f"Run {base.number}"
+            continuations = [r for r in self._runs.values() if r.based_on_id == base.id]
+        for run in continuations:
+            run.based_on = base.name or f"Run {base.number}"
+            if _finished(run):
+                with run.files_lock:
+                    self._persist(run)
 
 
 _KEPT_STEM_RE = re.compile(r"^mnist-\d{8}-\d{6}(?:-acc\d+\.\d\d)?")

@@ -60,7 +60,7 @@ def choose_model() -> Chosen:
     saved = {f"file:{m.name}": m for m in list_models()}
     labels = {"default": "Shipped default model"}
     if trained is not None:
-        labels[state.SESSION_MODEL_CHOICE] = "Trained in this session"
+        labels[state.SESSION_MODEL_CHOICE] = state.session_model_label()
     labels.update({key: f"Saved: {m.name}" for key, m in saved.items()})
     labels["upload"] = "Upload a model file…"
     loaders: dict[str, Callable[[], mnist_net.MLP]] = {"default": state.default_model}

@@ -34,7 +34,7 @@ from mnist_net.jobs import (
     TRAINING,
     JobSnapshot,
 )
-from mnist_net.runs import MAX_MORE_EPOCHS, MORE_RUN, N_MNIST_TRAIN, RunRefused, RunView
+from mnist_net.runs import FINE_TUNE_RUN, MAX_MORE_EPOCHS, MORE_RUN, N_MNIST_TRAIN, RunRefused, RunView
 from pages.ui import state
 from pages.ui.charts import accuracy_curve, confusion_chart, enlarged, loss_curve, per_digit_chart, signed_tiles
 from pages.ui.inside import show_mistakes_explorer, show_runs_side_by_side
@@ -103,6 +103,8 @@ def settings_text(cfg: TrainConfig) -> str:
 
 def run_text(view: RunView) -> str:
     """A run's settings, and what it continues (a 'train more' run's epochs are the extra ones)."""
+    if view.kind == FINE_TUNE_RUN:
+        return f"{view.origin} on your digits · {view.config.architecture} · {view.config.activation}"
     text = settings_text(view.config)
     if view.kind == MORE_RUN:
         text = text.replace(" epoch", " more epoch", 1)
@@ -123,7 +125,7 @@ def weights_caption(preview) -> str:
     else:
         what = f"Each tile is one of the first layer's {n} filters ({h}x{w}), as it slides over the image"
     return (
-        f"{what}. Red: ink there raises the unit, blue: lowers it, black: no effect; each tile is scaled to "
+        f"{what}. Red: ink there raises its output, blue: lowers it, black: no effect; each tile is scaled to "
         "its own strongest weight."
     )
 
@@ -137,7 +139,7 @@ def show_weights(snap: JobSnapshot, live: bool) -> None:
     picture = signed_tiles(preview, TILE_COLUMNS, max(1, round(TILE_PIXELS / side)))
     title = "Weights as they learn" if live else "Weights it learned"
     st.markdown(f"**{title}**")
-    st.image(picture, caption=weights_caption(preview), width=min(picture.shape[1], 480))
+    st.image(picture, caption=weights_caption(preview), width="content")  # never wider than a phone
 
 
 def show_history(history: list[dict]) -> None:
@@ -168,12 +170,16 @@ def progress_text(view: RunView) -> str:
         return f"Stopping after this batch (epoch {h['epoch']}, batch {h['batch']}), then testing the network as it is…"
     eta = snap.eta or 0
     where = f"epoch {h['epoch']}/{h['epochs']}, batch {h['batch']}/{h['batches_per_epoch']}"
+    if view.kind == FINE_TUNE_RUN:  # one pass of small steps, no epochs or images per second
+        where = f"step {h['batch']} of {h['batches_per_epoch']}"
     if snap.pausing:
         return f"Pausing after this batch ({where})…"
     if snap.paused and snap.pause_requested:
         return f"Paused in {where} · about {eta:,.0f} s left once resumed (the pause does not count)"
     if snap.paused:
         return f"Resuming in {where}…"
+    if view.kind == FINE_TUNE_RUN:
+        return f"Learning your handwriting: {where} · about {eta:,.0f} s left"
     return (
         f"Epoch {h['epoch']}/{h['epochs']} · batch {h['batch']}/{h['batches_per_epoch']} · "
         f"{h['samples_per_s']:,.0f} images/s · about {eta:,.0f} s left"
@@ -190,6 +196,11 @@ def status_text(view: RunView) -> str:
         return f"{words}, {snap.fraction_done:.0%}"
     if snap.evaluation is not None:
         words += f" · test accuracy {snap.evaluation.accuracy:.2%}"
+    tuning = view.tuning or {}
+    if tuning.get("held_out_after") is not None:
+        words += f" · your held-out digits {tuning['held_out_before']:.0%} → {tuning['held_out_after']:.0%}"
+    if tuning.get("mnist_after") is not None:
+        words += f" · MNIST test {tuning['mnist_after']:.2%}"
     if view.kept_path is not None:
         words += " · kept"
     return words
@@ -198,8 +209,8 @@ def status_text(view: RunView) -> str:
 def show_runs_list(runs: list[RunView], shown: RunView | None) -> None:
     st.subheader("Your runs")
     st.caption(
-        "Your runs stay here when you reload the page or open the app in another tab of this browser. "
-        "Nobody else sees them."
+        "Your runs stay here when you reload the page or open the app in another tab of this browser, and "
+        "finished ones for a week even if the server restarts. Nobody else sees them."
     )
     registry, uid = state.run_registry(), state.user_id()
     for view in runs:
@@ -245,6 +256,9 @@ def show_live(view: RunView) -> None:
         args=(uid, view.id),
         width="stretch",
     )
+    if view.kind == FINE_TUNE_RUN:  # no curves: a fine-tune's steps measure no loss
+        st.caption("Learning your handwriting; the My digits page shows what it changed when it is done.")
+        return
     st.space("small")  # room for the charts' hover toolbar, so it never covers the progress bar
     show_history(snap.history)
     show_weights(snap, live=True)
@@ -336,13 +350,14 @@ def show_results(view: RunView) -> None:
     show_keep(view, model)
 
 
-def show_keep(view: RunView, model: mnist_net.MLP) -> None:
+def show_keep(view: RunView, model: mnist_net.MLP, offer_more: bool = True) -> None:
     registry, uid = state.run_registry(), state.user_id()
     st.subheader("Keep it")
     if view.kept_path is None:
         st.caption(
-            "This model lives only in this run until you keep it: it is gone when the server restarts, or when "
-            "newer runs push it off your list. Kept models go into the models folder, which everyone's Draw page lists."
+            "This model lives only in your runs list until you keep it: finished runs stay there for a week (a server "
+            "restart keeps them too) until newer runs push them off. Kept models go into the models folder, which "
+            "everyone's Draw page lists."
         )
         name_col, keep_col = st.columns([3, 1], vertical_alignment="bottom")
         name = name_col.text_input("Name", value=f"run {view.number}", key=f"keep_name_{view.id}", max_chars=60)
@@ -387,7 +402,8 @@ def show_keep(view: RunView, model: mnist_net.MLP) -> None:
     if use:
         state.use_run_model(view.id)
         st.switch_page("pages/draw.py")
-    show_train_more(view)
+    if offer_more:
+        show_train_more(view)
 
 
 def show_train_more(view: RunView) -> None:
@@ -422,6 +438,31 @@ def show_train_more(view: RunView) -> None:
             st.rerun()
 
 
+def show_fine_tune_results(view: RunView) -> None:
+    """A finished fine-tune in short (the My digits page shows it in full), and keeping its model."""
+    tuning, model = view.tuning or {}, state.run_registry().model(state.user_id(), view.id)
+    if model is None:
+        return
+    if view.snapshot.status == STOPPED:
+        st.warning("Stopped early: the figures are for the network as it was then.", icon=":material/stop_circle:")
+    if view.snapshot.note:
+        st.caption(plain(view.snapshot.note))
+    held, mnist = st.columns(2)
+    if tuning.get("held_out_after") is not None:
+        held.metric(
+            f"Your {tuning['n_held_out']} held-out digits", f"{tuning['held_out_after']:.1%}",
+            f"{100 * (tuning['held_out_after'] - tuning['held_out_before']):+.1f} points",
+        )  # fmt: skip
+    if tuning.get("mnist_after") is not None and tuning.get("mnist_before") is not None:
+        mnist.metric(
+            "MNIST test",
+            f"{tuning['mnist_after']:.2%}",
+            f"{100 * (tuning['mnist_after'] - tuning['mnist_before']):+.2f} points",
+        )
+    st.caption(f"Taught on {tuning.get('n_train', 0)} of your digits. The My digits page shows which ones flipped.")
+    show_keep(view, model, offer_more=False)
+
+
 def show_ending(view: RunView) -> None:
     """A finished run: its results, or why there are none."""
     snap = view.snapshot
@@ -435,6 +476,8 @@ def show_ending(view: RunView) -> None:
         st.error(f"Training failed: {snap.error}", icon=":material/error:")
     elif snap.status == CANCELLED:
         st.info("This run was stopped before it started.", icon=":material/block:")
+    elif view.kind == FINE_TUNE_RUN:
+        show_fine_tune_results(view)
     else:
         show_results(view)
     st.button(
@@ -713,7 +756,8 @@ if runs:
     runs_and_live_panel()
     if shown is not None and not shown.snapshot.running:
         show_ending(shown)
-if len(runs) >= 2:
+trainings = [v for v in runs if v.kind != FINE_TUNE_RUN]  # a fine-tune has no curves to overlay
+if len(trainings) >= 2:
     side_by_side = st.expander(
         "Runs side by side: curves overlaid, settings in a table",
         icon=":material/stacked_line_chart:",
@@ -722,4 +766,4 @@ if len(runs) >= 2:
     )
     if side_by_side.open:
         with side_by_side:
-            show_runs_side_by_side(runs, settings_table)
+            show_runs_side_by_side(trainings, settings_table)

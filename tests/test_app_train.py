@@ -9,6 +9,7 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import wait_until
 from streamlit.testing.v1 import AppTest
@@ -96,6 +97,8 @@ def test_tiny_training_history_chart_saved_file_and_use(train_page, models_dir):
     assert at.session_state["model_choice"] == "session"
     assert at.title[0].value == "Draw a digit"
     assert at.selectbox(key="model_choice").value == "session"
+    # The picker names the run (its name once kept) and its accuracy.
+    assert f"Your run: tiny one ({snap.evaluation.accuracy:.2%})" in at.selectbox(key="model_choice").options
     facts = " ".join(m.value for m in at.sidebar.markdown)
     assert "784 → 32 → 10" in facts and f"{100 * snap.evaluation.accuracy:.2f}%" in facts
 
@@ -328,3 +331,70 @@ def test_train_more_after_a_run_appears_as_a_new_run_that_continues_it(train_pag
     assert rows[0].startswith("**Run 2** (shown below) · done") and rows[1].startswith("**Run 1**")
     assert any(c.value.startswith("continues Run 1 · ") and "2 more epochs" in c.value for c in at.caption)
     assert at.subheader[0].value == "Your runs" and any(s.value == "Run 2" for s in at.subheader)
+
+
+def test_a_fine_tune_run_is_listed_naming_its_base_and_its_model_can_be_kept(
+    train_page, mnist, mnist_dir, small_model, models_dir
+):
+    from mnist_net import DigitSet, FineTuneOptions
+    from mnist_net.model_io import model_to_bytes
+
+    at = train_page
+    user = at.session_state[state.USER_ID_KEY]
+    idx = np.concatenate([np.flatnonzero(mnist.y_test == c)[:3] for c in range(10)])
+    mirrored = mnist.X_test[idx].reshape(-1, 28, 28)[:, :, ::-1].reshape(-1, 784).astype(np.float32) / 255
+    labels, thumbnails = mnist.y_test[idx].astype(np.int64), np.zeros((30, 56, 56), np.uint8)
+    digits = DigitSet(mirrored, labels, thumbnails, np.full(30, 1.8e9))
+    registry = state.run_registry()
+    run_id = registry.submit_fine_tune(
+        user, model_to_bytes(small_model), "default", digits, mnist_dir, options=FineTuneOptions(steps=40)
+    )
+    assert registry.job(user, run_id).join(timeout=120)
+    at.run()
+    assert not at.exception
+    view = registry.get(user, run_id)
+    assert view.snapshot.status == DONE, view.snapshot.error
+    rows = [m.value for m in at.markdown if m.value.startswith("**Run")]
+    assert rows == [f"**Run 1** (shown below) · done · your held-out digits {view.tuning['held_out_before']:.0%} → "
+                    f"{view.tuning['held_out_after']:.0%} · MNIST test {view.tuning['mnist_after']:.2%}"]  # fmt: skip
+    assert any(c.value.startswith("fine-tunes default on your digits · 784→64→10") for c in at.caption)
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Your 10 held-out digits"] == f"{view.tuning['held_out_after']:.1%}"
+    assert shown["MNIST test"] == f"{view.tuning['mnist_after']:.2%}"
+    assert not charts(at) and not any(b.key == "train_more" for b in at.button)  # no curves, no "train more"
+    [name_box] = [t for t in at.text_input if t.key.startswith("keep_name_")]
+    name_box.set_value("my writing")
+    at.button(key="keep_model").click().run()
+    assert not at.exception and not at.error
+    [saved] = list_models()
+    assert "my-writing" in saved.name and load_model(saved.path).fine_tune_ is not None
+
+
+def test_a_running_fine_tune_shows_its_steps_and_can_be_paused_and_stopped(train_page, mnist, mnist_dir, small_model):
+    from mnist_net import DigitSet, FineTuneOptions
+    from mnist_net.model_io import model_to_bytes
+
+    at = train_page
+    user = at.session_state[state.USER_ID_KEY]
+    labels = np.repeat(np.arange(10), 2)
+    digits = DigitSet(
+        mnist.X_test[:20].astype(np.float32) / 255, labels, np.zeros((20, 56, 56), np.uint8), np.full(20, 1.8e9)
+    )
+    registry = state.run_registry()
+    run_id = registry.submit_fine_tune(
+        user, model_to_bytes(small_model), "default", digits, mnist_dir, options=FineTuneOptions(steps=20_000)
+    )
+    job = registry.job(user, run_id)
+    assert wait_until(lambda: job.snapshot().history, timeout=60)
+    at.run()
+    [bar] = at.get("progress")
+    assert re.match(r"Learning your handwriting: step \d+ of 20000 · about [\d,]+ s left", bar.proto.text)
+    assert not charts(at) and not weight_tiles(at)  # a fine-tune draws no curves
+    at.button(key="pause").click().run()
+    assert wait_until(lambda: job.snapshot().paused, timeout=60)
+    at.run()
+    assert at.get("progress")[0].proto.text.startswith("Paused in step ")
+    at.button(key="stop").click().run()
+    assert job.join(timeout=60) and job.snapshot().status == STOPPED
+    at.run()
+    assert any("Stopped early" in w.value for w in at.warning)

@@ -75,3 +75,85 @@ def test_reload_and_another_tab_find_the_run_and_stop_it_others_see_nothing(app_
         tab.get_by_text(re.compile(r"Kept in the models folder as mnist-\d{8}-\d{6}-acc[\d.]+-class-demo\.pkl"))
     ).to_be_visible()
     tab.close()
+
+
+def test_pause_resume_stop_and_train_more_with_the_weights_as_they_learn(app_url, browser_page):
+    from playwright.sync_api import expect
+
+    page = browser_page
+    page.context.clear_cookies()  # a browser of its own: no runs of the test before
+    page.goto(app_url + "/train")
+    page.get_by_role("heading", name="Train a network").wait_for()
+    page.locator(".st-key-n_train input").fill("20000")
+    page.locator(".st-key-epochs input").fill("20")
+    page.locator(".st-key-hidden_sizes input").fill("64")
+    page.locator(".st-key-start button").click()
+    page.get_by_text(re.compile(r"Epoch \d+/20 · batch")).wait_for(timeout=60_000)
+    tiles = page.locator('[data-testid="stImage"]', has_text="Each tile is one of the first layer's units")
+    tiles.wait_for()
+    expect(page.get_by_text("Weights as they learn")).to_be_visible()
+    first_picture = tiles.locator("img").get_attribute("src")
+    page.get_by_role("button", name="Pause").first.click()
+    page.get_by_text(re.compile(r"Paused in epoch \d+/20, batch \d+/\d+ · about .* s left once resumed")).wait_for(
+        timeout=30_000
+    )
+    expect(page.get_by_role("heading", name="Run 1: paused")).to_be_visible()
+    expect(page.locator('[class*="st-key-run_"]')).to_contain_text("Run 1 (shown below) · paused")
+    screenshot(page, "train_paused.png")
+    page.get_by_role("button", name="Resume").first.click()
+    page.get_by_text(re.compile(r"Epoch \d+/20 · batch")).wait_for(timeout=30_000)
+    # The pictures change as it learns (a new one arrives about every second).
+    page.wait_for_function(
+        "src => [...document.querySelectorAll('[data-testid=stImage] img')].some(i => i.src && i.src !== src)",
+        arg=first_picture,
+        timeout=30_000,
+    )
+    screenshot(page, "train_weights_live.png")
+    page.get_by_role("button", name="Stop").first.click()
+    page.get_by_text("Training was stopped early").wait_for(timeout=60_000)
+    expect(page.get_by_text("Weights it learned")).to_be_visible()
+    page.locator('[class*="st-key-more_epochs_"] input').fill("1")
+    page.locator(".st-key-train_more button").click()
+    rows = page.locator('[class*="st-key-run_"]')
+    expect(rows).to_have_count(2)
+    expect(rows.first).to_contain_text(re.compile(r"Run 2 \(shown below\).*continues Run 1 · .* 1 more epoch"))
+    page.get_by_text(re.compile(r"Done! The network got")).wait_for(timeout=120_000)
+    screenshot(page, "train_more_done.png")
+
+
+def test_a_finished_run_is_still_there_after_the_server_restarts(tmp_path, mnist_for_app, browser_page):
+    """Two servers one after the other over the same runs folder: the second shows the first's run."""
+    from app_server import start_app, stop_app
+    from playwright.sync_api import expect
+
+    env = {
+        "MNIST_DIR": str(mnist_for_app), "OMP_NUM_THREADS": "1", "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "MNIST_NET_RUNS_DIR": str(tmp_path / "runs"), "MNIST_NET_MODELS_DIR": str(tmp_path / "models"),
+    }  # fmt: skip
+    page = browser_page
+    page.context.clear_cookies()
+    proc, url = start_app(tmp_path, env, timeout=90)
+    try:
+        page.goto(url + "/train")
+        page.get_by_role("heading", name="Train a network").wait_for()
+        page.locator(".st-key-n_train input").fill("2000")
+        page.locator(".st-key-epochs input").fill("1")
+        page.locator(".st-key-hidden_sizes input").fill("32")
+        page.locator(".st-key-start button").click()
+        done = page.get_by_text(re.compile(r"Done! The network got \d+\.\d\d% of 10,000 unseen test digits right"))
+        done.wait_for(timeout=120_000)
+        said = done.inner_text()
+    finally:
+        stop_app(proc)
+    proc, url = start_app(tmp_path, env, timeout=90)  # a new server process: nothing in memory
+    try:
+        page.goto(url + "/train")
+        page.get_by_role("heading", name="Your runs").wait_for()
+        rows = page.locator('[class*="st-key-run_"]')
+        expect(rows).to_have_count(1)
+        expect(rows).to_contain_text(re.compile(r"Run 1 \(shown below\) · done · test accuracy"))
+        expect(page.get_by_text(said)).to_be_visible()
+        expect(page.get_by_text("Weights it learned")).to_be_visible()
+        screenshot(page, "train_after_restart.png")
+    finally:
+        stop_app(proc)

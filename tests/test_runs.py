@@ -5,6 +5,7 @@ refusals, and keep / rename / delete touching only the file the registry itself 
 import os
 import re
 import signal
+import time
 from datetime import UTC, datetime
 
 import numpy as np
@@ -16,6 +17,7 @@ from mnist_net.finetune import model_sha256
 from mnist_net.jobs import CANCELLED, DONE, FAILED, QUEUED, STOPPED
 from mnist_net.model_io import model_from_bytes, model_to_bytes
 from mnist_net.registry import list_models, model_filename
+from mnist_net.run_store import RunStore, RunStoreError, read_run_file, run_file_bytes
 from mnist_net.runs import (
     FINE_TUNE_RUN,
     MAX_MORE_EPOCHS,
@@ -362,3 +364,108 @@ def test_a_fine_tune_refuses_what_it_cannot_use(registry, mnist, mnist_dir, smal
             "not a user", model_to_bytes(small_model), "default", writer_digits(mnist, 2), mnist_dir
         )
     assert registry.runs(me) == []
+
+
+# --- finished runs kept in a scratch folder across a restart ----------------------------------------
+
+
+def test_finished_runs_come_back_after_a_restart_and_act_as_before(tmp_path, mnist_dir, models_dir):
+    scratch = tmp_path / "scratch"
+    me, other = new_user_id(), new_user_id()
+    before = RunRegistry(store=RunStore(scratch))
+    try:
+        first = before.submit(me, tiny(1), mnist_dir)
+        finished(before, me, first)
+        kept = before.keep(me, first, "kept one")
+        second = before.submit(me, tiny(2), mnist_dir)
+        finished(before, me, second)
+        old = {v.id: v for v in before.runs(me)}
+        old_bytes = {i: before.job(me, i).model_bytes for i in old}
+    finally:
+        before.stop_all(timeout=60)
+    # A new server process: a new registry over the same folder.
+    after = RunRegistry(store=RunStore(scratch))
+    try:
+        assert after.runs(other) == []
+        views = after.runs(me)
+        assert [v.id for v in views] == [second, first]
+        for v in views:
+            was = old[v.id]
+            assert (v.number, v.label, v.kind, v.snapshot.status) == (
+                was.number,
+                was.label,
+                was.kind,
+                was.snapshot.status,
+            )
+            assert v.snapshot.history == was.snapshot.history and v.config == was.config
+            assert v.snapshot.evaluation.accuracy == was.snapshot.evaluation.accuracy
+            np.testing.assert_array_equal(v.snapshot.evaluation.confusion, was.snapshot.evaluation.confusion)
+            np.testing.assert_array_equal(v.snapshot.mistake_images, was.snapshot.mistake_images)
+            np.testing.assert_array_equal(v.snapshot.weights_preview, was.snapshot.weights_preview)
+            assert after.job(me, v.id).model_bytes == old_bytes[v.id]
+        # The kept file is still recognised as this app's: it can be renamed and deleted.
+        assert after.get(me, first).kept_path == kept
+        renamed = after.rename(me, first, "renamed")
+        assert renamed.exists() and not kept.exists()
+        # Runs carry on from there: numbers go on, train more works from a restored run.
+        more = after.submit_more(me, second, 1, mnist_dir)
+        assert after.get(me, more).number == 3 and after.get(me, more).origin == "continues Run 2"
+        finished(after, me, more)
+        after.forget(me, second)
+    finally:
+        after.stop_all(timeout=60)
+    again = RunRegistry(store=RunStore(scratch))
+    assert [(v.number, v.label) for v in again.runs(me)] == [(3, "Run 3"), (1, "renamed")]
+    assert again.get(me, first).kept_path == renamed  # the rename was stored too
+
+
+def stored_bytes(model_bytes: bytes, number: int = 1, **facts) -> bytes:
+    base = dict(
+        number=number, name=None, kind="training", based_on=None, based_on_id=None, status="done", note=None,
+        created=1.8e9, started=1.8e9, finished_at=1.8e9, tuning=None, kept=None,
+    )  # fmt: skip
+    return run_file_bytes({**base, **facts}, model_bytes, None, None, None)
+
+
+def test_the_store_bounds_its_files_and_drops_what_does_not_read_back(tmp_path, small_model):
+    store = RunStore(tmp_path, max_per_user=2, max_age_days=1)
+    me = new_user_id()
+    model_bytes = model_to_bytes(small_model)
+    for i in range(3):
+        path = store.save(me, f"run{i}", stored_bytes(model_bytes, number=i + 1))
+        os.utime(path, (1e9 + i, time.time() - 100 + i))  # in the order written
+    assert [r.run_id for r in store.load(me)] == ["run1", "run2"]  # at most 2 per user: the oldest went
+    stale = store.save(me, "stale", stored_bytes(model_bytes, number=9))  # a third: run1, the oldest, goes
+    os.utime(stale, (1e9, time.time() - 2 * 86400))
+    assert [r.run_id for r in store.load(me)] == ["run2"] and not stale.exists()  # expired: deleted
+    # Files that do not read back are deleted and skipped, never trusted.
+    bad = {
+        "garbage": b"not a zip at all",
+        "running": stored_bytes(model_bytes, status="training"),
+        "pathname": stored_bytes(model_bytes, kept={"name": "../../etc/passwd", "version": [1]}),
+        "notamodel": stored_bytes(b"\x80\x04not a model"),
+    }
+    for name, data in bad.items():
+        (tmp_path / me / f"{name}.npz").write_bytes(data)
+        with pytest.raises(RunStoreError):
+            read_run_file(name, data)
+    assert [r.run_id for r in store.load(me)] == ["run2"]
+    assert [p.stem for p in (tmp_path / me).glob("*.npz")] == ["run2"]
+    # The total cap: the oldest files go, whoever's they are.
+    small = RunStore(tmp_path / "capped", max_bytes=int(1.5 * len(stored_bytes(model_bytes))))
+    small.save(other := new_user_id(), "a", stored_bytes(model_bytes))
+    os.utime(tmp_path / "capped" / other / "a.npz", (1e9, time.time() - 10))
+    small.save(me, "b", stored_bytes(model_bytes))
+    assert small.load(other) == [] and [r.run_id for r in small.load(me)] == ["b"]
+
+
+def test_a_fine_tune_run_comes_back_after_a_restart_with_its_figures(tmp_path, mnist, mnist_dir, small_model):
+    me = new_user_id()
+    before = RunRegistry(store=RunStore(tmp_path))
+    digits = writer_digits(mnist, per_class=3)
+    run_id = before.submit_fine_tune(me, model_to_bytes(small_model), "default", digits, mnist_dir, options=QUICK)
+    was = finished(before, me, run_id)
+    assert was.snapshot.status == DONE, was.snapshot.error
+    [view] = RunRegistry(store=RunStore(tmp_path)).runs(me)
+    assert view.kind == FINE_TUNE_RUN and view.origin == "fine-tunes default" and view.tuning == was.tuning
+    assert view.snapshot.evaluation is None and view.has_model and view.snapshot.note == was.snapshot.note

@@ -29,6 +29,7 @@ from mnist_net.jobs import TrainingJob
 from mnist_net.model_io import default_model_path
 from mnist_net.novelty import model_calibration
 from mnist_net.registry import file_version
+from mnist_net.run_store import RunStore, default_folder
 from mnist_net.runs import RunRegistry, RunView, new_user_id, valid_user_id
 
 APP_SCRIPT = Path(__file__).resolve().parents[2] / "app.py"
@@ -86,8 +87,9 @@ def run_inside_frame() -> None:
 # --- who the user is, and their runs -------------------------------------------------------
 @st.cache_resource(show_spinner=False)
 def run_registry() -> RunRegistry:
-    """The server's one registry of training runs (shared by every session; thread-safe)."""
-    return RunRegistry()
+    """The server's one registry of training runs (shared by every session; thread-safe). Finished
+    runs are kept in a scratch folder (``run_store.default_folder()``), so a restart loses none."""
+    return RunRegistry(store=RunStore(default_folder()))
 
 
 def known_user_id() -> str | None:
@@ -163,22 +165,36 @@ def training_is_running() -> bool:
     return any(v.snapshot.running for v in user_runs())
 
 
-def session_model() -> mnist_net.MLP | None:
-    """The draw page's "trained in this session" model: the run picked with "use this model",
+def _session_run() -> tuple[RunView, mnist_net.MLP] | None:
+    """The run behind the draw page's "your run" model: the one picked with "use this model",
     else the user's newest run that has a model (runs outlive the session: a reload keeps them)."""
     uid = known_user_id()
-    if uid is not None:
-        registry = run_registry()
-        used = st.session_state.get(USED_RUN_KEY)
-        model = registry.model(uid, used) if used else None
+    if uid is None:
+        return None
+    registry = run_registry()
+    used = st.session_state.get(USED_RUN_KEY)
+    views = registry.runs(uid)
+    for view in [v for v in views if v.id == used] + [v for v in views if v.id != used]:
+        model = registry.model(uid, view.id) if view.has_model else None
         if model is not None:
-            return model
-        for view in registry.runs(uid):
-            if view.has_model:
-                model = registry.model(uid, view.id)
-                if model is not None:
-                    return model
-    return st.session_state.get(PREVIOUS_MODEL_KEY)
+            return view, model
+    return None
+
+
+def session_model() -> mnist_net.MLP | None:
+    """The draw page's model from this user's runs (``_session_run``), else one set by older code."""
+    found = _session_run()
+    return found[1] if found is not None else st.session_state.get(PREVIOUS_MODEL_KEY)
+
+
+def session_model_label() -> str:
+    """The draw page's name for ``session_model()``: the run it is, e.g. "Your run: Run 3 (93.29%)"."""
+    found = _session_run()
+    if found is None:
+        return "Trained in this session"
+    view, model = found
+    accuracy = model.metrics_.get("test_accuracy")
+    return f"Your run: {view.label}" + (f" ({accuracy:.2%})" if accuracy is not None else "")
 
 
 def use_run_model(run_id: str) -> None:
