@@ -21,7 +21,7 @@ from mnist_net.digitset import MAX_FILE_BYTES, DigitSet, digit_set_to_bytes
 from mnist_net.jobs import CANCELLED, DIVERGED, FAILED, QUEUED, STOPPED
 from mnist_net.runs import RunRefused, RunView
 from pages.ui import digits, state
-from pages.ui.style import plain
+from pages.ui.style import MY_DIGITS_CSS, plain
 
 state.run_inside_frame()
 
@@ -40,12 +40,12 @@ def show_grid(mine: DigitSet) -> None:
             if not len(members):
                 st.caption("none yet")
             for i in members:
-                with st.container(width=THUMB + 8, gap=None, key=f"digit_{i}"):
+                with st.container(width=THUMB + 8, gap=None, key=f"my_digit_{i}"):
                     st.image(mine.thumbnails[i], width=THUMB)
                     st.button(
                         "",
                         icon=":material/close:",
-                        key=f"remove_{i}",
+                        key=f"remove_digit_{i}",
                         type="tertiary",  # no help tooltip: Streamlit 1.67 then draws the button twice
                         on_click=digits.remove_digit,
                         args=(int(i), float(mine.timestamps[i])),
@@ -278,6 +278,7 @@ def show_teach_run(view: RunView) -> None:
         show_tuning_result(view)
 
 
+st.html(MY_DIGITS_CSS)
 st.title("My digits")
 mine = digits.my_digits()
 counts = mine.counts()

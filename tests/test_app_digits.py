@@ -179,12 +179,12 @@ def test_my_digits_grid_delete_one_and_clear_all(app, mnist):
     assert any("4 digits: 0: 1" in c.value for c in app.caption)
     assert len(app.get("image")) == 4  # the grid: one picture per digit
     # Delete the second 3 (digit 1 of the set).
-    app.button(key="remove_1").click().run()
+    app.button(key="remove_digit_1").click().run()
     mine = my_set(app)
     assert list(mine.labels) == [3, 7, 0] and mine.timestamps[0] == 1.7e9
     # A stale click (the set changed since the page was drawn) deletes nothing.
     app.session_state["my_digits"] = a_set(mnist, [1, 1, 1], start=100)
-    app.button(key="remove_0").click().run()
+    app.button(key="remove_digit_0").click().run()
     assert len(my_set(app)) == 3  # digit 0 is not the one that was shown
     # Clear all asks first (a popover), then empties the set.
     app.button(key="clear_all_digits").click().run()

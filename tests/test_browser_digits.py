@@ -81,7 +81,7 @@ def test_collect_and_correct_with_the_mouse_then_see_them_in_my_digits(app_url, 
         expect(page.locator(f".st-key-class_{label} [data-testid=stImage]")).to_have_count(count)
     screenshot(page, "my_digits_desktop.png")
     # Delete the 2; the others stay.
-    page.locator(".st-key-class_2 [class*=st-key-remove_] button").click()
+    page.locator(".st-key-class_2 [class*=st-key-remove_digit_] button").click()
     expect(page.locator(".st-key-class_2 [data-testid=stImage]")).to_have_count(0)
     expect(page.get_by_text("4 digits: 0: 1")).to_be_visible()
     # Back on the draw page, the count is still there.

@@ -72,6 +72,14 @@ MENU_CSS = f"""<style>
 </style>"""
 
 
+# My digits' grid: each digit's delete button on its picture's top-right corner, so a row is one picture high.
+MY_DIGITS_CSS = """<style>
+[class*="st-key-my_digit_"] { position: relative; }
+[class*="st-key-remove_digit_"] { position: absolute; top: -4px; right: 0; z-index: 1; }
+[class*="st-key-remove_digit_"] button { min-height: 0; padding: 0 2px; border-radius: 50%; background: #ffffffd0; }
+</style>"""
+
+
 def prediction_html(digit: int, sure: bool, headline: str, strokes: int) -> str:
     """The big answer: "The network says", the digit, and how sure. Data attributes are for tests."""
     return (
