@@ -293,6 +293,7 @@ else:
     st.page_link("pages/draw.py", label="Go to the Draw page", icon=":material/draw:")
 
 st.subheader("Teach the network")
+state.remember_user()  # the browser keeps its id, so a teaching run is found again after a reload
 registry = state.run_registry()
 uid = state.known_user_id()
 if state.TEACH_RUN_KEY not in st.session_state:  # a new session (a reload): show the user's latest teaching

@@ -136,6 +136,9 @@ def test_collect_mode_asks_each_digit_in_turn_with_skip_and_undo_last(app, mnist
     assert prompt(app) == "clearing" and len(my_set(app)) == 1
     canvas_reports_blank(app)
     assert prompt(app) == (1, 2)
+    app.switch_page("pages/my_digits.py").run()  # another page and back: collect mode is where it was
+    app.switch_page("pages/draw.py").run()
+    assert prompt(app) == (1, 2) and len(my_set(app)) == 1
     app.button(key="collect_skip").click().run()
     assert prompt(app) == (2, 3) and len(my_set(app)) == 1
     app.button(key="collect_back").click().run()  # undoes the skip: asks for the 1 again
