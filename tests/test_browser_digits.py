@@ -210,6 +210,10 @@ def test_teach_the_shipped_model_from_the_page_and_see_before_and_after(app_url,
     screenshot(page, "my_digits_taught.png")
     page.locator(".st-key-keep_taught button").click()
     expect(page.get_by_text("Kept in the models folder as")).to_be_visible()
+    # A reload is a new session (the digits go, as the page says) but the teaching run is found again.
+    page.reload()
+    expect(page.locator(".st-key-teach_result")).to_contain_text("tested on 10 others it never saw")
+    expect(page.get_by_text("No digits yet")).to_be_visible()
     page.locator(".st-key-use_taught button").click()
     page.wait_for_selector("canvas.upper-canvas")
     picker = page.get_by_role("combobox", name="Which network guesses")
