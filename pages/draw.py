@@ -35,6 +35,7 @@ IMAGE_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
 UPLOAD_LIMIT_MB = MAX_UPLOAD_BYTES // 2**20
 DRAW, COLLECT, UPLOAD = "Draw", "Collect my digits", "Upload an image"
 DRAW_PROMPT = "Draw a digit from 0 to 9 in the black box: the network guesses after every stroke."
+COLLECT_PROMPT = "Draw the digit asked for above: what the network reads in it shows here."
 BAR_PROMPT = "Draw a digit below: the network's answer shows here."
 KEEP_DRAWING = "I can't see a digit yet: keep drawing."
 BAR_KEEP_DRAWING = "No digit yet: keep drawing."
@@ -149,7 +150,8 @@ def drawing_panel(chosen: Chosen, collect: bool = False) -> None:
     if injected is not None and strokes == 0:
         steps, picture = input_steps(injected), injected  # AppTest: the canvas renders nothing there
     with right:
-        proba = show_prediction(chosen.model, None if steps is None else steps.input, strokes, DRAW_PROMPT, bar)
+        words = DRAW_PROMPT if task is None else COLLECT_PROMPT
+        proba = show_prediction(chosen.model, None if steps is None else steps.input, strokes, words, bar)
     with what_next:
         if task is not None:
             # The next digit is named only once the canvas shows its cleared drawing (see collect_prompt).
