@@ -19,10 +19,12 @@ st.set_page_config(page_title="Digit recogniser", page_icon="✏️", layout="ce
 
 draw_page = st.Page("pages/draw.py", title="Draw a digit", icon=":material/draw:", default=True)
 train_page = st.Page("pages/train.py", title="Train a network", icon=":material/model_training:")
-page = st.navigation([draw_page, train_page], position="hidden")
+digits_page = st.Page("pages/my_digits.py", title="My digits", icon=":material/grid_view:")
+page = st.navigation([draw_page, digits_page, train_page], position="hidden")
 training_elsewhere = page.url_path != train_page.url_path and training_is_running()
 with st.sidebar, st.container(key="sidebar_menu"):
     st.page_link(draw_page)
+    st.page_link(digits_page)
     st.page_link(train_page)
     st.divider()
     if training_elsewhere:
@@ -35,6 +37,7 @@ with st.sidebar, st.container(key="sidebar_menu"):
 st.html(MENU_CSS)
 with st.container(horizontal=True, key="phone_menu", gap="small"):
     st.page_link(draw_page)
+    st.page_link(digits_page)
     st.page_link(train_page, label="Train a network · training" if training_elsewhere else None)
 
 # Pages check this flag to know they run inside the frame in this very script run.

@@ -1,11 +1,14 @@
-"""Draw page (the landing page): draw or upload a digit and see what the network thinks.
+"""Draw page (the landing page): draw or upload a digit and see what the network thinks; say whether
+it was right ("Right" / "No, it's a ..."), or collect your own digits one asked-for digit at a time.
 
 A stroke reruns only the drawing panel (``st.fragment``: canvas, its buttons, the answer),
 not the model picker with its file listing. The drawing is kept in session state
 (``pages.ui.canvas``), so it is still there after another page or an upload, and it is read
 again by whichever model is chosen. Drawing and upload go through the same ``mnist_net``
 pipeline (``input_steps`` -> ``predict_proba`` -> ``assess``). Below the answer, "look inside"
-views (``pages.ui.inside``) in expanders that run only while open. No maths here.
+views (``pages.ui.inside``) in expanders that run only while open. The feedback buttons and
+collect mode put the drawing into the session's digit set (``pages.ui.digits``; the My digits
+page shows it) and clear the canvas for the next digit. No maths here.
 """
 
 from collections.abc import Callable
@@ -20,18 +23,19 @@ from mnist_net.novelty import assess_input, several_digits
 from mnist_net.preprocess import InputSteps, input_steps
 from mnist_net.registry import list_models, model_facts
 from mnist_net.uploads import MAX_UPLOAD_BYTES
-from pages.ui import canvas, state
+from pages.ui import canvas, digits, state
 from pages.ui.charts import enlarged, probability_chart
 from pages.ui.inside import Reading, look_inside
-from pages.ui.style import PREDICTION_CSS, answer_bar_html, plain, prediction_html
+from pages.ui.style import PREDICTION_CSS, answer_bar_html, collect_prompt, plain, prediction_html
 
 state.run_inside_frame()
 
 IMAGE_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
 # The uploader's MB are 10**6 bytes: it refuses a bit below the pipeline's 20 MiB, never above.
 UPLOAD_LIMIT_MB = MAX_UPLOAD_BYTES // 2**20
-DRAW, UPLOAD = "Draw", "Upload an image"
+DRAW, COLLECT, UPLOAD = "Draw", "Collect my digits", "Upload an image"
 DRAW_PROMPT = "Draw a digit from 0 to 9 in the black box: the network guesses after every stroke."
+COLLECT_PROMPT = "Draw the digit asked for above: what the network reads in it shows here."
 BAR_PROMPT = "Draw a digit below: the network's answer shows here."
 KEEP_DRAWING = "I can't see a digit yet: keep drawing."
 BAR_KEEP_DRAWING = "No digit yet: keep drawing."
@@ -116,8 +120,14 @@ def choose_model() -> Chosen:
 
 
 @st.fragment
-def drawing_panel(chosen: Chosen) -> None:
-    """The canvas, Undo, Clear, pen width and the answer: all that a stroke reruns."""
+def drawing_panel(chosen: Chosen, collect: bool = False) -> None:
+    """The canvas, Undo, Clear, pen width, the answer and what to do with the digit: all that a
+    stroke reruns. ``collect``: collect mode (it asks for each digit in turn) instead of feedback."""
+    task = digits.collecting() if collect else None
+    if collect and (task is None or task.done):
+        collect_start(task)
+        return
+    prompt = st.empty()  # collect mode's "Draw a 7", once the canvas is read
     bar = st.container(key="answer_bar")  # the answer above the canvas, on phones only (PREDICTION_CSS)
     left, right = st.columns([1, 1], gap="large")
     with left:
@@ -125,6 +135,7 @@ def drawing_panel(chosen: Chosen) -> None:
         with st.container(horizontal=True, width=canvas.SIDE, key="canvas_buttons"):
             st.button("Undo", icon=":material/undo:", key="undo", on_click=canvas.undo, width="stretch")
             st.button("Clear", icon=":material/ink_eraser:", key="clear", on_click=canvas.clear, width="stretch")
+        what_next = st.container(key="collect_buttons" if task is not None else "feedback", width=canvas.SIDE)
         st.slider(
             "Pen width",
             min_value=6,
@@ -139,8 +150,106 @@ def drawing_panel(chosen: Chosen) -> None:
     if injected is not None and strokes == 0:
         steps, picture = input_steps(injected), injected  # AppTest: the canvas renders nothing there
     with right:
-        proba = show_prediction(chosen.model, None if steps is None else steps.input, strokes, DRAW_PROMPT, bar)
+        words = DRAW_PROMPT if task is None else COLLECT_PROMPT
+        proba = show_prediction(chosen.model, None if steps is None else steps.input, strokes, words, bar)
+    with what_next:
+        if task is not None:
+            # The next digit is named only once the canvas shows its cleared drawing (see collect_prompt).
+            prompt.markdown(collect_prompt_html(task, ready=not drawing.waiting), unsafe_allow_html=True)
+            collect_buttons(task)
+        else:
+            # Only for a picture the canvas reported (not one being cleared): that is the one kept.
+            confirmable = proba is not None and not drawing.waiting and drawing.shown_input is not None
+            feedback(int(np.argmax(proba)) if confirmable else None)
     look_inside(reading(chosen, proba, steps, picture, drawing.stroke_inputs))
+
+
+def feedback(answer: int | None) -> None:
+    """ "Right" / "No, it's a ..." for the answer shown (None: nothing to confirm), and the count so far."""
+    if answer is not None:
+        st.button(
+            f"Right, it's a {answer}",
+            icon=":material/check:",
+            key="feedback_right",
+            on_click=digits.confirm_right,
+            args=(answer,),
+            width="stretch",
+        )
+        st.segmented_control(
+            "No, it's a",
+            list(range(10)),
+            key=state.FEEDBACK_DIGIT_KEY,
+            on_change=digits.correct_to_chosen,
+            width="stretch",
+            help="Keep this drawing in My digits as the digit you pick, and clear the canvas for the next.",
+        )
+    st.caption(added_text(just_kept=answer is None))
+
+
+def added_text(just_kept: bool) -> str:
+    """The count of collected digits, and (``just_kept``: before the next drawing) what the last click did."""
+    note = st.session_state.get(state.ADDED_NOTE_KEY)
+    count = len(digits.my_digits())
+    if note is not None and note[0] is None:
+        return f"Could not keep that digit: {plain(note[1])}"
+    kept = f"Kept as a {note[0]}. " if note is not None and just_kept else ""
+    if not count:
+        return "What you tell it goes into My digits, to teach the network your handwriting."
+    return f"{kept}My digits: {count} collected."
+
+
+def collect_prompt_html(task: digits.Collect, ready: bool) -> str:
+    return collect_prompt(task.asked, task.step + 1, task.total, task.round, task.rounds, ready)
+
+
+def collect_start(task: digits.Collect | None) -> None:
+    """Collect mode before it starts (or after its last digit): how many rounds, Start."""
+    have = len(digits.my_digits())
+    if task is not None:
+        st.success(
+            f"Done: {task.total} asked, {sum(t is not None for t in task.taken)} kept. You have {have} digits now.",
+            icon=":material/check_circle:",
+        )
+        st.page_link(
+            "pages/my_digits.py", label="See them in My digits, and teach the network", icon=":material/grid_view:"
+        )
+    st.markdown(
+        "The app asks for each digit in turn, 0 to 9; you draw it and press **Next**. "
+        "Three rounds (30 digits) take about two minutes and are enough to teach the network your handwriting."
+    )
+    with st.container(horizontal=True, vertical_alignment="bottom", key="collect_start_row"):
+        rounds = st.number_input(
+            "Rounds", min_value=1, max_value=digits.MAX_ROUNDS, value=3, key="collect_rounds", width=120
+        )
+        st.button(
+            "Start collecting" if task is None else "Collect more",
+            type="primary",
+            icon=":material/play_arrow:",
+            key="collect_start",
+            on_click=digits.start_collecting,
+            args=(rounds,),
+        )
+
+
+def collect_buttons(task: digits.Collect) -> None:
+    """Next (keep the drawing as the digit asked for), Skip, Undo last, Stop; and what went wrong."""
+    st.button(
+        f"Next: keep it as a {task.asked}",
+        type="primary",
+        icon=":material/arrow_forward:",
+        key="collect_next",
+        on_click=digits.collect_next,
+        width="stretch",
+    )
+    with st.container(horizontal=True, gap="small"):
+        st.button("Skip", key="collect_skip", on_click=digits.collect_skip, width="stretch")
+        st.button(
+            "Undo last", key="collect_back", on_click=digits.collect_back, disabled=not task.taken, width="stretch"
+        )
+        st.button("Stop", key="collect_stop", on_click=digits.stop_collecting, width="stretch")
+    note = st.session_state.get(state.COLLECT_NOTE_KEY)
+    if note:
+        st.caption(plain(note))
 
 
 def reading(
@@ -262,14 +371,14 @@ def show_prediction(
 
 st.html(PREDICTION_CSS)
 st.title("Draw a digit")
-intro = st.empty()
+intro = st.container(key="draw_intro")
 
 with st.sidebar:
     chosen = choose_model()
 
 source = st.segmented_control(
     "Input",
-    [DRAW, UPLOAD],
+    [DRAW, COLLECT, UPLOAD],
     default=DRAW,
     required=True,
     key=state.INPUT_MODE_KEY,
@@ -279,6 +388,9 @@ source = st.segmented_control(
 if source == UPLOAD:
     intro.caption("Upload a picture of one handwritten digit, 0 to 9: the network reads it like a drawing.")
     upload_panel(chosen)
+elif source == COLLECT:
+    intro.caption("Collect your own digits: draw the digit asked for, press Next. Then teach the network in My digits.")
+    drawing_panel(chosen, collect=True)
 else:
     intro.caption("Draw one digit, 0 to 9, with your mouse or finger. The network guesses after every stroke.")
     drawing_panel(chosen)

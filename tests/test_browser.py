@@ -26,8 +26,8 @@ def test_train_start_stop_shows_chart(app_url, browser_page):
     sidebar = page.locator('[data-testid="stSidebar"]')
     # The sidebar renders after the heading: wait (auto-retrying) for the frame's menu, never read it at once.
     links = sidebar.locator('[data-testid="stPageLink"]')
-    expect(links).to_have_count(2)
-    expect(links).to_contain_text(["Draw a digit", "Train a network"])  # the frame's menu ran
+    expect(links).to_have_count(3)
+    expect(links).to_contain_text(["Draw a digit", "My digits", "Train a network"])  # the frame's menu ran
     assert sidebar.locator('[data-testid="stSidebarNav"]').count() == 0  # not Streamlit's own pages/ list
     page.locator(".st-key-n_train input").fill("60000")
     page.locator(".st-key-epochs input").fill("30")

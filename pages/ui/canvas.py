@@ -94,6 +94,11 @@ def _caught_up() -> Drawing:
     return drawing
 
 
+def latest_drawing() -> Drawing:
+    """The session's drawing with the canvas's latest report read: for callbacks that take the picture."""
+    return _caught_up()
+
+
 def undo() -> None:
     _caught_up().undo()
 

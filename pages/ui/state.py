@@ -55,6 +55,18 @@ TEST_PROBABILITIES_KEY = "test_probabilities"  # (run id, (10000, 10) its model'
 INPUT_MODE_KEY = "input_mode"
 # Test seam: AppTest cannot draw on the canvas, so a test may put an (H, W, 4) RGBA array here.
 INJECTED_CANVAS_KEY = "injected_canvas_image"
+# The personal digit set (pages.ui.digits): this session's DigitSet and what goes with it.
+MY_DIGITS_KEY = "my_digits"  # mnist_net.digitset.DigitSet, the digits this session collected
+ADDED_NOTE_KEY = "my_digits_added"  # (label, how many now) of the digit last added from the draw page
+COLLECT_KEY = "collect"  # pages.ui.digits.Collect: collect mode's rounds and steps (None: not collecting)
+COLLECT_NOTE_KEY = "collect_note"  # a one-line message for collect mode (e.g. "draw it first")
+FEEDBACK_DIGIT_KEY = "feedback_digit"  # the draw page's "No, it's a ..." digit buttons
+SET_UPLOAD_GENERATION_KEY = "digit_set_upload_generation"  # each set upload empties its uploader (a new key)
+PENDING_SET_KEY = "pending_digit_set"  # (file name, DigitSet) uploaded, waiting for "add" or "replace"
+SET_UPLOAD_PROBLEM_KEY = "digit_set_upload_problem"  # (file name, reason) of the last refused set file
+TEACH_RUN_KEY = "teach_run"  # id of the fine-tune run the My digits page shows (None: none yet)
+TEACH_SETS_KEY = "teach_sets"  # run id -> the DigitSet it was given (its "flipped" indices point into it)
+TEACH_MODEL_KEY = "teach_model"  # the My digits page's model picker
 SESSION_MODEL_CHOICE = "session"  # the picker's value for "the model trained in this session"
 USER_COOKIE = "mnist_net_user"  # the browser cookie holding the user id
 COOKIE_DAYS = 365

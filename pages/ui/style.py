@@ -27,6 +27,14 @@ PREDICTION_CSS = f"""<style>
   line-height: 1.25; }}
 .answer-bar-digit {{ font-size: 2.6rem; font-weight: 700; color: #3b5bdb; min-width: 1.6rem; }}
 .answer-bar-digit.unsure {{ color: #9aa1ad; }}
+/* The draw page's ten "No, it's a ..." digits in one row under the canvas (280 px: 28 px each). */
+.st-key-feedback_digit [data-testid="stButtonGroup"] > div {{ flex-wrap: nowrap; }}
+.st-key-feedback_digit button {{ min-width: 0; padding: 0.25rem 0; flex: 1 1 0; }}
+.collect-prompt {{ display: flex; align-items: baseline; flex-wrap: wrap; gap: 0 0.6rem; margin-bottom: 0.25rem; }}
+.collect-prompt-text {{ font-size: 1.5rem; font-weight: 600; color: #1f2430; }}
+.collect-wait {{ color: #9aa1ad; line-height: 2.2rem; }}  /* as tall as the digit: the line does not jump */
+.collect-prompt-digit {{ font-size: 2.2rem; font-weight: 700; color: #3b5bdb; }}
+.collect-progress {{ color: #5c6370; font-size: 0.95rem; }}
 .picture-strip {{ display: flex; flex-wrap: wrap; gap: 0.75rem 1rem; align-items: flex-start; margin-bottom: 0.5rem; }}
 .picture-strip figure {{ margin: 0; text-align: center; }}
 .picture-strip img {{ display: block; border-radius: 0.25rem; image-rendering: pixelated; }}
@@ -34,6 +42,7 @@ PREDICTION_CSS = f"""<style>
 .picture-strip .apart {{ margin-left: 1rem; }}
 {PHONE} {{
   .st-key-answer_bar {{ display: block; }}
+  .st-key-draw_intro {{ display: none; }}  /* the answer bar (or collect mode's prompt) says what to do */
   .prediction {{ display: none; }}
   h1 {{ font-size: 1.9rem !important; padding: 0 !important; }}
 }}
@@ -54,9 +63,20 @@ MENU_CSS = f"""<style>
   .st-key-phone_menu {{ display: flex; }}
   [data-testid="stMainBlockContainer"] {{ padding-top: 4.25rem; }}  /* the menu just under the header */
   .st-key-sidebar_menu {{ display: none; }}
+  /* Three pages in one row on a phone: the links without their icons. */
+  .st-key-phone_menu [data-testid="stPageLink-NavLink"] > span:has(> [data-testid="stIconMaterial"]) {{
+    display: none; }}
   body:not(:has([data-testid="stSidebarUserContent"] [data-testid="stVerticalBlock"]:not(.st-key-sidebar_menu)
     > :nth-child(2))) [data-testid="stExpandSidebarButton"] {{ visibility: hidden; }}
 }}
+</style>"""
+
+
+# My digits' grid: each digit's delete button on its picture's top-right corner, so a row is one picture high.
+MY_DIGITS_CSS = """<style>
+[class*="st-key-my_digit_"] { position: relative; }
+[class*="st-key-remove_digit_"] { position: absolute; top: -4px; right: 0; z-index: 1; }
+[class*="st-key-remove_digit_"] button { min-height: 0; padding: 0 2px; border-radius: 50%; background: #ffffffd0; }
 </style>"""
 
 
@@ -76,6 +96,25 @@ def answer_bar_html(digit: int | None, sure: bool, text: str, strokes: int) -> s
     shown = "" if digit is None else f'<span class="answer-bar-digit{"" if sure else " unsure"}">{int(digit)}</span>'
     data = "" if digit is None else f' data-digit="{int(digit)}" data-sure="{int(sure)}"'
     return f'<div class="answer-bar"{data} data-strokes="{int(strokes)}">{shown}<span>{html.escape(text)}</span></div>'
+
+
+def collect_prompt(asked: int, number: int, total: int, round_: int, rounds: int, ready: bool = True) -> str:
+    """Collect mode's line above the canvas: "Draw a 7", and how far along (data attributes for tests).
+
+    Not ``ready``: the canvas has not shown its cleared drawing yet, and a stroke begun now would be
+    cleared with the last digit, so the line asks to wait instead of naming the next digit.
+    """
+    progress = f"digit {int(number)} of {int(total)} · round {int(round_)} of {int(rounds)}"
+    if not ready:
+        return (
+            '<div class="collect-prompt" data-ready="0"><span class="collect-prompt-text collect-wait">'
+            f'Clearing…</span><span class="collect-progress">{progress}</span></div>'
+        )
+    return (
+        f'<div class="collect-prompt" data-ready="1" data-asked="{int(asked)}" data-number="{int(number)}">'
+        f'<span class="collect-prompt-text">Draw a <span class="collect-prompt-digit">{int(asked)}</span></span>'
+        f'<span class="collect-progress">{progress}</span></div>'
+    )
 
 
 def picture_strip_html(pictures: list[tuple[bytes, str, str]], width: int) -> str:
