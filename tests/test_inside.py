@@ -20,7 +20,7 @@ from mnist_net.inside import (
     unit_weights,
 )
 from mnist_net.layers import conv2d_forward, maxpool_forward
-from pages.ui.charts import GAP_COLOUR, signed_tiles, tile_grid
+from pages.ui.charts import GAP_COLOUR, GREY_GAP_COLOUR, cell_layout, map_grid, signed_tiles, tile_grid, unit_cells
 
 TINY_CNN = "conv 4x5x5 -> pool 2 -> dense 16 -> dense 10"
 
@@ -160,3 +160,31 @@ def test_look_inside_a_trained_tiny_cnn():
     assert inside.filters.shape == (4, 5, 5)
     tiles = signed_tiles(inside.filters, columns=4, factor=6)
     assert tiles.shape == (30, 4 * 30 + 3, 3)
+
+
+def test_unit_cells_one_cell_per_unit_in_order_top_units_in_orange():
+    shown = np.linspace(0, 1, 40).astype(np.float32)
+    picture = unit_cells(shown, marked=np.array([39, 3]))
+    columns, cell = cell_layout(40)
+    assert (columns, cell) == (16, 16)
+    assert picture.shape == (3 * (cell + 1) + 1, columns * (cell + 1) + 1, 3)  # a 1-px grey frame round it
+    assert (picture[0] == GREY_GAP_COLOUR).all() and (picture[:, -1] == GREY_GAP_COLOUR).all()
+    for i in range(40):
+        r, c = divmod(i, columns)
+        colour = picture[1 + r * (cell + 1) + cell // 2, 1 + c * (cell + 1) + cell // 2].astype(int)
+        if i in (39, 3):
+            assert colour[0] > colour[1] > colour[2]  # orange, as bright as the unit
+            assert colour[0] == round(shown[i] * 240)
+        else:
+            assert colour.tolist() == [round(shown[i] * 255)] * 3
+    assert picture[-2, -2].tolist() == GREY_GAP_COLOUR.tolist()  # after the last unit: no cell
+    assert cell_layout(256) == (16, 16) and cell_layout(1000) == (32, 8) and cell_layout(4096) == (64, 4)
+
+
+def test_map_grid_draws_each_map_about_48_px_in_rows_of_eight():
+    shown = np.random.default_rng(5).random((12, 14, 14)).astype(np.float32)
+    picture = map_grid(shown)
+    assert picture.shape == (2 * 43 + 1, 8 * 43 + 1, 3)  # 14 px x 3, 1-px lines and frame
+    first = np.repeat(np.repeat(shown[0], 3, axis=0), 3, axis=1)
+    np.testing.assert_array_equal(picture[1:43, 1:43, 0], (first * 255).round())
+    assert (picture[1:43, 1:43, 0] == picture[1:43, 1:43, 2]).all()  # grey
