@@ -54,6 +54,7 @@ class TopUnits:
     """The units of a dense layer that fired most for the input, largest first, and their incoming
     weights as pictures when the layer reads the 28x28 image: ``weights`` (k, 28, 28), else None."""
 
+    position: int  # the layer's 1-based place in the spec (as in ``LayerActivity``)
     title: str
     units: np.ndarray  # (k,) unit indices
     activations: np.ndarray  # (k,) their outputs
@@ -134,6 +135,6 @@ def look_inside(model: Network, x: np.ndarray, k: int = TOP_UNITS) -> Inside:
     if dense is not None:
         units = top_units(dense.values, k)
         weights = unit_weights(model, units) if dense.position == 1 else None
-        top = TopUnits(dense.title, units, dense.values[units], weights)
+        top = TopUnits(dense.position, dense.title, units, dense.values[units], weights)
     filters = first_conv_filters(model)
     return Inside(layers, None if filters is None else filters[1], None if filters is None else filters[0], top)

@@ -145,7 +145,7 @@ def test_look_inside_a_cnn_maps_filters_and_first_dense_units():
     for c in range(4):
         np.testing.assert_array_equal(inside.filters[c], p["W1"][:, :, 0, c])
     # The first dense layer reads maps, not pixels: its top units, but no 28x28 weights.
-    assert inside.top.title == "dense 16" and inside.top.weights is None
+    assert (inside.top.position, inside.top.title) == (5, "dense 16") and inside.top.weights is None
     assert list(inside.top.activations) == sorted(inside.layers[3].values, reverse=True)[:8]
     assert unit_weights(model, inside.top.units) is None
 

@@ -131,7 +131,7 @@ def show_strokes(reading: Reading) -> None:
         return
     proba = reading.model.predict_proba(np.stack([x for _, x in points]))
     data, spec = stroke_chart([n for n, _ in points], proba, reading.digit)
-    st.vega_lite_chart(data, spec, width="stretch", height=200, key="stroke_chart")
+    st.vega_lite_chart(data, spec, width="stretch", height=240, key="stroke_chart")
     st.caption(
         f"How sure the network was of each digit after each stroke: {len(points)} "
         f"stroke{'s' if len(points) != 1 else ''} with a digit to read so far. The bold line is its answer now."
@@ -156,7 +156,7 @@ def show_comparison(reading: Reading) -> None:
         ):
             column.markdown(f"**{plain(label)}**  \nsays {verdict_text(proba)}")
     data, spec = comparison_chart({reading.model_label: reading.proba, other_label: other_proba})
-    st.vega_lite_chart(data, spec, width="stretch", height=180, key="compare_chart")
+    st.vega_lite_chart(data, spec, width="stretch", height=210, key="compare_chart")
 
 
 def show_why(reading: Reading) -> None:
@@ -206,7 +206,7 @@ def show_layers(reading: Reading) -> None:
         picture = (
             map_grid(layer.shown)
             if layer.is_map
-            else unit_cells(layer.shown, top.units if top is not None and layer.title == top.title else None)
+            else unit_cells(layer.shown, top.units if top is not None and layer.position == top.position else None)
         )
         strip.append((png(picture), layer_caption(layer), "grid"))
     st.container(key="layer_outputs").markdown(picture_strip_html(strip, None), unsafe_allow_html=True)
