@@ -459,7 +459,9 @@ def attribution_picture(pixels: np.ndarray, scale: float, x: np.ndarray, factor:
 # --- look inside: tiles (weights, filters, feature maps) -----------------------------------------
 
 GAP_COLOUR = np.array([255, 255, 255], np.uint8)  # the page's white: 1-px lines between red/blue tiles
-GREY_GAP_COLOUR = np.array([140, 140, 140], np.uint8)  # between grey tiles, whose strongest value is white
+# Between grey tiles (whose strongest value is white): a slate no grey or orange cell can have, so the
+# lines never merge with a tile.
+GREY_GAP_COLOUR = np.array([150, 162, 185], np.uint8)
 
 
 def tile_grid(
