@@ -150,7 +150,9 @@ def strip_figures(at, key_text: str) -> list[tuple[str, np.ndarray]]:
     [strip] = [m.value for m in at.markdown if 'class="picture-strip"' in m.value and key_text in m.value]
     found = re.findall(r'src="data:image/png;base64,([^"]+)"><figcaption>([^<]*)<', strip)
     assert len(found) == strip.count("<figure")
-    return [(caption, np.asarray(Image.open(io.BytesIO(base64.b64decode(data))))) for data, caption in found]
+    return [
+        (caption, np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))) for data, caption in found
+    ]
 
 
 def tiles_in(picture: np.ndarray) -> tuple[int, int, int]:

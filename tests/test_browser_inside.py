@@ -124,7 +124,7 @@ def shown_pictures(page, container: str) -> list[tuple[str, np.ndarray, float]]:
     )
     assert figures and all(done for _, _, done, _ in figures), figures
     return [
-        (caption, np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))), width)
+        (caption, np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB")), width)
         for caption, src, _, width in figures
     ]
 

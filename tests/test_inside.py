@@ -6,9 +6,12 @@ signs of the numbers drawn."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from conftest import block_digits
+from PIL import Image
 
 from mnist_net import MLP, TrainConfig
 from mnist_net.inside import (
@@ -20,7 +23,18 @@ from mnist_net.inside import (
     unit_weights,
 )
 from mnist_net.layers import conv2d_forward, maxpool_forward
-from pages.ui.charts import GAP_COLOUR, GREY_GAP_COLOUR, cell_layout, map_grid, signed_tiles, tile_grid, unit_cells
+from pages.ui.charts import (
+    GAP_COLOUR,
+    GREY_GAP_COLOUR,
+    GREY_PALETTE,
+    LINE_INDEX,
+    cell_layout,
+    map_grid,
+    png,
+    signed_tiles,
+    tile_grid,
+    unit_cells,
+)
 
 TINY_CNN = "conv 4x5x5 -> pool 2 -> dense 16 -> dense 10"
 
@@ -183,8 +197,16 @@ def test_unit_cells_one_cell_per_unit_in_order_top_units_in_orange():
 
 def test_map_grid_draws_each_map_about_48_px_in_rows_of_eight():
     shown = np.random.default_rng(5).random((12, 14, 14)).astype(np.float32)
-    picture = map_grid(shown)
-    assert picture.shape == (2 * 43 + 1, 8 * 43 + 1, 3)  # 14 px x 3, 1-px lines and frame
+    picture = map_grid(shown)  # indices into GREY_PALETTE
+    assert picture.shape == (2 * 43 + 1, 8 * 43 + 1)  # 14 px x 3, 1-px lines and frame
     first = np.repeat(np.repeat(shown[0], 3, axis=0), 3, axis=1)
-    np.testing.assert_array_equal(picture[1:43, 1:43, 0], (first * 255).round())
-    assert (picture[1:43, 1:43, 0] == picture[1:43, 1:43, 2]).all()  # grey
+    np.testing.assert_array_equal(picture[1:43, 1:43], (first * 254).round())
+    assert (picture[0] == LINE_INDEX).all() and (picture[43] == LINE_INDEX).all()
+    assert (picture[44:, 4 * 43 + 1 :] == LINE_INDEX).all()  # slots 13-16 are empty
+    colours = GREY_PALETTE[picture]
+    assert (colours[1:43, 1:43, 0] == colours[1:43, 1:43, 2]).all()  # greys, black to white
+    assert GREY_PALETTE[0].tolist() == [0, 0, 0] and GREY_PALETTE[254].tolist() == [255, 255, 255]
+    assert GREY_PALETTE[LINE_INDEX].tolist() == GREY_GAP_COLOUR.tolist()
+    # As a PNG, it decodes to those colours.
+    decoded = np.asarray(Image.open(io.BytesIO(png(picture, GREY_PALETTE))).convert("RGB"))
+    np.testing.assert_array_equal(decoded, colours)

@@ -1,9 +1,11 @@
-"""The "look inside" views: how a drawing became the input, stroke by stroke, two models side by side
-(draw page); mistakes to explore, confidence against accuracy, runs side by side (train page).
+"""The "look inside" views: how a drawing became the input, why this digit, inside the layers, stroke
+by stroke, two models side by side (draw page); mistakes to explore, confidence against accuracy,
+runs side by side (train page).
 
 Each view is one function drawing numbers that ``mnist_net`` computed (``preprocess.input_steps``,
-``metrics``); no maths here. The draw page's views sit in expanders below the answer and run only
-while open (``look_inside``): a stroke reruns the drawing panel, and a closed view costs it nothing.
+``explain``, ``inside``, ``metrics``); no maths here. The draw page's views sit in expanders below
+the answer and run only while open (``look_inside``): a stroke reruns the drawing panel, and a
+closed view costs it nothing.
 
 "Why this digit" draws ``explain.margin_attribution``, "Inside the layers" ``inside.look_inside``
 (every hidden layer's output, a CNN's first filters, the first dense layer's top units and their
@@ -30,6 +32,7 @@ from mnist_net.preprocess import InputSteps
 from mnist_net.synth import naive_input
 from pages.ui import state
 from pages.ui.charts import (
+    GREY_PALETTE,
     attribution_picture,
     boxed_fit,
     boxed_picture,
@@ -204,11 +207,11 @@ def show_layers(reading: Reading) -> None:
     strip = []
     for layer in inside.layers:
         picture = (
-            map_grid(layer.shown)
+            png(map_grid(layer.shown), GREY_PALETTE)
             if layer.is_map
-            else unit_cells(layer.shown, top.units if top is not None and layer.position == top.position else None)
+            else png(unit_cells(layer.shown, top.units if top is not None and layer.position == top.position else None))
         )
-        strip.append((png(picture), layer_caption(layer), "grid"))
+        strip.append((picture, layer_caption(layer), "grid"))
     st.container(key="layer_outputs").markdown(picture_strip_html(strip, None), unsafe_allow_html=True)
     marked = (
         f" Orange: the {len(top.units)} units of {top.title} that fired most."
