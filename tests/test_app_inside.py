@@ -356,3 +356,25 @@ def test_train_page_mistakes_reliability_coverage_and_runs_side_by_side(two_runs
     rows = table.value
     assert list(rows["run"]) == [older.label, newest.label] and list(rows["layers"]) == ["784→16→10", "784→32→10"]
     assert list(rows["learning rate"]) == [0.01, 0.003]
+
+
+def test_weight_pictures_are_drawn_once_per_model_and_go_with_it():
+    import gc
+
+    from pages.ui.inside import _WEIGHT_PICTURES, weight_picture
+
+    calls = []
+
+    def draw(tag):
+        calls.append(tag)
+        return tag.encode()
+
+    a, b = tiny_model((16,), "relu"), tiny_model((16,), "relu")
+    assert weight_picture(a, ("unit", 3), lambda: draw("a3")) == b"a3"
+    assert weight_picture(a, ("unit", 3), lambda: draw("again")) == b"a3"  # kept: not drawn again
+    assert weight_picture(b, ("unit", 3), lambda: draw("b3")) == b"b3"  # another model: its own
+    assert calls == ["a3", "b3"]
+    kept = len(_WEIGHT_PICTURES)
+    del a
+    gc.collect()
+    assert b in _WEIGHT_PICTURES and len(_WEIGHT_PICTURES) == kept - 1  # a's went with it

@@ -481,15 +481,19 @@ def tile_grid(tiles: np.ndarray, columns: int, factor: int, gap: Any = GAP_COLOU
     columns = max(1, min(int(columns), n))
     factor = max(1, int(factor))
     rows = max(1, -(-n // columns))
-    th, tw = h * factor, w * factor
-    edge = 1 if frame else 0
-    grid = np.empty((rows * (th + 1) - 1 + 2 * edge, columns * (tw + 1) - 1 + 2 * edge, *tiles.shape[3:]), np.uint8)
+    th, tw, rest = h * factor, w * factor, tiles.shape[3:]
+    # Every slot as its tile plus a line below and to the right, then the slots laid out row by row
+    # (one reshape, no loop over tiles: a dense layer has up to 4096 cells).
+    slots = np.empty((rows * columns, th + 1, tw + 1, *rest), np.uint8)
+    slots[:] = gap
+    slots[:n, :th, :tw] = np.repeat(np.repeat(tiles, factor, axis=1), factor, axis=2)
+    laid = slots.reshape(rows, columns, th + 1, tw + 1, *rest).swapaxes(1, 2)
+    laid = laid.reshape(rows * (th + 1), columns * (tw + 1), *rest)[:-1, :-1]
+    if not frame:
+        return np.ascontiguousarray(laid)
+    grid = np.empty((laid.shape[0] + 2, laid.shape[1] + 2, *rest), np.uint8)
     grid[:] = gap
-    big = np.repeat(np.repeat(tiles, factor, axis=1), factor, axis=2)
-    for i in range(n):
-        r, c = divmod(i, columns)
-        top, left = edge + r * (th + 1), edge + c * (tw + 1)
-        grid[top : top + th, left : left + tw] = big[i]
+    grid[1:-1, 1:-1] = laid
     return grid
 
 

@@ -15,7 +15,8 @@ input, probabilities) as the others.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -179,6 +180,22 @@ def show_why(reading: Reading) -> None:
     )
 
 
+# Pictures of a model's weights (filters, a unit's 784 weights) do not change with the drawing: drawn
+# once per model and kept with it (dropped with the model), not encoded again on every stroke.
+_WEIGHT_PICTURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+MAX_KEPT_PICTURES = 512  # per model: a dense first layer has at most 4096 units
+
+
+def weight_picture(model: mnist_net.MLP, key: Hashable, draw: Callable[[], bytes]) -> bytes:
+    """The PNG ``draw()`` returns for this model's weights ``key``, drawn on first use only."""
+    kept = _WEIGHT_PICTURES.setdefault(model, {})
+    if key not in kept:
+        if len(kept) >= MAX_KEPT_PICTURES:
+            kept.clear()
+        kept[key] = draw()
+    return kept[key]
+
+
 def layer_caption(layer) -> str:
     """ "1 · conv 32x5x5 · 32 maps 28×28" or "5 · dense 256 · 256 units": the layer by its spec and what is drawn."""
     if layer.is_map:
@@ -194,7 +211,8 @@ def show_layers(reading: Reading) -> None:
     top = inside.top
     if inside.filters is not None:
         n, kh, kw = inside.filters.shape
-        strip = [(png(filter_grid(inside.filters)), f"1 · {inside.filters_title} · {n} filters {kh}×{kw}", "grid")]
+        filters = weight_picture(reading.model, "filters", lambda: png(filter_grid(inside.filters)))
+        strip = [(filters, f"1 · {inside.filters_title} · {n} filters {kh}×{kw}", "grid")]
         st.container(key="layer_filters").markdown(picture_strip_html(strip, None), unsafe_allow_html=True)
         st.caption(
             f"The first layer's {n} filters, each {kh}×{kw} weights: red positive, blue negative, black about zero "
@@ -235,7 +253,11 @@ def show_layers(reading: Reading) -> None:
         )
         return
     strip = [
-        (png(signed_tiles(w[None], 1, UNIT_FACTOR)), f"unit {u + 1} · {a:.2f}", "unit")
+        (
+            weight_picture(reading.model, ("unit", int(u)), lambda w=w: png(signed_tiles(w[None], 1, UNIT_FACTOR))),
+            f"unit {u + 1} · {a:.2f}",
+            "unit",
+        )
         for u, a, w in zip(top.units, top.activations, top.weights)
     ]
     st.container(key="top_units").markdown(picture_strip_html(strip, 28 * UNIT_FACTOR), unsafe_allow_html=True)
