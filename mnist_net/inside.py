@@ -3,11 +3,11 @@
 For one input x (784,), ``look_inside`` returns every hidden layer's output (conv and pool
 layers as feature maps (c, h, w), dense layers as units (n,)), named by its spec (``conv
 32x5x5``, ``pool 2``, ``dense 256``), each scaled for showing by one scale per layer; the
-first conv layer's filters when it reads the image (c_out, kh, kw); and, when the first dense
-layer reads the pixels (an MLP), the units of it that fired most with their incoming weights as
-28x28 pictures. Dropout layers are left out: when a network reads they pass their input on
-unchanged, so they would show the layer before them again. The logits are the answer, shown
-elsewhere.
+first conv layer's filters when it reads the image (c_out, kh, kw); and the units of the first
+dense layer that fired most, with their incoming weights as 28x28 pictures when that layer reads
+the pixels (an MLP; a CNN's reads feature maps). Dropout layers are left out: when a network
+reads they pass their input on unchanged, so they would show the layer before them again. The
+logits are the answer, shown elsewhere.
 
 Scaling: activations (ReLU or sigmoid: never negative) are divided by the largest value of
 their layer, so a map or unit that hardly responded looks dark next to those that did.
@@ -54,6 +54,7 @@ class TopUnits:
     """The units of a dense layer that fired most for the input, largest first, and their incoming
     weights as pictures when the layer reads the 28x28 image: ``weights`` (k, 28, 28), else None."""
 
+    position: int  # the layer's 1-based place in the spec (as in ``LayerActivity``)
     title: str
     units: np.ndarray  # (k,) unit indices
     activations: np.ndarray  # (k,) their outputs
@@ -134,6 +135,6 @@ def look_inside(model: Network, x: np.ndarray, k: int = TOP_UNITS) -> Inside:
     if dense is not None:
         units = top_units(dense.values, k)
         weights = unit_weights(model, units) if dense.position == 1 else None
-        top = TopUnits(dense.title, units, dense.values[units], weights)
+        top = TopUnits(dense.position, dense.title, units, dense.values[units], weights)
     filters = first_conv_filters(model)
     return Inside(layers, None if filters is None else filters[1], None if filters is None else filters[0], top)

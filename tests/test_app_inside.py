@@ -1,9 +1,11 @@
 """The "look inside" views under AppTest: each draw-page view renders for a sigmoid, a ReLU and a deep
-(4 hidden layers) model; stroke by stroke follows the strokes (Undo, Clear); two models side by
+(4 hidden layers) model, and "inside the layers" for a tiny CNN too (its pictures decoded and their
+tiles counted); stroke by stroke follows the strokes (Undo, Clear); two models side by
 side; the train page's mistakes explorer, reliability diagram, coverage curve and runs side by side."""
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 from pathlib import Path
@@ -12,9 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from conftest import block_digits
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from mnist_net import MLP, canvas_to_input, load_model
+from mnist_net import MLP, TrainConfig, canvas_to_input, load_model
 from mnist_net.confidence import assess
 from mnist_net.jobs import DONE
 from mnist_net.metrics import cell_members
@@ -25,7 +28,7 @@ from pages.ui import state
 from pages.ui.drawing import Drawing, marker
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-VIEWS = ("inside_steps", "inside_why", "inside_strokes", "inside_compare")
+VIEWS = ("inside_steps", "inside_why", "inside_layers", "inside_strokes", "inside_compare")
 
 
 def as_canvas(digit_784: np.ndarray) -> np.ndarray:
@@ -45,6 +48,15 @@ MODELS = {
     "relu": ((24, 12), "relu"),
     "deep": ((16, 16, 16, 16), "relu"),
 }
+TINY_CNN = "conv 4x5x5 -> pool 2 -> dense 16 -> dense 10"
+
+
+def tiny_cnn() -> MLP:
+    X, y = block_digits(200)
+    config = TrainConfig(layers=TINY_CNN, activation="relu", epochs=1, batch_size=32, n_train=128, seed=0)
+    model = MLP(config).fit(X, y)  # four batches
+    model.metrics_ = {"test_accuracy": 0.5}
+    return model
 
 
 def chart_table(chart):
@@ -77,13 +89,14 @@ def stroke_report(drawing, n):
 @pytest.fixture
 def draw_page(models_dir):
     saved = {name: save_new_model(tiny_model(*spec)) for name, spec in MODELS.items()}
+    saved["cnn"] = save_new_model(tiny_cnn())
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
     assert not at.exception
     return at, saved
 
 
-@pytest.mark.parametrize("kind", list(MODELS))
+@pytest.mark.parametrize("kind", [*MODELS, "cnn"])
 def test_every_draw_view_renders_for_the_model(draw_page, kind, mnist):
     at, saved = draw_page
     at.selectbox(key="model_choice").set_value(f"file:{saved[kind].name}").run()
@@ -94,6 +107,7 @@ def test_every_draw_view_renders_for_the_model(draw_page, kind, mnist):
     assert [e.label for e in at.expander] == [
         "How your drawing became the input",
         "Why this digit",
+        "Inside the layers",
         "Stroke by stroke",
         "Compare two models",
     ]
@@ -118,7 +132,7 @@ def test_every_draw_view_renders_for_the_model(draw_page, kind, mnist):
     assert any(f"surer of {best} than of {second}" in c.value for c in at.caption)
     # Compare: the chosen model and the first other one, each with its verdict and bars.
     compare = at.selectbox(key="compare_with")
-    assert compare.value in compare.options and len(compare.options) == 3  # the shipped one and two saved
+    assert compare.value in compare.options and len(compare.options) == 4  # the shipped one and three saved
     verdicts = [m.value for m in at.markdown if "  \nsays a " in m.value]
     assert len(verdicts) == 2 and f"says a {verdict.digit} ({verdict.probability:.0%})" in verdicts[0]
     [compared] = [c for c in at.get("vega_lite_chart") if '"xOffset"' in c.proto.spec]
@@ -129,6 +143,98 @@ def test_every_draw_view_renders_for_the_model(draw_page, kind, mnist):
     other = [o for o in compare.options if o != compare.value][0]
     compare.set_value(other).run()
     assert not at.exception and other in [m.value for m in at.markdown if "  \nsays a " in m.value][1]
+
+
+def strip_figures(at, key_text: str) -> list[tuple[str, np.ndarray]]:
+    """(caption, decoded picture) of each figure of the one picture strip whose HTML holds ``key_text``."""
+    [strip] = [m.value for m in at.markdown if 'class="picture-strip"' in m.value and key_text in m.value]
+    found = re.findall(r'src="data:image/png;base64,([^"]+)"><figcaption>([^<]*)<', strip)
+    assert len(found) == strip.count("<figure")
+    return [
+        (caption, np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))) for data, caption in found
+    ]
+
+
+def tiles_in(picture: np.ndarray) -> tuple[int, int, int]:
+    """(rows, columns, tiles) of a grid picture, read from its 1-px lines (rows and columns of pixels all of
+    the lines' colour, the corner pixel's for a framed grid, else white) and its non-empty cells."""
+    framed = not (picture[0, 0] == 255).all() and (picture[0] == picture[0, 0]).all()
+    line = picture[0, 0] if framed else np.array([255, 255, 255])
+    is_line = (picture == line).all(axis=2)
+
+    def runs(flags):
+        cuts = [-1, *np.flatnonzero(flags), len(flags)]
+        return [(a + 1, b) for a, b in zip(cuts, cuts[1:]) if b > a + 1]
+
+    row_runs, col_runs = runs(is_line.all(axis=1)), runs(is_line.all(axis=0))
+    filled = sum(not is_line[r0:r1, c0:c1].all() for r0, r1 in row_runs for c0, c1 in col_runs)
+    return len(row_runs), len(col_runs), filled
+
+
+def hidden_by_hand(model, x) -> list[np.ndarray]:
+    """The hidden dense layers' outputs of an MLP for x (784,), written out here."""
+    act = (lambda z: 1 / (1 + np.exp(-z))) if model.activation == "sigmoid" else (lambda z: np.maximum(z, 0))
+    a, out = x.astype(np.float64), []
+    for i in range(1, len(model.layers)):
+        a = act(a @ model.params_[f"W{i}"] + model.params_[f"b{i}"])
+        out.append(a)
+    return out
+
+
+@pytest.mark.parametrize("kind", [*MODELS, "cnn"])
+def test_inside_the_layers_draws_every_hidden_layer(draw_page, kind, mnist):
+    at, saved = draw_page
+    at.selectbox(key="model_choice").set_value(f"file:{saved[kind].name}").run()
+    image = as_canvas(mnist.X_test[7])
+    at.session_state["injected_canvas_image"] = image
+    at.run()
+    assert not any("picture-strip" in m.value and " · dense " in m.value for m in at.markdown)  # closed: not run
+    at.session_state["inside_layers"] = True
+    at.run()
+    assert not at.exception
+    model, x = load_model(saved[kind]), canvas_to_input(image)
+    layers = strip_figures(at, " units</figcaption>")
+    if kind == "cnn":
+        # Filters: 4 red/blue tiles of 5x5 in one row; then 4 maps 28x28, 4 maps 14x14, 16 units.
+        [(caption, filters)] = strip_figures(at, " filters 5×5")
+        assert caption == "1 · conv 4x5x5 · 4 filters 5×5" and tiles_in(filters) == (1, 4, 4)
+        assert [c for c, _ in layers] == [
+            "1 · conv 4x5x5 · 4 maps 28×28",
+            "2 · pool 2 · 4 maps 14×14",
+            "3 · dense 16 · 16 units",
+        ]
+        assert [tiles_in(p) for _, p in layers] == [(1, 4, 4), (1, 4, 4), (1, 16, 16)]
+        assert not any('alt="unit ' in m.value for m in at.markdown)  # no 28x28 weights: they read maps
+        [listed] = [c.value for c in at.caption if c.value.startswith("The units of dense 16 that fired most")]
+        outputs = model.layer_outputs(x[None])
+        first_dense = outputs[2].values[0]
+        top = np.argsort(-first_dense.astype(np.float64), kind="stable")[:8]
+        assert listed.startswith(
+            "The units of dense 16 that fired most: " + ", ".join(f"{u + 1} ({first_dense[u]:.2f})" for u in top)
+        )
+        return
+    hidden = MODELS[kind][0]
+    assert [c for c, _ in layers] == [f"{i} · dense {h} · {h} units" for i, h in enumerate(hidden, start=1)]
+    assert [tiles_in(p) for _, p in layers] == [(-(-h // 16), min(h, 16), h) for h in hidden]
+    # Each cell is its unit's output over the layer's largest, grey; layer 1's top 8 units in orange.
+    by_hand = hidden_by_hand(model, x)
+    top = np.argsort(-by_hand[0], kind="stable")[:8]
+    for n, ((_, picture), values) in enumerate(zip(layers, by_hand)):
+        centres = picture[1 + 8 :: 17, 1 + 8 :: 17].reshape(-1, 3)[: len(values)].astype(float)
+        share = values / values.max()
+        colour = np.repeat(share[:, None], 3, axis=1) * 255
+        if n == 0:
+            colour[top] = share[top, None] * [240, 140, 0]
+        np.testing.assert_allclose(centres, colour, atol=1.01)
+    # The top units' weights: 8 pictures of 84 px, named by unit and output, red/blue as W1's column.
+    units = strip_figures(at, 'alt="unit ')
+    assert [c for c, _ in units] == [f"unit {u + 1} · {by_hand[0][u]:.2f}" for u in top]
+    for (_, picture), u in zip(units, top):
+        assert picture.shape == (84, 84, 3)
+        w = model.params_["W1"][:, u].reshape(28, 28)
+        share = w / np.abs(w).max()
+        expected = np.stack([np.clip(share, 0, 1), np.zeros_like(share), np.clip(-share, 0, 1)], axis=-1) * 255
+        np.testing.assert_allclose(picture[1::3, 1::3], expected, atol=1.01)  # red positive, blue negative
 
 
 def test_stroke_by_stroke_grows_with_strokes_and_follows_undo_and_clear(draw_page, mnist):
@@ -250,3 +356,25 @@ def test_train_page_mistakes_reliability_coverage_and_runs_side_by_side(two_runs
     rows = table.value
     assert list(rows["run"]) == [older.label, newest.label] and list(rows["layers"]) == ["784→16→10", "784→32→10"]
     assert list(rows["learning rate"]) == [0.01, 0.003]
+
+
+def test_weight_pictures_are_drawn_once_per_model_and_go_with_it():
+    import gc
+
+    from pages.ui.inside import _WEIGHT_PICTURES, weight_picture
+
+    calls = []
+
+    def draw(tag):
+        calls.append(tag)
+        return tag.encode()
+
+    a, b = tiny_model((16,), "relu"), tiny_model((16,), "relu")
+    assert weight_picture(a, ("unit", 3), lambda: draw("a3")) == b"a3"
+    assert weight_picture(a, ("unit", 3), lambda: draw("again")) == b"a3"  # kept: not drawn again
+    assert weight_picture(b, ("unit", 3), lambda: draw("b3")) == b"b3"  # another model: its own
+    assert calls == ["a3", "b3"]
+    kept = len(_WEIGHT_PICTURES)
+    del a
+    gc.collect()
+    assert b in _WEIGHT_PICTURES and len(_WEIGHT_PICTURES) == kept - 1  # a's went with it

@@ -1,16 +1,25 @@
 """The look-inside views in headless Chromium: draw a digit stroke by stroke, open each view and see
-its parts (four step pictures and the plain resize, a chart that grows per stroke and follows Undo,
-two models side by side); first, train two tiny networks and open the mistakes explorer and runs
-side by side (their model is then one to compare with on the draw page). Screenshots of every
-view, desktop and phone (390x844), in ``screenshots/inside_*.png``.
+its parts (four step pictures and the plain resize, why this digit, inside the layers with its
+cells counted from the decoded pictures, a chart that grows per stroke and follows Undo, two models
+side by side); first, train two tiny networks and open the mistakes explorer and runs side by side
+(their model is then one to compare with on the draw page). A small CNN, uploaded through the model
+picker: its filters, feature maps and dense units. Screenshots of every view, desktop and phone
+(390x844), in ``screenshots/inside_*.png``.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 
+import numpy as np
 import pytest
 from browser_kit import draw, screenshot, shown_answer, touch_draw
+from PIL import Image
+from test_app_inside import tiles_in
+
+from mnist_net import MLP, TrainConfig, load_model, save_model
 
 pytestmark = pytest.mark.browser
 
@@ -43,6 +52,7 @@ def check_draw_views(page, draw_strokes, name: str, models: int) -> None:
         shown_answer(page, n)
     open_view(page, "inside_steps", ".st-key-input_steps")
     open_view(page, "inside_why", ".st-key-why_digit")
+    open_view(page, "inside_layers", ".st-key-layer_outputs")
     open_view(page, "inside_strokes", "[data-testid=stVegaLiteChart]")
     open_view(page, "inside_compare", "[data-testid=stMarkdown], [data-testid=stCaptionContainer]")
     steps = page.locator(".st-key-input_steps figure.step")
@@ -63,8 +73,28 @@ def check_draw_views(page, draw_strokes, name: str, models: int) -> None:
     expect(why.nth(1)).to_contain_text(re.compile(r"^Why \d, not \d$"))
     why_sizes = why.locator("img").evaluate_all("imgs => imgs.map(i => [i.complete, i.naturalWidth])")
     assert why_sizes == [[True, 168], [True, 168]], why_sizes
+    # Inside the layers (the shipped 784-400-200-10): a cell per unit, and 8 top units' 28x28 weights.
+    layers = shown_pictures(page, ".st-key-layer_outputs")
+    hidden = [layer.size for layer in load_model().layers[:-1]]
+    assert [c for c, _, _ in layers] == [f"{i} · dense {h} · {h} units" for i, h in enumerate(hidden, start=1)]
+    assert [tiles_in(p)[2] for _, p, _ in layers] == hidden
+    assert all(shown <= page.viewport_size["width"] for _, _, shown in layers)
+    units = shown_pictures(page, ".st-key-top_units")
+    assert len(units) == 8 and all(p.shape == (84, 84, 3) and shown == 84 for _, p, shown in units)
+    assert all(re.fullmatch(r"unit \d+ · \d+\.\d\d", c) for c, _, _ in units)
+    if name == "phone":  # the two "why" pictures side by side, 140 px each
+        boxes = [why.nth(i).bounding_box() for i in range(2)]
+        assert boxes[0]["y"] == boxes[1]["y"] and boxes[1]["width"] == pytest.approx(140, abs=1)
     strokes_view = page.locator(".st-key-inside_strokes")
     expect(strokes_view.locator("[data-testid=stVegaLiteChart]")).to_have_count(1)
+    # The legend's ten digits all inside the chart (on a phone too): two rows of five.
+    labels = strokes_view.locator("svg .role-legend-label text")
+    expect(labels).to_have_count(10)
+    chart = strokes_view.locator("[data-testid=stVegaLiteChart]").bounding_box()
+    assert [labels.nth(i).text_content() for i in range(10)] == [str(d) for d in range(10)]
+    for i in range(10):
+        label = labels.nth(i).bounding_box()
+        assert chart["x"] <= label["x"] and label["x"] + label["width"] <= chart["x"] + chart["width"], (i, label)
     expect(strokes_view).to_contain_text("3 strokes with a digit to read")
     compare = page.locator(".st-key-inside_compare")
     if models > 1:
@@ -84,6 +114,19 @@ def check_draw_views(page, draw_strokes, name: str, models: int) -> None:
     shown_answer(page, 0)
     expect(strokes_view).to_contain_text("Draw a digit first")
     expect(strokes_view.locator("[data-testid=stVegaLiteChart]")).to_have_count(0)
+
+
+def shown_pictures(page, container: str) -> list[tuple[str, np.ndarray, float]]:
+    """(caption, decoded PNG, width shown in CSS px) of each figure in a picture strip on the page."""
+    figures = page.locator(f"{container} figure").evaluate_all(
+        "fs => fs.map(f => [f.querySelector('figcaption').textContent, f.querySelector('img').src, "
+        "f.querySelector('img').complete, f.querySelector('img').getBoundingClientRect().width])"
+    )
+    assert figures and all(done for _, _, done, _ in figures), figures
+    return [
+        (caption, np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB")), width)
+        for caption, src, _, width in figures
+    ]
 
 
 def train_tiny(page, hidden: str, lr: str) -> None:
@@ -135,3 +178,65 @@ def test_draw_page_views_desktop(app_url, browser_page):
 def test_draw_page_views_phone(app_url, phone_page):
     phone_page.goto(app_url)
     check_draw_views(phone_page, touch_draw, "phone", models=1)  # another browser: no runs of its own
+
+
+SMALL_CNN = "conv 8x5x5 -> pool 2 -> conv 8x3x3 -> pool 2 -> dense 32 -> dense 10"
+
+
+@pytest.fixture(scope="module")
+def small_cnn_file(tmp_path_factory, mnist):
+    """A small CNN trained for one epoch on 3,000 MNIST digits (about 80% right: its maps show strokes)."""
+    config = TrainConfig(layers=SMALL_CNN, activation="relu", epochs=1, n_train=3000, batch_size=32, seed=0)
+    model = MLP(config).fit(mnist.X_train, mnist.y_train)
+    return save_model(model, tmp_path_factory.mktemp("cnn") / "small-cnn.pkl")
+
+
+def check_cnn_layers(page, draw_strokes, cnn_file, name: str) -> None:
+    """Upload the CNN through the model picker, draw a 7, and count its filters, maps and units."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("heading", name="Draw a digit").wait_for()
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    if not sidebar.is_visible() or sidebar.bounding_box()["x"] < 0:  # a phone: the picker is folded away
+        page.locator('[data-testid="stExpandSidebarButton"]').click()
+    page.locator(".st-key-model_choice").click()
+    page.get_by_role("option", name="Upload a model file…").click()
+    page.locator('.st-key-model_upload input[type="file"]').set_input_files(str(cnn_file))
+    expect(sidebar).to_contain_text("Loaded small-cnn.pkl", timeout=60_000)
+    if name == "phone":
+        page.keyboard.press("Escape")
+        page.locator("[data-testid=stSidebarCollapseButton] button").click()
+    for n, stroke in enumerate(SEVEN_STROKES, start=1):
+        draw_strokes(page, [stroke])
+        shown_answer(page, n)
+    open_view(page, "inside_layers", ".st-key-layer_outputs")
+    [(caption, filters, _)] = shown_pictures(page, ".st-key-layer_filters")
+    assert caption == "1 · conv 8x5x5 · 8 filters 5×5" and tiles_in(filters) == (1, 8, 8)
+    tiles = filters[~(filters == 255).all(axis=2)].astype(int)  # the pixels of the tiles, not the white lines
+    reds, greens, blues = tiles.T
+    assert (reds > 0).any() and (blues > 0).any() and not ((reds > 0) & (blues > 0)).any()  # one sign each
+    assert (greens == 0).all()
+    layers = shown_pictures(page, ".st-key-layer_outputs")
+    assert [c for c, _, _ in layers] == [
+        "1 · conv 8x5x5 · 8 maps 28×28",
+        "2 · pool 2 · 8 maps 14×14",
+        "3 · conv 8x3x3 · 8 maps 14×14",
+        "4 · pool 2 · 8 maps 7×7",
+        "5 · dense 32 · 32 units",
+    ]
+    assert [tiles_in(p) for _, p, _ in layers] == [(1, 8, 8)] * 4 + [(2, 16, 32)]
+    assert all(shown <= page.viewport_size["width"] for _, _, shown in layers)
+    expect(page.locator(".st-key-inside_layers")).to_contain_text("The units of dense 32 that fired most: ")
+    expect(page.locator(".st-key-top_units")).to_have_count(0)  # they read maps: no 28x28 weights
+    page.locator(".st-key-inside_layers").scroll_into_view_if_needed()
+    screenshot(page, f"inside_layers_cnn_{name}.png")
+
+
+def test_cnn_layers_desktop(app_url, browser_page, small_cnn_file):
+    browser_page.goto(app_url)
+    check_cnn_layers(browser_page, draw, small_cnn_file, "desktop")
+
+
+def test_cnn_layers_phone(app_url, phone_page, small_cnn_file):
+    phone_page.goto(app_url)
+    check_cnn_layers(phone_page, touch_draw, small_cnn_file, "phone")

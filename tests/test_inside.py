@@ -6,9 +6,12 @@ signs of the numbers drawn."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from conftest import block_digits
+from PIL import Image
 
 from mnist_net import MLP, TrainConfig
 from mnist_net.inside import (
@@ -20,7 +23,18 @@ from mnist_net.inside import (
     unit_weights,
 )
 from mnist_net.layers import conv2d_forward, maxpool_forward
-from pages.ui.charts import GAP_COLOUR, signed_tiles, tile_grid
+from pages.ui.charts import (
+    GAP_COLOUR,
+    GREY_GAP_COLOUR,
+    GREY_PALETTE,
+    LINE_INDEX,
+    cell_layout,
+    map_grid,
+    png,
+    signed_tiles,
+    tile_grid,
+    unit_cells,
+)
 
 TINY_CNN = "conv 4x5x5 -> pool 2 -> dense 16 -> dense 10"
 
@@ -145,7 +159,7 @@ def test_look_inside_a_cnn_maps_filters_and_first_dense_units():
     for c in range(4):
         np.testing.assert_array_equal(inside.filters[c], p["W1"][:, :, 0, c])
     # The first dense layer reads maps, not pixels: its top units, but no 28x28 weights.
-    assert inside.top.title == "dense 16" and inside.top.weights is None
+    assert (inside.top.position, inside.top.title) == (5, "dense 16") and inside.top.weights is None
     assert list(inside.top.activations) == sorted(inside.layers[3].values, reverse=True)[:8]
     assert unit_weights(model, inside.top.units) is None
 
@@ -160,3 +174,39 @@ def test_look_inside_a_trained_tiny_cnn():
     assert inside.filters.shape == (4, 5, 5)
     tiles = signed_tiles(inside.filters, columns=4, factor=6)
     assert tiles.shape == (30, 4 * 30 + 3, 3)
+
+
+def test_unit_cells_one_cell_per_unit_in_order_top_units_in_orange():
+    shown = np.linspace(0, 1, 40).astype(np.float32)
+    picture = unit_cells(shown, marked=np.array([39, 3]))
+    columns, cell = cell_layout(40)
+    assert (columns, cell) == (16, 16)
+    assert picture.shape == (3 * (cell + 1) + 1, columns * (cell + 1) + 1, 3)  # a 1-px grey frame round it
+    assert (picture[0] == GREY_GAP_COLOUR).all() and (picture[:, -1] == GREY_GAP_COLOUR).all()
+    for i in range(40):
+        r, c = divmod(i, columns)
+        colour = picture[1 + r * (cell + 1) + cell // 2, 1 + c * (cell + 1) + cell // 2].astype(int)
+        if i in (39, 3):
+            assert colour[0] > colour[1] > colour[2]  # orange, as bright as the unit
+            assert colour[0] == round(shown[i] * 240)
+        else:
+            assert colour.tolist() == [round(shown[i] * 255)] * 3
+    assert picture[-2, -2].tolist() == GREY_GAP_COLOUR.tolist()  # after the last unit: no cell
+    assert cell_layout(256) == (16, 16) and cell_layout(1000) == (32, 8) and cell_layout(4096) == (64, 4)
+
+
+def test_map_grid_draws_each_map_about_48_px_in_rows_of_eight():
+    shown = np.random.default_rng(5).random((12, 14, 14)).astype(np.float32)
+    picture = map_grid(shown)  # indices into GREY_PALETTE
+    assert picture.shape == (2 * 43 + 1, 8 * 43 + 1)  # 14 px x 3, 1-px lines and frame
+    first = np.repeat(np.repeat(shown[0], 3, axis=0), 3, axis=1)
+    np.testing.assert_array_equal(picture[1:43, 1:43], (first * 254).round())
+    assert (picture[0] == LINE_INDEX).all() and (picture[43] == LINE_INDEX).all()
+    assert (picture[44:, 4 * 43 + 1 :] == LINE_INDEX).all()  # slots 13-16 are empty
+    colours = GREY_PALETTE[picture]
+    assert (colours[1:43, 1:43, 0] == colours[1:43, 1:43, 2]).all()  # greys, black to white
+    assert GREY_PALETTE[0].tolist() == [0, 0, 0] and GREY_PALETTE[254].tolist() == [255, 255, 255]
+    assert GREY_PALETTE[LINE_INDEX].tolist() == GREY_GAP_COLOUR.tolist()
+    # As a PNG, it decodes to those colours.
+    decoded = np.asarray(Image.open(io.BytesIO(png(picture, GREY_PALETTE))).convert("RGB"))
+    np.testing.assert_array_equal(decoded, colours)

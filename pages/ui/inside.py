@@ -1,18 +1,22 @@
-"""The "look inside" views: how a drawing became the input, stroke by stroke, two models side by side
-(draw page); mistakes to explore, confidence against accuracy, runs side by side (train page).
+"""The "look inside" views: how a drawing became the input, why this digit, inside the layers, stroke
+by stroke, two models side by side (draw page); mistakes to explore, confidence against accuracy,
+runs side by side (train page).
 
 Each view is one function drawing numbers that ``mnist_net`` computed (``preprocess.input_steps``,
-``metrics``); no maths here. The draw page's views sit in expanders below the answer and run only
-while open (``look_inside``): a stroke reruns the drawing panel, and a closed view costs it nothing.
+``explain``, ``inside``, ``metrics``); no maths here. The draw page's views sit in expanders below
+the answer and run only while open (``look_inside``): a stroke reruns the drawing panel, and a
+closed view costs it nothing.
 
-"Why this digit" draws ``explain.margin_attribution``. Hook for the views that read a network's
-layers (hidden activations, first-layer weights, conv filters): add a ``DrawView`` to
-``DRAW_VIEWS``; it gets the same ``Reading`` (model, input, probabilities) as the others.
+"Why this digit" draws ``explain.margin_attribution``, "Inside the layers" ``inside.look_inside``
+(every hidden layer's output, a CNN's first filters, the first dense layer's top units and their
+weights). A new view is a ``DrawView`` in ``DRAW_VIEWS``; it gets the same ``Reading`` (model,
+input, probabilities) as the others.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,29 +27,36 @@ import mnist_net
 from mnist_net.confidence import MIN_MARGIN, MIN_PROBABILITY, assess
 from mnist_net.data import BOX, SIDE
 from mnist_net.explain import margin_attribution
+from mnist_net.inside import look_inside as layers_inside
 from mnist_net.metrics import cell_members, coverage_curve, reliability_bins
 from mnist_net.preprocess import InputSteps
 from mnist_net.synth import naive_input
 from pages.ui import state
 from pages.ui.charts import (
+    GREY_PALETTE,
     attribution_picture,
     boxed_fit,
     boxed_picture,
     comparison_chart,
     coverage_chart,
     enlarged,
+    filter_grid,
     grey_picture,
+    map_grid,
     pad_to,
     placed_picture,
     png,
     reliability_chart,
     runs_chart,
+    signed_tiles,
     stroke_chart,
+    unit_cells,
 )
 from pages.ui.style import picture_strip_html, plain
 
 STEP_WIDTH = 112  # pixels per step picture (each is at most that wide)
 WHY_WIDTH = 168  # pixels of the "why this digit" pictures (6 per input pixel)
+UNIT_FACTOR = 3  # a top unit's 28x28 weights drawn 84 px wide
 MAX_CELL_DIGITS = 24  # test digits shown for one confusion-matrix cell
 
 
@@ -124,7 +135,7 @@ def show_strokes(reading: Reading) -> None:
         return
     proba = reading.model.predict_proba(np.stack([x for _, x in points]))
     data, spec = stroke_chart([n for n, _ in points], proba, reading.digit)
-    st.vega_lite_chart(data, spec, width="stretch", height=200, key="stroke_chart")
+    st.vega_lite_chart(data, spec, width="stretch", height=240, key="stroke_chart")
     st.caption(
         f"How sure the network was of each digit after each stroke: {len(points)} "
         f"stroke{'s' if len(points) != 1 else ''} with a digit to read so far. The bold line is its answer now."
@@ -149,7 +160,7 @@ def show_comparison(reading: Reading) -> None:
         ):
             column.markdown(f"**{plain(label)}**  \nsays {verdict_text(proba)}")
     data, spec = comparison_chart({reading.model_label: reading.proba, other_label: other_proba})
-    st.vega_lite_chart(data, spec, width="stretch", height=180, key="compare_chart")
+    st.vega_lite_chart(data, spec, width="stretch", height=210, key="compare_chart")
 
 
 def show_why(reading: Reading) -> None:
@@ -169,9 +180,99 @@ def show_why(reading: Reading) -> None:
     )
 
 
+# Pictures of a model's weights (filters, a unit's 784 weights) do not change with the drawing: drawn
+# once per model and kept with it (dropped with the model), not encoded again on every stroke.
+_WEIGHT_PICTURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+MAX_KEPT_PICTURES = 512  # per model: a dense first layer has at most 4096 units
+
+
+def weight_picture(model: mnist_net.MLP, key: Hashable, draw: Callable[[], bytes]) -> bytes:
+    """The PNG ``draw()`` returns for this model's weights ``key``, drawn on first use only."""
+    kept = _WEIGHT_PICTURES.setdefault(model, {})
+    if key not in kept:
+        if len(kept) >= MAX_KEPT_PICTURES:
+            kept.clear()
+        kept[key] = draw()
+    return kept[key]
+
+
+def layer_caption(layer) -> str:
+    """ "1 · conv 32x5x5 · 32 maps 28×28" or "5 · dense 256 · 256 units": the layer by its spec and what is drawn."""
+    if layer.is_map:
+        c, h, w = layer.values.shape
+        return f"{layer.position} · {layer.title} · {c} map{'s' if c != 1 else ''} {h}×{w}"
+    n = layer.values.size
+    return f"{layer.position} · {layer.title} · {n} unit{'s' if n != 1 else ''}"
+
+
+def show_layers(reading: Reading) -> None:
+    """Each hidden layer's output for this input; a CNN's first filters; the first dense layer's top units."""
+    inside = layers_inside(reading.model, reading.x)
+    top = inside.top
+    if inside.filters is not None:
+        n, kh, kw = inside.filters.shape
+        filters = weight_picture(reading.model, "filters", lambda: png(filter_grid(inside.filters)))
+        strip = [(filters, f"1 · {inside.filters_title} · {n} filters {kh}×{kw}", "grid")]
+        st.container(key="layer_filters").markdown(picture_strip_html(strip, None), unsafe_allow_html=True)
+        st.caption(
+            f"The first layer's {n} filters, each {kh}×{kw} weights: red positive, blue negative, black about zero "
+            "(each filter scaled to its own strongest weight). Each one slides over the input; where the ink lies "
+            "on its red and not on its blue, its map below lights up."
+        )
+    if not inside.layers:
+        st.caption("This network has no hidden layers: its inputs go straight to the ten scores.")
+        return
+    strip = []
+    for layer in inside.layers:
+        picture = (
+            png(map_grid(layer.shown), GREY_PALETTE)
+            if layer.is_map
+            else png(unit_cells(layer.shown, top.units if top is not None and layer.position == top.position else None))
+        )
+        strip.append((picture, layer_caption(layer), "grid"))
+    st.container(key="layer_outputs").markdown(picture_strip_html(strip, None), unsafe_allow_html=True)
+    marked = (
+        f" Orange: the {len(top.units)} units of {top.title} that fired most."
+        if top is not None and len(top.units)
+        else ""
+    )
+    st.caption(
+        "What each hidden layer made of your drawing, in the network's order, named by its spec (dropout is left "
+        "out: it changes nothing when the network reads). Conv and pool layers: one small picture per channel "
+        "(its feature map). Dense layers: one cell per unit, the first top left, row by row, in a fixed place "
+        "(not sorted), so you can watch the same units light up as you draw. White is the layer's strongest "
+        f"output, black nothing (one scale per layer: a map that hardly responds stays dark).{marked}"
+    )
+    if top is None or not len(top.units):
+        return
+    if top.weights is None:
+        units = ", ".join(f"{u + 1} ({a:.2f})" for u, a in zip(top.units, top.activations))
+        st.caption(
+            f"The units of {top.title} that fired most: {units}. They read the maps above, not pixels, so their "
+            "weights are no 28×28 picture."
+        )
+        return
+    strip = [
+        (
+            weight_picture(reading.model, ("unit", int(u)), lambda w=w: png(signed_tiles(w[None], 1, UNIT_FACTOR))),
+            f"unit {u + 1} · {a:.2f}",
+            "unit",
+        )
+        for u, a, w in zip(top.units, top.activations, top.weights)
+    ]
+    st.container(key="top_units").markdown(picture_strip_html(strip, 28 * UNIT_FACTOR), unsafe_allow_html=True)
+    st.caption(
+        f"The {len(top.units)} units of {top.title} (the first layer) that fired most for your drawing, strongest "
+        "first, with their output. Each picture is that unit's 784 incoming weights, one per input pixel: red "
+        "pixels raise the unit when they have ink, blue ones lower it (each picture scaled to its own strongest "
+        "weight). A unit fires when your ink falls on its red and misses its blue."
+    )
+
+
 DRAW_VIEWS = [
     DrawView("inside_steps", "How your drawing became the input", ":material/transform:", show_steps),
     DrawView("inside_why", "Why this digit", ":material/psychology:", show_why),
+    DrawView("inside_layers", "Inside the layers", ":material/layers:", show_layers),
     DrawView("inside_strokes", "Stroke by stroke", ":material/timeline:", show_strokes),
     DrawView("inside_compare", "Compare two models", ":material/compare:", show_comparison),
 ]

@@ -36,7 +36,7 @@ PREDICTION_CSS = f"""<style>
 .collect-prompt-digit {{ font-size: 2.2rem; font-weight: 700; color: #3b5bdb; }}
 .collect-progress {{ color: #5c6370; font-size: 0.95rem; }}
 .picture-strip {{ display: flex; flex-wrap: wrap; gap: 0.75rem 1rem; align-items: flex-start; margin-bottom: 0.5rem; }}
-.picture-strip figure {{ margin: 0; text-align: center; }}
+.picture-strip figure {{ margin: 0; text-align: center; max-width: 100%; }}
 .picture-strip img {{ display: block; border-radius: 0.25rem; image-rendering: pixelated; }}
 .picture-strip figcaption {{ color: #5c6370; font-size: 0.8rem; margin-top: 0.25rem; white-space: nowrap; }}
 .picture-strip .apart {{ margin-left: 1rem; }}
@@ -44,6 +44,8 @@ PREDICTION_CSS = f"""<style>
   .st-key-answer_bar {{ display: block; }}
   .st-key-draw_intro {{ display: none; }}  /* the answer bar (or collect mode's prompt) says what to do */
   .prediction {{ display: none; }}
+  /* Two 168-px "why" pictures do not fit side by side in a phone's expander; at 140 px they do. */
+  .st-key-why_digit img {{ width: 140px !important; }}
   h1 {{ font-size: 1.9rem !important; padding: 0 !important; }}
 }}
 /* Where the sidebar (the model picker, on this page) folds behind a bare icon: say what is there. */
@@ -117,14 +119,17 @@ def collect_prompt(asked: int, number: int, total: int, round_: int, rounds: int
     )
 
 
-def picture_strip_html(pictures: list[tuple[bytes, str, str]], width: int) -> str:
+def picture_strip_html(pictures: list[tuple[bytes, str, str]], width: int | None) -> str:
     """Small pictures in a row (wrapping), each with a one-line caption: (PNG bytes, caption, CSS class).
 
+    ``width``: every picture shown that many pixels wide; None: each at its own size, shrunk to
+    the page's width where it is wider (a phone).
     The pictures go inline (data URIs) in one element: for a few tiny pictures redrawn per
     stroke, that costs a fraction of an image element each (a media file, decoded again to check).
     """
+    size = "max-width: 100%" if width is None else f"width: {int(width)}px"
     figures = "".join(
-        f'<figure class="{html.escape(css)}"><img style="width: {int(width)}px; height: auto" '
+        f'<figure class="{html.escape(css)}"><img style="{size}; height: auto" '
         f'alt="{html.escape(caption)}" '
         f'src="data:image/png;base64,{base64.b64encode(data).decode()}"><figcaption>{html.escape(caption)}'
         "</figcaption></figure>"
