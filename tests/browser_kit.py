@@ -128,7 +128,7 @@ def draw(page, strokes, canvas=None) -> None:
     ``canvas`` is a Playwright locator of the canvas to draw on (default: the page's only one;
     while Clear swaps canvases, pass the new one's, or the locator may match both).
     """
-    box = (canvas or page.locator("canvas.upper-canvas")).bounding_box()
+    box = canvas_box(page, canvas)
     for stroke in strokes:
         points = stroke_points(box, stroke)
         page.mouse.move(*points[0])
@@ -138,9 +138,45 @@ def draw(page, strokes, canvas=None) -> None:
         page.mouse.up()
 
 
+def choose_option(page, key: str, option: str, tries: int = 5) -> None:
+    """Pick ``option`` in the select box ``key``, opening its list again if a rerun closed it.
+
+    A script run that ends just after the click redraws the select box and folds its list
+    away, as it would under a person's finger; a person opens it again, and so does this.
+    """
+    for attempt in range(tries):
+        page.locator(f".st-key-{key}").click()
+        choice = page.get_by_role("option", name=option)
+        try:
+            choice.click(timeout=5_000)
+            return
+        except Exception:
+            if attempt == tries - 1:
+                raise
+            page.keyboard.press("Escape")
+
+
+def canvas_box(page, canvas=None) -> dict:
+    """The canvas's bounding box, once the canvas is what a pen or finger would touch there.
+
+    Just after the phone's sidebar is closed it is still sliding away over the canvas, and a
+    stroke begun then lands on the sidebar, as a person's would. (The canvas sits in its
+    component's shadow root, so the page's hit test finds the component's host.)
+    """
+    canvas = canvas or page.locator("canvas.upper-canvas")
+    box = canvas.bounding_box()
+    centre = [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2]
+    page.wait_for_function(
+        "([x, y]) => { const hit = document.elementFromPoint(x, y); return !!(hit && hit.closest('.stBidiComponent')); }",
+        arg=centre,
+        timeout=10_000,
+    )
+    return canvas.bounding_box()
+
+
 def canvas_points(page, stroke) -> list[tuple[float, float]]:
     """A stroke in canvas fractions -> page coordinates (CSS pixels) on the page's canvas."""
-    return stroke_points(page.locator("canvas.upper-canvas").bounding_box(), stroke)
+    return stroke_points(canvas_box(page), stroke)
 
 
 def touch_draw(page, strokes, steps: int = 8, finger: float = 10) -> None:

@@ -43,6 +43,15 @@ def wait_until(condition: Callable[[], object], timeout: float = 60.0, interval:
         time.sleep(interval)
 
 
+@pytest.fixture(autouse=True)
+def own_runs_folder(tmp_path_factory, monkeypatch) -> None:
+    """Finished runs that tests keep go to a folder of their own, never the user's ~/.cache.
+
+    (The browser tests' app servers start before this, with a cache folder of their own.)
+    """
+    monkeypatch.setenv("MNIST_NET_RUNS_DIR", str(tmp_path_factory.mktemp("runs")))
+
+
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     """Folder holding the four MNIST .gz files (``$MNIST_DIR``, else ``../shared/mnist``)."""

@@ -15,7 +15,7 @@ import re
 
 import numpy as np
 import pytest
-from browser_kit import draw, screenshot, shown_answer, touch_draw
+from browser_kit import choose_option, draw, screenshot, shown_answer, touch_draw
 from PIL import Image
 from test_app_inside import tiles_in
 
@@ -200,8 +200,7 @@ def check_cnn_layers(page, draw_strokes, cnn_file, name: str) -> None:
     sidebar = page.locator('[data-testid="stSidebar"]')
     if not sidebar.is_visible() or sidebar.bounding_box()["x"] < 0:  # a phone: the picker is folded away
         page.locator('[data-testid="stExpandSidebarButton"]').click()
-    page.locator(".st-key-model_choice").click()
-    page.get_by_role("option", name="Upload a model file…").click()
+    choose_option(page, "model_choice", "Upload a model file…")
     page.locator('.st-key-model_upload input[type="file"]').set_input_files(str(cnn_file))
     expect(sidebar).to_contain_text("Loaded small-cnn.pkl", timeout=60_000)
     if name == "phone":

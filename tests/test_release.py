@@ -22,10 +22,11 @@ def test_same_command_same_bytes_after_export(tmp_path):
     # A tiny CNN with augmentation and dropout: every source of randomness is seeded.
     args = ["--layers", "conv 4x5x5 -> pool 2 -> dense 16 -> dropout 0.2 -> dense 10", "--augment", "--style-prob"]
     args += ["0.3", "--n-train", "600", "--epochs", "2", "--seed", "3", "--val-fraction", "0.1", "--quiet"]
+    out = tmp_path / "model.pkl"  # the same path both times: the file records the command, --out included
     trained, shipped = [], []
     for name in ("a", "b"):
-        trained.append(tmp_path / f"{name}.pkl")
-        assert run("train", *args, "--out", str(trained[-1])).returncode == 0
+        assert run("train", *args, "--out", str(out)).returncode == 0
+        trained.append(out.rename(tmp_path / f"{name}.pkl"))
         shipped.append(tmp_path / f"{name}-ship.pkl")
         r = run("export", str(trained[-1]), "--out", str(shipped[-1]))
         assert r.returncode == 0, r.stderr
