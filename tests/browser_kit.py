@@ -167,7 +167,8 @@ def canvas_box(page, canvas=None) -> dict:
     box = canvas.bounding_box()
     centre = [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2]
     page.wait_for_function(
-        "([x, y]) => { const hit = document.elementFromPoint(x, y); return !!(hit && hit.closest('.stBidiComponent')); }",
+        "([x, y]) => { const hit = document.elementFromPoint(x, y);"
+        " return !!(hit && hit.closest('.stBidiComponent')); }",
         arg=centre,
         timeout=10_000,
     )
