@@ -271,13 +271,16 @@ class TrainingJob:
         )
         return train_in_child, (self.config.to_dict(), str(self.mnist_dir), sender, self._stop, self.source), kwargs
 
-    def stop(self) -> None:
+    def stop(self, note: str | None = None) -> None:
         """Ask training to stop after the current batch; the model so far is still evaluated.
 
-        A job that has not started yet is cancelled instead (it never starts).
+        A job that has not started yet is cancelled instead (it never starts). ``note``, for
+        a job still running, says why it was stopped (``snapshot().note``).
         """
         cancelled = False
         with self._lock:
+            if note is not None and self._status not in FINISHED:
+                self._note = note
             if self._process is None and self._status == QUEUED:
                 self._status, self._finished_at = CANCELLED, time.time()
                 cancelled = True

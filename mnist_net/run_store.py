@@ -13,8 +13,8 @@ larger than ``MAX_FILE_BYTES`` is not read. A file that does not read back (trun
 another version, tampered with) is deleted and skipped: losing a scratch run is no worse
 than before this store existed. The folder is the server's own scratch space, not the
 models folder: nothing here is listed on the draw page.
-Non-goals: runs still training (their process dies with the server), sharing between users,
-several servers writing one folder.
+Non-goals: runs still training (``runs.RunRegistry`` stores them as stopped runs on a clean
+shutdown), sharing between users, several servers writing one folder.
 """
 
 from __future__ import annotations

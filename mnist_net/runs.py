@@ -26,16 +26,22 @@ models folder under a name made by ``registry.model_filename`` plus the user's n
 same name pattern, same inode and times), never on another path.
 Given a ``run_store.RunStore``, every finished run with a model is also written there and a
 user's stored runs are read back the first time the user is seen, so a restart loses no
-finished run (a run still training is lost with its process).
+finished run. A registry made with ``save_on_exit=True`` (the app's) also stops the runs still
+training when its process exits normally (the server stopped with Ctrl-C or SIGTERM): each
+ends with the model it had then, stored as a stopped run that says why, within
+``SHUTDOWN_WAIT_S``. A server killed outright (SIGKILL, power cut) still loses them.
 Non-goals: resuming unfinished runs after a restart, accounts, sharing runs between users.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import secrets
+import sys
 import threading
+import time
 import unicodedata
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
@@ -65,6 +71,12 @@ TRAINING_RUN, MORE_RUN, FINE_TUNE_RUN = "training", "train more", "fine-tune"  #
 MAX_MORE_EPOCHS = 200  # as many as the train form allows
 MAX_NAME = 60  # characters of a run's name as the user typed it
 MAX_SLUG = 40  # characters of that name in a file name
+# A run stopped by the server's shutdown finishes its batch and scores the test set: seconds
+# for the networks the page trains. Below the 20 s a service manager usually waits before SIGKILL.
+SHUTDOWN_WAIT_S = 15.0
+SHUTDOWN_NOTE = (
+    "The server was shut down while this run trained: it was stopped then, and this is the network at that moment."
+)
 # What this registry writes: registry.model_filename's name, then -<slug> (at most 40), then -2, -3... if taken.
 _KEPT_NAME_RE = re.compile(r"^mnist-\d{8}-\d{6}(?:-acc\d+\.\d\d)?(?:-[\w-]{1,48})?\.pkl$")
 
@@ -177,6 +189,7 @@ class RunRegistry:
         max_users: int = 2000,
         job_factory: Callable[..., TrainingJob] = TrainingJob,
         store: RunStore | None = None,
+        save_on_exit: bool = False,
     ) -> None:
         self.max_running, self.max_waiting = max_running, max_waiting
         self.max_active_per_user, self.max_runs_per_user = max_active_per_user, max_runs_per_user
@@ -188,6 +201,8 @@ class RunRegistry:
         self._users: OrderedDict[str, _User] = OrderedDict()  # least recently used first
         self._store = store
         self._restored: set[str] = set()  # users whose stored runs have been read back
+        if save_on_exit:  # after multiprocessing's own exit handler is registered, so it runs first
+            atexit.register(self.stop_for_shutdown)
 
     # --- starting and stopping -------------------------------------------------------------
     def submit(self, user: str, config: TrainConfig, mnist_dir: str | os.PathLike, source: str = "train page") -> str:
@@ -323,14 +338,32 @@ class RunRegistry:
             run = self._owned(user, run_id)
         return run is not None and run.job.resume()
 
-    def stop_all(self, user: str | None = None, timeout: float = 60) -> None:
-        """Stop every run (of ``user``, or all) and wait for them to end: for shutting down and tests."""
+    def stop_all(self, user: str | None = None, timeout: float = 60, note: str | None = None) -> None:
+        """Stop every unfinished run (of ``user``, or all) and wait up to ``timeout`` s in all for them to end.
+
+        A stopped run still ends with its model (kept in the store, if there is one); ``note``
+        says why it was stopped. Queued runs are cancelled.
+        """
         with self._lock:
-            runs = [r for r in self._runs.values() if user is None or r.user == user]
+            runs = [r for r in self._runs.values() if (user is None or r.user == user) and not _finished(r)]
         for run in runs:
-            run.job.stop()
+            run.job.stop(note)
+        deadline = time.monotonic() + timeout
         for run in runs:
-            run.job.join(timeout)
+            run.job.join(max(0.0, deadline - time.monotonic()))
+
+    def stop_for_shutdown(self, timeout: float = SHUTDOWN_WAIT_S) -> int:
+        """The process is exiting: stop the runs still training so their models are kept; how many."""
+        with self._lock:
+            training = sum(not _finished(r) and r.job.status != QUEUED for r in self._runs.values())
+        if training:
+            print(
+                f"mnist_net: stopping {training} training run(s) so their models are kept (at most {timeout:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+        self.stop_all(timeout=timeout, note=SHUTDOWN_NOTE)
+        return training
 
     # --- what a user sees ------------------------------------------------------------------
     def runs(self, user: str) -> list[RunView]:

@@ -9,7 +9,7 @@ from browser_kit import screenshot
 
 pytestmark = pytest.mark.browser
 
-RUNNING = re.compile(r"Epoch \d+/100 · batch")
+RUNNING = re.compile(r"Epoch \d+/200 · batch")
 
 
 def user_cookie(context) -> dict | None:
@@ -24,7 +24,7 @@ def test_reload_and_another_tab_find_the_run_and_stop_it_others_see_nothing(app_
     page.goto(app_url + "/train")
     page.get_by_role("heading", name="Train a network").wait_for()
     page.locator(".st-key-n_train input").fill("60000")
-    page.locator(".st-key-epochs input").fill("100")
+    page.locator(".st-key-epochs input").fill("200")
     page.locator(".st-key-hidden_sizes input").fill("96,48")
     page.locator(".st-key-start button").click()
     page.get_by_text(RUNNING).wait_for(timeout=60_000)
@@ -40,7 +40,7 @@ def test_reload_and_another_tab_find_the_run_and_stop_it_others_see_nothing(app_
     expect(rows).to_contain_text(re.compile(r"Run 1 \(shown below\) · training, \d+%.*784→96→48→10"))
     page.get_by_text(RUNNING).wait_for()
     expect(page.locator(".st-key-hidden_sizes input")).to_have_value("96,48")
-    expect(page.locator(".st-key-epochs input")).to_have_value("100")
+    expect(page.locator(".st-key-epochs input")).to_have_value("200")
     page.locator('[data-testid="stVegaLiteChart"]').first.wait_for()
     screenshot(page, "train_reloaded.png")
 
@@ -50,7 +50,7 @@ def test_reload_and_another_tab_find_the_run_and_stop_it_others_see_nothing(app_
     tab.get_by_role("heading", name="Your runs").wait_for()
     tab.locator('[class*="st-key-stop_"] button').click()
     tab.get_by_text("Training was stopped early").wait_for(timeout=60_000)
-    expect(tab.get_by_text(re.compile(r"Stopped in epoch \d+ of 100"))).to_be_visible()
+    expect(tab.get_by_text(re.compile(r"Stopped in epoch \d+ of 200"))).to_be_visible()
     page.get_by_text("Training was stopped early").wait_for(timeout=30_000)  # the first tab sees it end
 
     # Another browser (no id cookie) sees no run at all, and gets the app's own settings.
@@ -84,25 +84,25 @@ def test_pause_resume_stop_and_train_more_with_the_weights_as_they_learn(app_url
     page.context.clear_cookies()  # a browser of its own: no runs of the test before
     page.goto(app_url + "/train")
     page.get_by_role("heading", name="Train a network").wait_for()
-    # Long enough (a minute or more even on an idle machine) that it is still training when Stop is pressed.
+    # Long enough (minutes even on an idle machine) that it is still training when Stop is pressed.
     page.locator(".st-key-n_train input").fill("50000")
-    page.locator(".st-key-epochs input").fill("100")
+    page.locator(".st-key-epochs input").fill("200")
     page.locator(".st-key-hidden_sizes input").fill("128")
     page.locator(".st-key-start button").click()
-    page.get_by_text(re.compile(r"Epoch \d+/100 · batch")).wait_for(timeout=60_000)
+    page.get_by_text(re.compile(r"Epoch \d+/200 · batch")).wait_for(timeout=60_000)
     tiles = page.locator('[data-testid="stImage"]', has_text="Each tile is one of the first layer's units")
     tiles.wait_for()
     expect(page.get_by_text("Weights as they learn")).to_be_visible()
     first_picture = tiles.locator("img").get_attribute("src")
     page.get_by_role("button", name="Pause").first.click()
-    page.get_by_text(re.compile(r"Paused in epoch \d+/100, batch \d+/\d+ · about .* s left once resumed")).wait_for(
+    page.get_by_text(re.compile(r"Paused in epoch \d+/200, batch \d+/\d+ · about .* s left once resumed")).wait_for(
         timeout=30_000
     )
     expect(page.get_by_role("heading", name="Run 1: paused")).to_be_visible()
     expect(page.locator('[class*="st-key-run_"]')).to_contain_text("Run 1 (shown below) · paused")
     screenshot(page, "train_paused.png")
     page.get_by_role("button", name="Resume").first.click()
-    page.get_by_text(re.compile(r"Epoch \d+/100 · batch")).wait_for(timeout=30_000)
+    page.get_by_text(re.compile(r"Epoch \d+/200 · batch")).wait_for(timeout=30_000)
     # The pictures change as it learns (a new one arrives about every second).
     page.wait_for_function(
         "src => [...document.querySelectorAll('[data-testid=stImage] img')].some(i => i.src && i.src !== src)",
@@ -156,5 +156,44 @@ def test_a_finished_run_is_still_there_after_the_server_restarts(tmp_path, mnist
         expect(page.get_by_text(said)).to_be_visible()
         expect(page.get_by_text("Weights it learned")).to_be_visible()
         screenshot(page, "train_after_restart.png")
+    finally:
+        stop_app(proc)
+
+
+def test_a_run_still_training_when_the_server_is_shut_down_comes_back_stopped(tmp_path, mnist_for_app, browser_page):
+    """SIGTERM (as Ctrl-C or a service manager stops it) mid-training: the next server shows the run stopped."""
+    from app_server import start_app, stop_app
+    from playwright.sync_api import expect
+
+    env = {
+        "MNIST_DIR": str(mnist_for_app), "OMP_NUM_THREADS": "1", "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "MNIST_NET_RUNS_DIR": str(tmp_path / "runs"), "MNIST_NET_MODELS_DIR": str(tmp_path / "models"),
+    }  # fmt: skip
+    page = browser_page
+    page.context.clear_cookies()
+    proc, url = start_app(tmp_path, env, timeout=90)
+    try:
+        page.goto(url + "/train")
+        page.get_by_role("heading", name="Train a network").wait_for()
+        page.locator(".st-key-n_train input").fill("50000")
+        page.locator(".st-key-epochs input").fill("200")
+        page.locator(".st-key-hidden_sizes input").fill("64")
+        page.locator(".st-key-start button").click()
+        page.get_by_text(re.compile(r"Epoch \d+/200 · batch")).wait_for(timeout=60_000)
+    finally:
+        stop_app(proc)  # SIGTERM, and SIGKILL after 20 s
+    assert proc.returncode == 0  # it ended by itself, within the 20 s
+    assert "stopping 1 training run(s)" in (tmp_path / "streamlit.log").read_text()
+    proc, url = start_app(tmp_path, env, timeout=90)
+    try:
+        page.goto(url + "/train")
+        page.get_by_role("heading", name="Your runs").wait_for()
+        rows = page.locator('[class*="st-key-run_"]')
+        expect(rows).to_have_count(1)
+        expect(rows).to_contain_text(re.compile(r"Run 1 \(shown below\) · stopped early · test accuracy"))
+        expect(page.get_by_text("Training was stopped early")).to_be_visible()
+        expect(page.get_by_text("The server was shut down while this run trained")).to_be_visible()
+        expect(page.get_by_text(re.compile(r"Stopped in epoch \d+ of 200"))).to_be_visible()
+        screenshot(page, "train_stopped_by_shutdown.png")
     finally:
         stop_app(proc)

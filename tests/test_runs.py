@@ -469,3 +469,51 @@ def test_a_fine_tune_run_comes_back_after_a_restart_with_its_figures(tmp_path, m
     [view] = RunRegistry(store=RunStore(tmp_path)).runs(me)
     assert view.kind == FINE_TUNE_RUN and view.origin == "fine-tunes default" and view.tuning == was.tuning
     assert view.snapshot.evaluation is None and view.has_model and view.snapshot.note == was.snapshot.note
+
+
+SERVER_THAT_EXITS = """
+import sys, time
+from mnist_net import TrainConfig
+from mnist_net.run_store import RunStore
+from mnist_net.runs import RunRegistry
+
+folder, mnist_dir, user, queued_user = sys.argv[1:5]
+registry = RunRegistry(store=RunStore(folder), save_on_exit=True, max_running=1)
+config = TrainConfig(hidden_sizes=(64,), epochs=100, n_train=20000, batch_size=16, log_every=1)
+run = registry.submit(user, config, mnist_dir)
+registry.submit(queued_user, config, mnist_dir)  # waits for the one slot
+deadline = time.monotonic() + 120
+while not registry.get(user, run).snapshot.history:  # training, with progress
+    if time.monotonic() > deadline:
+        sys.exit("the run never started training")
+    time.sleep(0.05)
+print(run, flush=True)
+# The script ends here, as a server's main thread does after Ctrl-C or SIGTERM.
+"""
+
+
+def test_runs_still_training_when_the_server_exits_are_stopped_and_kept(tmp_path, mnist_dir):
+    import subprocess
+    import sys
+
+    scratch = tmp_path / "scratch"
+    me, waiting = new_user_id(), new_user_id()
+    done = subprocess.run(
+        [sys.executable, "-c", SERVER_THAT_EXITS, str(scratch), str(mnist_dir), me, waiting],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "stopping 1 training run(s) so their models are kept" in done.stderr
+    run_id = done.stdout.strip()
+    after = RunRegistry(store=RunStore(scratch))  # the next server process
+    [view] = after.runs(me)
+    assert view.id == run_id and view.snapshot.status == STOPPED and view.has_model
+    assert "server was shut down while this run trained" in view.snapshot.note
+    history = view.snapshot.history
+    assert history and history[-1]["epoch"] < 100  # stopped part-way, not trained to the end
+    assert view.snapshot.evaluation is not None and view.snapshot.evaluation.n == 10_000  # scored as it was then
+    model = after.model(me, run_id)
+    assert model is not None and model.epochs_done_ < 100
+    assert after.runs(waiting) == []  # a run that never started has nothing to keep

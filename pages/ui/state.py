@@ -88,8 +88,9 @@ def run_inside_frame() -> None:
 @st.cache_resource(show_spinner=False)
 def run_registry() -> RunRegistry:
     """The server's one registry of training runs (shared by every session; thread-safe). Finished
-    runs are kept in a scratch folder (``run_store.default_folder()``), so a restart loses none."""
-    return RunRegistry(store=RunStore(default_folder()))
+    runs are kept in a scratch folder (``run_store.default_folder()``), so a restart loses none; runs
+    still training when the server shuts down are stopped and kept there too."""
+    return RunRegistry(store=RunStore(default_folder()), save_on_exit=True)
 
 
 def known_user_id() -> str | None:
