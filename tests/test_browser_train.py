@@ -122,25 +122,35 @@ def test_pause_resume_stop_and_train_more_with_the_weights_as_they_learn(app_url
     screenshot(page, "train_more_done.png")
 
 
+def own_server_env(tmp_path, mnist_for_app) -> dict[str, str]:
+    """A server's environment with its own cache, runs and models folders under ``tmp_path``."""
+    return {
+        "MNIST_DIR": str(mnist_for_app), "OMP_NUM_THREADS": "1", "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "MNIST_NET_RUNS_DIR": str(tmp_path / "runs"), "MNIST_NET_MODELS_DIR": str(tmp_path / "models"),
+    }  # fmt: skip
+
+
+def start_run(page, url: str, n_train: str, epochs: str, hidden: str) -> None:
+    """Open the Train page and start a run of these settings."""
+    page.goto(url + "/train")
+    page.get_by_role("heading", name="Train a network").wait_for()
+    page.locator(".st-key-n_train input").fill(n_train)
+    page.locator(".st-key-epochs input").fill(epochs)
+    page.locator(".st-key-hidden_sizes input").fill(hidden)
+    page.locator(".st-key-start button").click()
+
+
 def test_a_finished_run_is_still_there_after_the_server_restarts(tmp_path, mnist_for_app, browser_page):
     """Two servers one after the other over the same runs folder: the second shows the first's run."""
     from app_server import start_app, stop_app
     from playwright.sync_api import expect
 
-    env = {
-        "MNIST_DIR": str(mnist_for_app), "OMP_NUM_THREADS": "1", "XDG_CACHE_HOME": str(tmp_path / "cache"),
-        "MNIST_NET_RUNS_DIR": str(tmp_path / "runs"), "MNIST_NET_MODELS_DIR": str(tmp_path / "models"),
-    }  # fmt: skip
+    env = own_server_env(tmp_path, mnist_for_app)
     page = browser_page
     page.context.clear_cookies()
     proc, url = start_app(tmp_path, env, timeout=90)
     try:
-        page.goto(url + "/train")
-        page.get_by_role("heading", name="Train a network").wait_for()
-        page.locator(".st-key-n_train input").fill("2000")
-        page.locator(".st-key-epochs input").fill("1")
-        page.locator(".st-key-hidden_sizes input").fill("32")
-        page.locator(".st-key-start button").click()
+        start_run(page, url, "2000", "1", "32")
         done = page.get_by_text(re.compile(r"Done! The network got \d+\.\d\d% of 10,000 unseen test digits right"))
         done.wait_for(timeout=120_000)
         said = done.inner_text()
@@ -165,20 +175,12 @@ def test_a_run_still_training_when_the_server_is_shut_down_comes_back_stopped(tm
     from app_server import start_app, stop_app
     from playwright.sync_api import expect
 
-    env = {
-        "MNIST_DIR": str(mnist_for_app), "OMP_NUM_THREADS": "1", "XDG_CACHE_HOME": str(tmp_path / "cache"),
-        "MNIST_NET_RUNS_DIR": str(tmp_path / "runs"), "MNIST_NET_MODELS_DIR": str(tmp_path / "models"),
-    }  # fmt: skip
+    env = own_server_env(tmp_path, mnist_for_app)
     page = browser_page
     page.context.clear_cookies()
     proc, url = start_app(tmp_path, env, timeout=90)
     try:
-        page.goto(url + "/train")
-        page.get_by_role("heading", name="Train a network").wait_for()
-        page.locator(".st-key-n_train input").fill("50000")
-        page.locator(".st-key-epochs input").fill("200")
-        page.locator(".st-key-hidden_sizes input").fill("64")
-        page.locator(".st-key-start button").click()
+        start_run(page, url, "50000", "200", "64")
         page.get_by_text(re.compile(r"Epoch \d+/200 · batch")).wait_for(timeout=60_000)
     finally:
         stop_app(proc)  # SIGTERM, and SIGKILL after 20 s
