@@ -190,6 +190,7 @@ class TrainingJob:
     base_model_bytes: bytes | None = None
     max_pause_seconds: float = MAX_PAUSE_SECONDS
     preview_seconds: float | None = PREVIEW_SECONDS  # None: no weights previews (for benchmarks)
+    keep_if_orphaned: dict[str, Any] | None = None  # where the child stores the run if this process dies
     model: MLP | None = field(default=None, init=False)
     model_bytes: bytes | None = field(default=None, init=False)
 
@@ -268,6 +269,7 @@ class TrainingJob:
             base_model_bytes=self.base_model_bytes,
             max_pause_seconds=self.max_pause_seconds,
             preview_seconds=self.preview_seconds,
+            keep_if_orphaned=self.keep_if_orphaned,
         )
         return train_in_child, (self.config.to_dict(), str(self.mnist_dir), sender, self._stop, self.source), kwargs
 
@@ -454,7 +456,12 @@ class FineTuneJob(TrainingJob):
 
     def _child(self, sender) -> tuple[Callable[..., None], tuple, dict[str, Any]]:
         args = (self.base_model_bytes, self.inputs, self.labels, str(self.mnist_dir), sender, self._stop)
-        kwargs = dict(run_event=self._run, options=self.options, max_pause_seconds=self.max_pause_seconds)
+        kwargs = dict(
+            run_event=self._run,
+            options=self.options,
+            max_pause_seconds=self.max_pause_seconds,
+            keep_if_orphaned=self.keep_if_orphaned,
+        )
         return fine_tune_in_child, args, kwargs
 
 

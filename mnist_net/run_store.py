@@ -13,8 +13,10 @@ larger than ``MAX_FILE_BYTES`` is not read. A file that does not read back (trun
 another version, tampered with) is deleted and skipped: losing a scratch run is no worse
 than before this store existed. The folder is the server's own scratch space, not the
 models folder: nothing here is listed on the draw page.
-Non-goals: runs still training (``runs.RunRegistry`` stores them as stopped runs on a clean
-shutdown), sharing between users, several servers writing one folder.
+Runs still training are not here: ``runs.RunRegistry`` stores them as stopped runs on a clean
+shutdown, and a training process whose server was killed writes its own run here
+(``worker.keep_orphaned_result``). Non-goals: sharing between users, several servers writing
+one folder.
 """
 
 from __future__ import annotations
@@ -235,6 +237,15 @@ class RunStore:
         self.max_age_seconds = max_age_days * 86400
         self.max_per_user, self.max_bytes = max_per_user, max_bytes
 
+    def settings(self) -> dict[str, Any]:
+        """What makes the same store in another process: ``RunStore(**store.settings())``."""
+        return {
+            "folder": str(self.folder),
+            "max_age_days": self.max_age_seconds / 86400,
+            "max_per_user": self.max_per_user,
+            "max_bytes": self.max_bytes,
+        }
+
     def _path(self, user: str, run_id: str) -> Path:
         if not _ID_RE.match(user) or not _ID_RE.match(run_id):
             raise ValueError("user and run ids must be URL-safe ids")
@@ -253,6 +264,13 @@ class RunStore:
             self._path(user, run_id).unlink()
         except (FileNotFoundError, ValueError):
             pass
+
+    def version(self, user: str) -> int | None:
+        """Changes whenever a file of ``user``'s is added, replaced or removed (the folder's mtime); None: no folder."""
+        try:
+            return os.stat(self.folder / user).st_mtime_ns if _ID_RE.match(user) else None
+        except OSError:
+            return None
 
     def load(self, user: str) -> list[StoredRun]:
         """``user``'s stored runs, oldest first; expired and unreadable files are deleted."""

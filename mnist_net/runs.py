@@ -25,11 +25,14 @@ models folder under a name made by ``registry.model_filename`` plus the user's n
 ``rename`` and ``delete_kept`` act only on the very file this registry wrote (same folder,
 same name pattern, same inode and times), never on another path.
 Given a ``run_store.RunStore``, every finished run with a model is also written there and a
-user's stored runs are read back the first time the user is seen, so a restart loses no
-finished run. A registry made with ``save_on_exit=True`` (the app's) also stops the runs still
-training when its process exits normally (the server stopped with Ctrl-C or SIGTERM): each
-ends with the model it had then, stored as a stopped run that says why, within
-``SHUTDOWN_WAIT_S``. A server killed outright (SIGKILL, power cut) still loses them.
+user's stored runs are read back the first time the user is seen (and again when their
+folder changes), so a restart loses no finished run. A registry made with
+``save_on_exit=True`` (the app's) also stops the runs still training when its process exits
+normally (the server stopped with Ctrl-C or SIGTERM): each ends with the model it had then,
+stored as a stopped run that says why, within ``SHUTDOWN_WAIT_S``. If the server is killed outright (SIGKILL, the out-of-memory killer), each
+training process finds its server gone at its next message, stops, scores its model and
+writes the run into the store itself (``worker.keep_orphaned_result``): the restarted server
+lists it as stopped, saying why. A power cut still loses the runs that were training.
 Non-goals: resuming unfinished runs after a restart, accounts, sharing runs between users.
 """
 
@@ -200,7 +203,7 @@ class RunRegistry:
         self._queue: deque[str] = deque()  # ids of runs waiting for a slot
         self._users: OrderedDict[str, _User] = OrderedDict()  # least recently used first
         self._store = store
-        self._restored: set[str] = set()  # users whose stored runs have been read back
+        self._restored: dict[str, int | None] = {}  # user: the version of their stored runs read back
         if save_on_exit:  # after multiprocessing's own exit handler is registered, so it runs first
             atexit.register(self.stop_for_shutdown)
 
@@ -309,6 +312,14 @@ class RunRegistry:
             account = self._user(user)
             account.started += 1
             run_id = secrets.token_urlsafe(12)
+            if self._store is not None:
+                job_options["keep_if_orphaned"] = {
+                    "store": self._store.settings(), "user": user, "run_id": run_id,
+                    "facts": {
+                        "number": account.started, "name": None, "kind": kind, "based_on": based_on,
+                        "based_on_id": based_on_id, "created": time.time(),
+                    },
+                }  # fmt: skip
             job = (factory or self._job_factory)(
                 config, mnist_dir, save_dir=None, source=source, on_finish=self._job_finished, **job_options
             )
@@ -619,10 +630,17 @@ class RunRegistry:
             pass  # a full or read-only scratch folder: the run lives on in memory, as before the store
 
     def _restore(self, user: str) -> None:
-        """Read ``user``'s stored runs back once (after a restart), oldest first; called with the lock held."""
-        if self._store is None or user in self._restored:
+        """Read ``user``'s stored runs back (after a restart), oldest first; called with the lock held.
+
+        Read again whenever the user's folder has changed since: a training process whose server
+        was killed writes its run there itself, possibly after the new server first read it.
+        """
+        if self._store is None:
             return
-        self._restored.add(user)
+        version = self._store.version(user)
+        if user in self._restored and self._restored[user] == version:
+            return
+        self._restored[user] = version
         try:
             stored = self._store.load(user)
         except OSError:

@@ -4,13 +4,16 @@
 official hashes: nothing big is pickled across), trains (a fresh network, or more epochs of
 a model sent as the bytes of the safe file format), evaluates on the test set and sends
 everything back through a one-way pipe as small messages, the model as those bytes too.
-It writes no files, so a child that is killed at any moment leaves nothing behind. Between
+It writes no model files, so a child that is killed at any moment leaves nothing behind. Between
 batches it stops when the parent sets the stop event (or on its own when the loss
 diverges), and while the parent clears the run event it waits on that event: no CPU, and
 the training clock (elapsed time, rate, ETA) stands still. A pause longer than
 ``max_pause_seconds`` ends as a stop, so a forgotten pause does not hold a training slot for
-ever. If the parent goes away, the next send fails and the child ends (a paused child sends
-a heartbeat every few seconds to find out).
+ever. If the parent goes away (the server killed outright), the next send fails: the child
+stops after that batch, scores its model as a stopped run and, if the parent gave it
+``keep_if_orphaned`` (where the server's ``run_store.RunStore`` is, whose run this is), writes
+that run into the store atomically, so the restarted server lists it. A paused child sends a
+heartbeat every few seconds to find out. Without ``keep_if_orphaned`` it writes no files.
 ``fine_tune_in_child`` is the same life for a fine-tune (``finetune.fine_tune``) of a model
 on a person's digits: it holds out a stratified third of them (``split_held_out``; a digit
 with fewer than 2 examples is all taught), tunes on the rest with MNIST rehearsal, and sends
@@ -33,6 +36,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +48,7 @@ from .history import Progress, explain_divergence
 from .metrics import Evaluation, evaluate
 from .model_io import ModelFileError, model_from_bytes, model_to_bytes
 from .network import MLP
+from .run_store import RunStore, run_file_bytes
 
 TRAINING, EVALUATING, PAUSED = "training", "evaluating", "paused"
 PREVIEW_SECONDS = 1.0  # at most one weights preview a second: a class watches, nobody needs more
@@ -93,24 +98,72 @@ def whole_epochs(history: list[dict], epochs_done: int) -> list[dict]:
     return [h for h in history if int(h.get("epoch", 0)) <= epochs_done]
 
 
-def _reported(conn, work: Callable[[], tuple]) -> None:
-    """Send ``work()``'s final message, or an error message for any exception; close ``conn``."""
+class _Link:
+    """The child's end of the pipe: a send after the parent has gone sets ``gone`` instead of raising."""
+
+    def __init__(self, conn) -> None:
+        self.conn, self.gone = conn, False
+
+    def send(self, message: tuple) -> None:
+        if self.gone:
+            return
+        try:
+            self.conn.send(message)
+        except (BrokenPipeError, EOFError, ConnectionError):
+            self.gone = True
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+ORPHAN_NOTE = (
+    "The server stopped unexpectedly (it was killed) while this run trained, so the run stopped "
+    "there and was scored as it was."
+)
+
+
+def _reported(link: _Link, work: Callable[[], tuple], keep_if_orphaned: dict[str, Any] | None = None) -> None:
+    """Send ``work()``'s final message, or an error message for any exception; close the pipe.
+
+    A result the parent is no longer there to receive goes to ``keep_if_orphaned``'s store.
+    """
+    started = time.time()
     try:
-        conn.send(work())
-    except (BrokenPipeError, EOFError, ConnectionError):
-        return  # the parent is gone: nobody is left to tell
+        final = work()
     except Exception as e:  # every other ending is reported, never silent
         message = str(e) or type(e).__name__
         if not isinstance(e, (ValueError, MnistError, ModelFileError, OSError, MemoryError)):
             message = f"{type(e).__name__}: {message}\n{traceback.format_exc(limit=3)}"
         elif isinstance(e, MemoryError):
             message = "the training process ran out of memory"
-        try:
-            conn.send(("error", message))
-        except (BrokenPipeError, EOFError, ConnectionError):
-            return
-    finally:
-        conn.close()
+        final = ("error", message)
+    link.send(final)
+    if link.gone and keep_if_orphaned is not None and final[0] == "result":
+        keep_orphaned_result(keep_if_orphaned, final[1], started)
+    link.close()
+
+
+def keep_orphaned_result(keep: dict[str, Any], result: Result, started: float) -> Path | None:
+    """Write a run whose server has gone into that server's run store, as the server would have.
+
+    ``keep``: ``{"store": RunStore.settings(), "user": id, "run_id": id, "facts": {number, name,
+    kind, based_on, based_on_id, created}}`` (``runs.RunRegistry`` fills it). The file's path, or
+    None if it could not be written (the run is then lost, as it was before the store).
+    """
+    facts = dict(
+        keep["facts"],
+        status="stopped" if result.stopped else "done",
+        note=ORPHAN_NOTE if result.stopped else None,
+        started=started,
+        finished_at=time.time(),
+        tuning=result.tuning,
+        kept=None,
+    )
+    data = run_file_bytes(facts, result.model_bytes, result.evaluation, result.mistake_images, result.mistake_labels)
+    try:
+        return RunStore(**keep["store"]).save(keep["user"], keep["run_id"], data)
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def train_in_child(
@@ -123,20 +176,23 @@ def train_in_child(
     base_model_bytes: bytes | None = None,
     max_pause_seconds: float = MAX_PAUSE_SECONDS,
     preview_seconds: float | None = PREVIEW_SECONDS,
+    keep_if_orphaned: dict[str, Any] | None = None,
 ) -> None:
     """The child's whole life; see the module docstring. ``conn`` is the sending end of a Pipe.
 
     ``run_event`` (optional): cleared by the parent to pause. ``base_model_bytes``: train
     ``config.epochs`` more epochs of this model instead of a fresh network. ``preview_seconds``:
     the least time between two weights previews (None: send none; benchmarks compare).
+    ``keep_if_orphaned``: where to store the run if the parent goes away (``keep_orphaned_result``).
     """
     _own_session()
-    controls = _Controls(conn, stop_event, run_event, max_pause_seconds)
+    link = _Link(conn)
+    controls = _Controls(link, stop_event, run_event, max_pause_seconds)
+    config = TrainConfig.from_dict(config_dict)
     _reported(
-        conn,
-        lambda: _train(
-            TrainConfig.from_dict(config_dict), mnist_dir, conn, controls, source, base_model_bytes, preview_seconds
-        ),
+        link,
+        lambda: _train(config, mnist_dir, link, controls, source, base_model_bytes, preview_seconds),
+        keep_if_orphaned,
     )
 
 
@@ -154,12 +210,18 @@ def fine_tune_in_child(
     run_event=None,
     options: dict[str, Any] | None = None,
     max_pause_seconds: float = MAX_PAUSE_SECONDS,
+    keep_if_orphaned: dict[str, Any] | None = None,
 ) -> None:
     """A fine-tune's whole life (module docstring): ``inputs`` (n, 784) float32, ``labels`` (n,)."""
     _own_session()
-    controls = _Controls(conn, stop_event, run_event, max_pause_seconds)
+    link = _Link(conn)
+    controls = _Controls(link, stop_event, run_event, max_pause_seconds)
     tune_options = FineTuneOptions.from_dict(options or {})
-    _reported(conn, lambda: _fine_tune(base_model_bytes, inputs, labels, mnist_dir, conn, controls, tune_options))
+    _reported(
+        link,
+        lambda: _fine_tune(base_model_bytes, inputs, labels, mnist_dir, link, controls, tune_options),
+        keep_if_orphaned,
+    )
 
 
 def _fine_tune(
@@ -167,7 +229,7 @@ def _fine_tune(
     inputs: np.ndarray,
     labels: np.ndarray,
     mnist_dir: str,
-    conn,
+    link: _Link,
     controls: _Controls,
     options: FineTuneOptions,
 ) -> tuple:
@@ -180,12 +242,12 @@ def _fine_tune(
             "Too few digits to keep some aside for testing (fewer than 2 of each digit): all "
             f"{len(y)} were used to teach it, so there are no before/after figures on your own digits."
         )
-        conn.send(("note", note))
-    conn.send(("status", TRAINING))
+        link.send(("note", note))
+    link.send(("status", TRAINING))
     began = controls.clock()
 
     def progress(fraction: float) -> None:
-        conn.send(("progress", tuning_record(fraction, options.steps, controls.clock() - began)))
+        link.send(("progress", tuning_record(fraction, options.steps, controls.clock() - began)))
 
     held = (X[held_idx], y[held_idx]) if len(held_idx) else None
     tuned = fine_tune(
@@ -231,8 +293,8 @@ def tuning_record(fraction: float, steps: int, elapsed: float) -> dict[str, Any]
 class _Controls:
     """The child's side of stop and pause, asked after every batch; keeps the training clock."""
 
-    def __init__(self, conn, stop_event, run_event, max_pause_seconds: float) -> None:
-        self.conn, self.stop_event, self.run_event = conn, stop_event, run_event
+    def __init__(self, link: _Link, stop_event, run_event, max_pause_seconds: float) -> None:
+        self.link, self.stop_event, self.run_event = link, stop_event, run_event
         self.max_pause_seconds = max_pause_seconds
         self.paused_seconds = 0.0
 
@@ -241,35 +303,39 @@ class _Controls:
         return time.perf_counter() - self.paused_seconds
 
     def stop_requested(self) -> bool:
-        """Whether to stop now; first waits (no CPU) while the run is paused."""
+        """Whether to stop now (asked, or the parent has gone); first waits (no CPU) while paused."""
+        if self.link.gone:
+            return True
         if self.run_event is not None and not self.run_event.is_set() and not self.stop_event.is_set():
             self._wait_while_paused()
-        return self.stop_event.is_set()
+        return self.stop_event.is_set() or self.link.gone
 
     def _pause_left(self, began: float) -> float:
         return max(0.01, self.max_pause_seconds - (time.perf_counter() - began))
 
     def _wait_while_paused(self) -> None:
         began = time.perf_counter()
-        self.conn.send(("status", PAUSED))
+        self.link.send(("status", PAUSED))
         # The parent's stop() sets the run event too, so a stop ends the wait at once.
         while not self.run_event.wait(min(HEARTBEAT_SECONDS, self._pause_left(began))):
             waited = time.perf_counter() - began
             if waited >= self.max_pause_seconds:
                 minutes = self.max_pause_seconds / 60
-                self.conn.send(("note", f"Paused for more than {minutes:g} minutes, so it was stopped there."))
+                self.link.send(("note", f"Paused for more than {minutes:g} minutes, so it was stopped there."))
                 self.stop_event.set()
                 break
-            self.conn.send(("paused", waited))  # fails if the parent has gone: the child then ends
+            self.link.send(("paused", waited))  # how a paused child finds out that its parent has gone
+            if self.link.gone:
+                break
         self.paused_seconds += time.perf_counter() - began
         if not self.stop_event.is_set():
-            self.conn.send(("status", TRAINING))
+            self.link.send(("status", TRAINING))
 
 
 def _train(
     config: TrainConfig,
     mnist_dir: str,
-    conn,
+    link: _Link,
     controls: _Controls,
     source: str,
     base: bytes | None,
@@ -278,7 +344,7 @@ def _train(
     """Train and evaluate; the final message to send."""
     started = controls.clock()
     data = load_mnist(mnist_dir, download=False, progress=False)
-    conn.send(("status", TRAINING))
+    link.send(("status", TRAINING))
     info: dict[str, Any] = {}
     if base is None:
         model = MLP(config).initialize()
@@ -293,22 +359,22 @@ def _train(
     stopped = False
     last_preview = controls.clock()
     if preview_seconds is not None:
-        conn.send(("weights", weights_preview(model.params_)))
+        link.send(("weights", weights_preview(model.params_)))
 
     def should_stop() -> bool:
         return diverged is not None or controls.stop_requested()
 
     for record in model.iter_fit(data.X_train, data.y_train, stop=should_stop, clock=controls.clock):
-        conn.send(("progress", record.to_dict()))
+        link.send(("progress", record.to_dict()))
         if record.diverged and diverged is None:
             diverged = record.to_dict()
         stopped = stopped or record.stopped
         if preview_seconds is not None and controls.clock() - last_preview >= preview_seconds:
-            conn.send(("weights", weights_preview(model.params_)))
+            link.send(("weights", weights_preview(model.params_)))
             last_preview = controls.clock()
     if diverged is not None:
         return ("diverged", explain_divergence(diverged, config.optimizer, config.learning_rate))
-    conn.send(("status", EVALUATING))
+    link.send(("status", EVALUATING))
     evaluation = evaluate(model, data.X_test, data.y_test)
     train_seconds = controls.clock() - started
     model.record_results(evaluation.accuracy, train_seconds, data.data_hash, source, stopped, **info)

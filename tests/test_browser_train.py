@@ -170,8 +170,12 @@ def test_a_finished_run_is_still_there_after_the_server_restarts(tmp_path, mnist
         stop_app(proc)
 
 
-def test_a_run_still_training_when_the_server_is_shut_down_comes_back_stopped(tmp_path, mnist_for_app, browser_page):
-    """SIGTERM (as Ctrl-C or a service manager stops it) mid-training: the next server shows the run stopped."""
+@pytest.mark.parametrize("how", ["shut down", "killed"])
+def test_a_run_still_training_when_the_server_is_shut_down_comes_back_stopped(
+    tmp_path, mnist_for_app, browser_page, how
+):
+    """Mid-training, the server is shut down (SIGTERM, as Ctrl-C or a service manager stops it) or
+    killed outright (SIGKILL): the next server shows the run stopped, and says why."""
     from app_server import start_app, stop_app
     from playwright.sync_api import expect
 
@@ -182,20 +186,25 @@ def test_a_run_still_training_when_the_server_is_shut_down_comes_back_stopped(tm
     try:
         start_run(page, url, "50000", "200", "64")
         page.get_by_text(re.compile(r"Epoch \d+/200 · batch")).wait_for(timeout=60_000)
+        if how == "killed":
+            proc.kill()  # no exit handler runs: the training process stores the run itself
+            proc.wait(timeout=30)
     finally:
         stop_app(proc)  # SIGTERM, and SIGKILL after 20 s
-    assert proc.returncode == 0  # it ended by itself, within the 20 s
-    assert "stopping 1 training run(s)" in (tmp_path / "streamlit.log").read_text()
-    proc, url = start_app(tmp_path, env, timeout=90)
+    if how == "shut down":
+        assert proc.returncode == 0  # it ended by itself, within the 20 s
+        assert "stopping 1 training run(s)" in (tmp_path / "streamlit.log").read_text()
+    proc, url = start_app(tmp_path, env, timeout=90)  # at once: the run may be stored after this server started
     try:
         page.goto(url + "/train")
         page.get_by_role("heading", name="Your runs").wait_for()
         rows = page.locator('[class*="st-key-run_"]')
-        expect(rows).to_have_count(1)
+        expect(rows).to_have_count(1, timeout=30_000)
         expect(rows).to_contain_text(re.compile(r"Run 1 \(shown below\) · stopped early · test accuracy"))
         expect(page.get_by_text("Training was stopped early")).to_be_visible()
-        expect(page.get_by_text("The server was shut down while this run trained")).to_be_visible()
+        why = "The server was shut down while" if how == "shut down" else "The server stopped unexpectedly"
+        expect(page.get_by_text(why)).to_be_visible()
         expect(page.get_by_text(re.compile(r"Stopped in epoch \d+ of 200"))).to_be_visible()
-        screenshot(page, "train_stopped_by_shutdown.png")
+        screenshot(page, f"train_stopped_{how.replace(' ', '_')}.png")
     finally:
         stop_app(proc)

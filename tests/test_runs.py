@@ -48,8 +48,12 @@ def registry():
     reg.stop_all(timeout=60)  # never leave a training process behind
 
 
-def finished(registry, user, run_id, timeout=120):
+def finished(registry, user, run_id, timeout=120, store_dir=None):
+    """The run's view once it has finished (and, given ``store_dir``, once it is in that store:
+    the registry writes it there just after the status turns)."""
     assert wait_until(lambda: registry.get(user, run_id).snapshot.finished, timeout=timeout)
+    if store_dir is not None:
+        assert wait_until(lambda: (store_dir / user / f"{run_id}.npz").exists(), timeout=timeout)
     return registry.get(user, run_id)
 
 
@@ -375,10 +379,10 @@ def test_finished_runs_come_back_after_a_restart_and_act_as_before(tmp_path, mni
     before = RunRegistry(store=RunStore(scratch))
     try:
         first = before.submit(me, tiny(1), mnist_dir)
-        finished(before, me, first)
+        finished(before, me, first, store_dir=scratch)
         kept = before.keep(me, first, "kept one")
         second = before.submit(me, tiny(2), mnist_dir)
-        finished(before, me, second)
+        finished(before, me, second, store_dir=scratch)
         old = {v.id: v for v in before.runs(me)}
         old_bytes = {i: before.job(me, i).model_bytes for i in old}
     finally:
@@ -464,7 +468,7 @@ def test_a_fine_tune_run_comes_back_after_a_restart_with_its_figures(tmp_path, m
     before = RunRegistry(store=RunStore(tmp_path))
     digits = writer_digits(mnist, per_class=3)
     run_id = before.submit_fine_tune(me, model_to_bytes(small_model), "default", digits, mnist_dir, options=QUICK)
-    was = finished(before, me, run_id)
+    was = finished(before, me, run_id, store_dir=tmp_path)
     assert was.snapshot.status == DONE, was.snapshot.error
     [view] = RunRegistry(store=RunStore(tmp_path)).runs(me)
     assert view.kind == FINE_TUNE_RUN and view.origin == "fine-tunes default" and view.tuning == was.tuning
@@ -488,6 +492,9 @@ while not registry.get(user, run).snapshot.history:  # training, with progress
         sys.exit("the run never started training")
     time.sleep(0.05)
 print(run, flush=True)
+if len(sys.argv) > 5:  # killed outright, as by SIGKILL or the out-of-memory killer: no exit handler runs
+    import os, signal
+    os.kill(os.getpid(), signal.SIGKILL)
 # The script ends here, as a server's main thread does after Ctrl-C or SIGTERM.
 """
 
@@ -517,3 +524,34 @@ def test_runs_still_training_when_the_server_exits_are_stopped_and_kept(tmp_path
     model = after.model(me, run_id)
     assert model is not None and model.epochs_done_ < 100
     assert after.runs(waiting) == []  # a run that never started has nothing to keep
+
+
+def test_a_run_whose_server_is_killed_outright_stores_itself(tmp_path, mnist_dir):
+    import subprocess
+    import sys
+
+    scratch = tmp_path / "scratch"
+    me, waiting = new_user_id(), new_user_id()
+    killed = subprocess.run(
+        [sys.executable, "-c", SERVER_THAT_EXITS, str(scratch), str(mnist_dir), me, waiting, "kill"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    run_id = killed.stdout.strip()
+    stored = scratch / me / f"{run_id}.npz"
+    deadline = time.monotonic() + 120
+    while not stored.exists():  # the orphaned training process stops, scores its model and writes it
+        assert time.monotonic() < deadline, "the killed server's run was never stored"
+        time.sleep(0.1)
+    after = RunRegistry(store=RunStore(scratch))  # the next server process
+    [view] = after.runs(me)
+    assert view.id == run_id and view.snapshot.status == STOPPED and view.has_model
+    assert "server stopped unexpectedly" in view.snapshot.note
+    assert view.number == 1 and view.snapshot.started is not None
+    assert view.snapshot.evaluation is not None and view.snapshot.evaluation.n == 10_000
+    model = after.model(me, run_id)
+    assert model is not None and model.epochs_done_ < 100
+    assert after.runs(waiting) == []  # it never started: nothing to store
+    assert [p.name for p in scratch.rglob("*") if p.is_file()] == [stored.name]  # no temporary file left
