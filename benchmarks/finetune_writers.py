@@ -39,13 +39,13 @@ from mnist_net import FineTuneOptions, canvas_to_input, fine_tune, load_mnist, l
 from mnist_net.augment import (
     STYLE_DIGIT,
     STYLES,
-    _style_polylines,
     affine_source,
     bilinear_sample,
     draw_polylines,
     elastic_field,
     ink_geometry,
     open_top_4,
+    style_polylines,
 )
 from mnist_net.data import stratified_split
 from mnist_net.synth import SCHEMES, Stroke, render
@@ -109,7 +109,7 @@ def write(
         if style == "open_4":
             images[mine] = open_top_4(images[mine], g)
         else:
-            images[mine] = draw_polylines(images[mine], _style_polylines(style, g), radius[mine])
+            images[mine] = draw_polylines(images[mine], style_polylines(style, g), radius[mine])
     n = len(images)
     jitter = rng.uniform(-3, 3, n)  # a person never writes the same digit twice
     coords = affine_source(

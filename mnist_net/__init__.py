@@ -4,9 +4,15 @@ Public API: ``load_mnist``, ``load_model``, ``save_model``, ``Network`` (alias `
 ``iter_fit``, ``predict_proba``, ...), ``TrainConfig``, ``Progress``, ``canvas_to_input``,
 ``image_from_bytes``; a user's own digits: ``DigitSet`` and its files (``digitset``),
 ``fine_tune`` (``finetune``).
-Layers, from the bottom: ``architecture`` (layer specs), ``layers`` and ``functional`` (maths),
-``config``, ``data``, ``augment``, ``optim``, ``history`` -> ``train`` (the loop) -> ``network``
-(the class) -> ``model_io`` (files) -> ``registry``, ``jobs``, ``cli``.
+Modules, from the bottom (each imports only modules above it in this list):
+``architecture`` (layer specs), ``layers`` (conv, pool, dropout, flatten: forward beside
+backward), ``optim``, ``history``, ``data`` (verified MNIST), ``files``, ``safe_pickle``,
+``confidence`` -> ``config``, ``functional`` (dense maths), ``preprocess`` (canvas to input),
+``metrics`` -> ``augment``, ``digitset``, ``uploads``, ``budget`` -> ``train`` (the loop),
+``synth`` (drawn test digits) -> ``network`` (the class) -> ``model_io`` (files), ``explain``
+(saliency), ``inside`` (activations, filters), ``novelty`` (not-a-digit score) -> ``finetune``,
+``registry`` (the models folder), ``run_store`` -> ``worker`` (a run's process), ``cli`` ->
+``jobs`` (a run from the parent's side) -> ``runs`` (a server's runs).
 Non-goals: GPUs, autograd. Never imports streamlit.
 """
 

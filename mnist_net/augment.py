@@ -246,7 +246,7 @@ def ink_geometry(images: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def _style_polylines(style: str, g: dict[str, np.ndarray]) -> np.ndarray:
+def style_polylines(style: str, g: dict[str, np.ndarray]) -> np.ndarray:
     """The pen path each image of ``style`` gets: (n, points, 2) float32 (x, y), from its ink geometry."""
     top, bottom, left, right = g["top"], g["bottom"], g["left"], g["right"]
     h = bottom - top + 1
@@ -320,7 +320,7 @@ def add_styles(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
             out[chosen] = open_top_4(out[chosen], g)
         else:
             radius = rng.uniform(0.6, 1.2, len(chosen)).astype(np.float32)
-            out[chosen] = draw_polylines(out[chosen], _style_polylines(style, g), radius)
+            out[chosen] = draw_polylines(out[chosen], style_polylines(style, g), radius)
     return out
 
 

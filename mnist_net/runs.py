@@ -29,10 +29,11 @@ user's stored runs are read back the first time the user is seen (and again when
 folder changes), so a restart loses no finished run. A registry made with
 ``save_on_exit=True`` (the app's) also stops the runs still training when its process exits
 normally (the server stopped with Ctrl-C or SIGTERM): each ends with the model it had then,
-stored as a stopped run that says why, within ``SHUTDOWN_WAIT_S``. If the server is killed outright (SIGKILL, the out-of-memory killer), each
-training process finds its server gone at its next message, stops, scores its model and
-writes the run into the store itself (``worker.keep_orphaned_result``): the restarted server
-lists it as stopped, saying why. A power cut still loses the runs that were training.
+stored as a stopped run that says why, within ``SHUTDOWN_WAIT_S``. If the server is killed
+outright (SIGKILL, the out-of-memory killer), each training process finds its server gone at
+its next message, stops, scores its model and writes the run into the store itself
+(``worker.keep_orphaned_result``): the restarted server lists it as stopped, saying why. A
+power cut still loses the runs that were training.
 Non-goals: resuming unfinished runs after a restart, accounts, sharing runs between users.
 """
 
